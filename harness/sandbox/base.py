@@ -1,0 +1,109 @@
+"""The sandbox boundary: one narrow interface, ``Backend.run(job) -> RunOutcome``.
+
+The pipeline prepares a job as four host folders and a runner argument list; a backend
+runs ``python -m harness.runner`` on them under its isolation and reports what happened
+as data. Inside every backend the folders appear at the same fixed paths:
+
+=================  ==========  ==================================================
+inside             access      holds
+=================  ==========  ==================================================
+``/submission``    read-only   the submission's declared files only
+``/inputs``        read-only   ``inputs.npy`` (uint8, N x C x H x W), never labels
+``/job``           read-only   ``job.json``: what the runner must do
+``/output``        read-write  empty at start; the runner's report and predictions
+``/opt/harness``   read-only   the runner's own code (``harness/runner``)
+=================  ==========  ==================================================
+
+No backend mounts or passes labels, secret seeds, the results folder, other
+submissions or the host's home.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+from ..tasks import LimitsSpec
+
+MOUNTS = {
+    "submission": "/submission",
+    "inputs": "/inputs",
+    "job": "/job",
+    "output": "/output",
+    "code": "/opt/harness",
+}
+
+
+@dataclass(frozen=True)
+class SandboxPolicy:
+    """All hardening settings for one run, built from the task's limits."""
+
+    wall_seconds: float
+    memory_bytes: int
+    pids: int
+    cpus: float
+    tmpfs_bytes: int
+    output_bytes: int
+    log_bytes: int
+    gpu: bool = False
+    network: bool = False  # never True for grading; here so tests can assert it
+
+    @classmethod
+    def from_limits(cls, limits: LimitsSpec, *, gpu: bool = False) -> SandboxPolicy:
+        return cls(
+            wall_seconds=limits.time_seconds,
+            memory_bytes=limits.memory_mb * 2**20,
+            pids=limits.pids,
+            cpus=limits.cpus,
+            tmpfs_bytes=limits.tmpfs_mb * 2**20,
+            output_bytes=limits.output_mb * 2**20,
+            log_bytes=limits.log_kb * 1024,
+            gpu=gpu,
+        )
+
+
+@dataclass(frozen=True)
+class RunJob:
+    """One runner invocation. Paths are host paths; backends map them to ``MOUNTS``."""
+
+    submission_dir: Path
+    inputs_dir: Path
+    job_dir: Path
+    output_dir: Path
+    policy: SandboxPolicy
+    mount_submission: bool = True  # False for runs that must not see student code
+    label: str = ""  # for logs: "team42/phase-a"
+
+
+RunStatus = Literal["ok", "error", "timeout", "killed"]
+
+
+@dataclass
+class RunOutcome:
+    """What happened, as data. ``status``: ``ok`` (exit 0), ``error`` (non-zero exit),
+    ``timeout`` (wall clock passed), ``killed`` (memory, process or output limits)."""
+
+    status: RunStatus
+    exit_code: int | None
+    wall_seconds: float
+    log: str  # stdout and stderr together, capped to policy.log_bytes
+    output_dir: Path
+    reason: str = ""  # which limit, for timeout and killed
+    backend: str = ""
+    info: dict[str, str] = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    name: str
+    isolated: bool
+
+    def unavailable_reason(self) -> str | None:
+        """None when the backend can run here, else one sentence saying why not."""
+
+    def describe(self) -> dict[str, str]:
+        """What result documents record about it (image and tag for docker)."""
+
+    def run(self, job: RunJob) -> RunOutcome:
+        """Run the runner on ``job``. Never raises for anything the submission does;
+        raises ``UserError`` only when the backend itself cannot work."""

@@ -1,0 +1,65 @@
+"""Every setting the harness reads from its environment, read here and nowhere else."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+PUBLIC_FALLBACK_SEED = 424242
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path  # the project folder holding tasks/ and reference_solutions/
+    tasks_dir: Path
+    cache_dir: Path  # prepared arrays, one folder per task and split
+    secret_seed: int | None  # None: use the public fallback (and warn)
+    secret_source: str
+
+    def hidden_seed(self) -> tuple[int, bool]:
+        """The seed of generated hidden splits, and whether it is the public fallback."""
+        if self.secret_seed is None:
+            return PUBLIC_FALLBACK_SEED, True
+        return self.secret_seed, False
+
+
+def _find_home() -> Path:
+    env = os.environ.get("HARNESS_HOME")
+    if env:
+        return Path(env).resolve()
+    cwd = Path.cwd()
+    for folder in (cwd, *cwd.parents):
+        if (folder / "tasks").is_dir() and (folder / "pyproject.toml").is_file():
+            return folder
+    return Path(__file__).resolve().parent.parent
+
+
+def _secret() -> tuple[int | None, str]:
+    env = os.environ.get("HARNESS_SECRET_SEED")
+    if env:
+        return int(env), "HARNESS_SECRET_SEED"
+    config = Path(
+        os.environ.get("HARNESS_CONFIG", Path.home() / ".config" / "harness" / "config.toml")
+    )
+    if config.is_file():
+        data = tomllib.loads(config.read_text())
+        if "secret_seed" in data:
+            return int(data["secret_seed"]), str(config)
+    return None, "public fallback"
+
+
+@cache
+def settings() -> Settings:
+    home = _find_home()
+    seed, source = _secret()
+    cache_dir = Path(os.environ.get("HARNESS_CACHE", home / ".cache" / "data"))
+    return Settings(
+        home=home,
+        tasks_dir=Path(os.environ.get("HARNESS_TASKS", home / "tasks")),
+        cache_dir=cache_dir,
+        secret_seed=seed,
+        secret_source=source,
+    )

@@ -1,0 +1,196 @@
+"""Task specs: one flat ``tasks/<id>/task.toml`` each, parsed into a frozen object."""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import UserError
+from .spec_errors import user_error_from_validation
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DatasetSpec(_Frozen):
+    provider: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class SplitsSpec(_Frozen):
+    public: tuple[str, ...] = ("train", "validation")
+    check: str = "validation"
+    hidden: str = "test"
+
+
+class MetricsSpec(_Frozen):
+    primary: str
+    report: tuple[str, ...]
+    bootstrap_samples: int = Field(1000, ge=100, le=100_000)
+    bootstrap_seed: int = 0
+
+
+class LimitsSpec(_Frozen):
+    time_seconds: float = Field(600, gt=0)
+    memory_mb: int = Field(4096, ge=256)
+    pids: int = Field(64, ge=8)
+    cpus: float = Field(2.0, gt=0)
+    tmpfs_mb: int = Field(64, ge=1)
+    output_mb: int = Field(256, ge=1)
+    log_kb: int = Field(64, ge=1)
+
+
+class GradingSpec(_Frozen):
+    """Points for Gradescope-style scores: linear between two values of the primary metric."""
+
+    max_score: float = Field(100, gt=0)
+    full_marks_at: float
+    zero_marks_at: float
+    daily_quota: int = Field(0, ge=0)  # hidden-set gradings per team per day; 0 = unlimited
+
+
+class IntegritySpec(_Frozen):
+    allow_eager_fallback: bool = False
+    # values a model may hold beyond its weights file before it is flagged
+    allowance: int = Field(1024, ge=0)
+    show_student_output: bool = False
+
+
+class LeaderboardSpec(_Frozen):
+    count: Literal["best", "latest"] = "best"
+    public_fraction: float = Field(0.5, gt=0, le=1)
+    split_seed: int = 0
+
+
+class ReferenceSpec(_Frozen):
+    name: str
+    path: str
+    expected: float | None = None  # None: "not yet measured"
+    tolerance: float = 0.0
+    measured: str = "not yet measured"
+
+
+class TaskSpec(_Frozen):
+    id: str
+    title: str
+    kind: Literal["classification", "regression"]
+    input_shape: tuple[int, int, int]
+    classes: tuple[str, ...] = ()
+    parameter_limit: int | None = Field(None, gt=0)
+    batch_size: int = Field(256, gt=0)
+    device: Literal["auto", "cpu"] = "auto"
+    required_training: tuple[str, ...] = ()
+    dataset: DatasetSpec
+    splits: SplitsSpec = SplitsSpec()
+    metrics: MetricsSpec
+    limits: LimitsSpec = LimitsSpec()
+    grading: GradingSpec
+    integrity: IntegritySpec = IntegritySpec()
+    leaderboard: LeaderboardSpec = LeaderboardSpec()
+    references: tuple[ReferenceSpec, ...] = ()
+    # filled by the loader, not written in the file
+    source: str = ""
+    spec_hash: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TaskSpec:
+        if self.kind == "classification" and len(self.classes) < 2:
+            raise ValueError("a classification task needs at least two `classes`")
+        if self.kind == "regression" and self.classes:
+            raise ValueError("a regression task has no `classes`")
+        if self.metrics.primary not in self.metrics.report:
+            raise ValueError("`metrics.primary` must be one of `metrics.report`")
+        if self.splits.hidden in self.splits.public:
+            raise ValueError("the hidden split cannot also be public")
+        if self.splits.check not in self.splits.public:
+            raise ValueError("`splits.check` must be a public split")
+        return self
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def tasks_root() -> Path:
+    """The ``tasks/`` folder: ``$HARNESS_TASKS`` or the repository's own."""
+    from .settings import settings
+
+    return settings().tasks_dir
+
+
+def load_task_file(path: Path) -> TaskSpec:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the task spec ({exc.strerror})") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid TOML ({exc})", "check the quoting") from None
+    data["source"] = str(path)
+    data["spec_hash"] = hashlib.sha256(raw).hexdigest()
+    try:
+        spec = TaskSpec.model_validate(data)
+    except ValidationError as exc:
+        raise user_error_from_validation(path, exc, "see tasks/README.md for the fields") from None
+    if spec.id != path.parent.name:
+        raise UserError(
+            f"{path}: field `id`: is {spec.id!r} but the folder is {path.parent.name!r}",
+            "a task's id is its folder name",
+        )
+    _check_registered(spec, path)
+    return spec
+
+
+def _check_registered(spec: TaskSpec, path: Path) -> None:
+    from .data import providers
+    from .metrics import METRICS
+
+    if spec.dataset.provider not in providers:
+        err = None
+        try:
+            providers.get(spec.dataset.provider)
+        except UserError as exc:
+            err = exc
+        assert err is not None
+        raise UserError(f"{path}: field `dataset.provider`: {err.message}", err.hint)
+    for name in spec.metrics.report:
+        if name not in METRICS:
+            raise UserError(
+                f"{path}: field `metrics.report`: unknown metric {name!r}",
+                f"known: {', '.join(METRICS.names())}",
+            )
+        if METRICS.get(name).kind != spec.kind:
+            raise UserError(
+                f"{path}: field `metrics.report`: {name!r} is a {METRICS.get(name).kind} metric",
+                f"this task is {spec.kind}",
+            )
+
+
+@cache
+def _load_cached(path: str, mtime_ns: int) -> TaskSpec:
+    return load_task_file(Path(path))
+
+
+def load_task(task_id: str, root: Path | None = None) -> TaskSpec:
+    root = root or tasks_root()
+    path = root / task_id / "task.toml"
+    if not path.is_file():
+        known = sorted(p.parent.name for p in root.glob("*/task.toml"))
+        import difflib
+
+        close = difflib.get_close_matches(task_id, known, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"known tasks: {', '.join(known)}"
+        raise UserError(f"unknown task {task_id!r}: no {path}", hint)
+    return _load_cached(str(path), path.stat().st_mtime_ns)
+
+
+def all_tasks(root: Path | None = None) -> list[TaskSpec]:
+    root = root or tasks_root()
+    return [load_task(p.parent.name, root) for p in sorted(root.glob("*/task.toml"))]
