@@ -87,6 +87,7 @@ class ResultDocument(_Doc):
     submission_path: str = ""
     submission_hash: str = ""
     task_spec_hash: str = ""
+    cache_key: str = ""  # submission, task spec, harness version, inputs, mode, backend
     harness_version: str = ""
     graded_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     reference: bool = False  # a reference solution, shown but not ranked

@@ -1,0 +1,111 @@
+"""``python -m harness.runner --job DIR --submission DIR --inputs DIR --output DIR``.
+
+Phases (``job.json`` field ``phase``):
+- ``convert``: read ``.pt`` weights weights-only and write ``weights.safetensors``; runs
+  before, and apart from, any submission code.
+- ``eager``: import the submission, build, load strictly, predict, write
+  ``predictions.npy``.
+Exit status 0 when the phase succeeded, 3 when the submission failed (see report.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from .report import Report
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="harness.runner")
+    for name in ("job", "submission", "inputs", "output"):
+        parser.add_argument(f"--{name}", type=Path, required=True)
+    return parser.parse_args(argv)
+
+
+def _device(job: dict[str, Any]) -> Any:
+    import torch
+
+    if job.get("device", "auto") == "auto" and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def phase_convert(job: dict[str, Any], a: argparse.Namespace, report: Report) -> None:
+    from .load import convert_to_safetensors
+
+    t = report.start("convert")
+    info = convert_to_safetensors(a.submission / job["weights"], a.output / "weights.safetensors")
+    report.data["convert"] = info
+    report.done("convert", t)
+
+
+def phase_eager(job: dict[str, Any], a: argparse.Namespace, report: Report) -> None:
+    import numpy as np
+    import torch
+
+    from .inventory import inventory
+    from .load import build_model, import_entrypoint, load_strict, read_state_dict
+    from .predict import determinism, run_batches
+
+    torch.set_num_threads(max(1, int(job.get("threads", 1))))
+    device = _device(job)
+    report.data["device"] = str(device)
+    report.data["torch_version"] = torch.__version__
+
+    t = report.start("import")
+    factory = import_entrypoint(a.submission, job["entrypoint"])
+    report.done("import", t)
+
+    t = report.start("build")
+    model = build_model(factory)
+    report.done("build", t)
+
+    t = report.start("load")
+    state = read_state_dict(a.submission / job["weights"])
+    load_strict(model, state)
+    model.eval()
+    report.data["model"] = inventory(model)
+    model.to(device)
+    report.done("load", t)
+
+    images = np.load(a.inputs / "inputs.npy", mmap_mode="r", allow_pickle=False)
+    t = report.start("predict")
+    predictions = run_batches(model, images, job, device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    report.done("predict", t)
+    report.data["images"] = len(images)
+
+    t = report.start("determinism")
+    report.data["determinism"] = determinism(model, images, predictions, job, device)
+    report.done("determinism", t)
+
+    tmp = a.output / ".predictions.npy"
+    with open(tmp, "wb") as fh:
+        np.save(fh, predictions, allow_pickle=False)
+    os.replace(tmp, a.output / "predictions.npy")
+
+
+PHASES = {"convert": phase_convert, "eager": phase_eager}
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = _args(argv)
+    job = json.loads((a.job / "job.json").read_text())
+    report = Report(a.output, job["phase"])
+    try:
+        PHASES[job["phase"]](job, a, report)
+    except BaseException as exc:  # the submission's error is data for the host
+        report.fail(report.data["stage"], exc)
+        return 3
+    report.finish()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Batched inference over the memory-mapped inputs, and the output contract."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class OutputError(Exception):
+    """The model's output broke the contract (shape, dtype, NaN)."""
+
+
+def _prepare(batch: np.ndarray, device: torch.device, norm: Any) -> torch.Tensor:
+    x = torch.from_numpy(np.ascontiguousarray(batch))
+    if device.type == "cuda":
+        x = x.pin_memory().to(device, non_blocking=True)
+    x = x.to(torch.float32).div_(255.0)
+    if norm is not None:
+        mean, std = norm
+        x = (x - mean) / std
+    return x
+
+
+def _check(out: Any, n: int, job: dict[str, Any]) -> torch.Tensor:
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        raise OutputError(f"the model returned a {type(out).__name__}; it must return one tensor")
+    if not isinstance(out, torch.Tensor):
+        raise OutputError(f"the model returned {type(out).__name__}, not a tensor")
+    if not out.is_floating_point():
+        raise OutputError(f"the model returned dtype {out.dtype}; a floating dtype is required")
+    if job["kind"] == "regression":
+        if tuple(out.shape) not in ((n,), (n, 1)):
+            raise OutputError(
+                f"the output has shape {tuple(out.shape)} for a batch of {n}; "
+                f"a regression model returns ({n},) or ({n}, 1)"
+            )
+        out = out.reshape(n)
+    elif tuple(out.shape) != (n, job["num_classes"]):
+        raise OutputError(
+            f"the output has shape {tuple(out.shape)} for a batch of {n}; "
+            f"expected ({n}, {job['num_classes']}) logits or probabilities"
+        )
+    if not bool(torch.isfinite(out).all()):
+        raise OutputError("the output holds NaN or infinite values")
+    return out.float()
+
+
+def run_batches(
+    model: Callable[[torch.Tensor], Any],
+    images: np.ndarray,
+    job: dict[str, Any],
+    device: torch.device,
+    order: np.ndarray | None = None,
+    batch_size: int | None = None,
+) -> np.ndarray:
+    """Predict every image (in ``order`` if given), returning outputs in input order."""
+    n = len(images)
+    bs = batch_size or job["batch_size"]
+    norm = None
+    if job.get("normalize"):
+        shape = (1, -1, 1, 1)
+        mean = torch.tensor(job["normalize"]["mean"], dtype=torch.float32).view(shape)
+        std = torch.tensor(job["normalize"]["std"], dtype=torch.float32).view(shape)
+        norm = (mean.to(device), std.to(device))
+    index = np.arange(n) if order is None else order
+    width = () if job["kind"] == "regression" else (job["num_classes"],)
+    result = np.empty((n, *width), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, n, bs):
+            idx = index[start : start + bs]
+            batch = images[idx] if order is not None else images[start : start + bs]
+            out = _check(model(_prepare(batch, device, norm)), len(idx), job)
+            result[idx] = out.cpu().numpy()
+    return result
+
+
+def determinism(
+    model: Callable[[torch.Tensor], Any],
+    images: np.ndarray,
+    first: np.ndarray,
+    job: dict[str, Any],
+    device: torch.device,
+) -> dict[str, Any]:
+    """Predict a fixed slice again, in reverse order with another batch size."""
+    k = min(int(job.get("determinism_slice", 64)), len(images))
+    if k < 2:
+        return {"checked": 0, "max_abs_diff": 0.0}
+    subset = np.asarray(images[:k])
+    order = np.arange(k)[::-1].copy()
+    other = max(1, min(k - 1, job["batch_size"] // 2 + 1))
+    again = run_batches(model, subset, job, device, order=order, batch_size=other)
+    return {"checked": k, "max_abs_diff": float(np.abs(again - first[:k]).max())}
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - t0

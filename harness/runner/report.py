@@ -1,0 +1,63 @@
+"""The runner's report: rewritten atomically after every stage, so a run that dies
+midway still tells the host which stage it reached."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from . import RUNNER_VERSION
+
+MAX_TEXT = 4000
+
+
+class Report:
+    def __init__(self, output: Path, phase: str) -> None:
+        self.path = output / "report.json"
+        self.data: dict[str, Any] = {
+            "runner_version": RUNNER_VERSION,
+            "phase": phase,
+            "stage": "start",
+            "completed": [],
+            "ok": False,
+            "error": None,
+            "timings": {},
+        }
+        self._t0 = time.perf_counter()
+        self.flush()
+
+    def start(self, stage: str) -> float:
+        self.data["stage"] = stage
+        self.flush()
+        return time.perf_counter()
+
+    def done(self, stage: str, started: float) -> None:
+        self.data["completed"].append(stage)
+        self.data["timings"][f"{stage}_s"] = round(time.perf_counter() - started, 6)
+        self.flush()
+
+    def fail(self, stage: str, exc: BaseException) -> None:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        self.data["ok"] = False
+        self.data["error"] = {
+            "stage": stage,
+            "type": type(exc).__name__,
+            "message": str(exc)[:MAX_TEXT],
+            "traceback": text[-MAX_TEXT:],
+        }
+        self.flush()
+
+    def finish(self) -> None:
+        self.data["ok"] = True
+        self.data["stage"] = "done"
+        self.data["timings"]["total_s"] = round(time.perf_counter() - self._t0, 6)
+        self.flush()
+
+    def flush(self) -> None:
+        tmp = self.path.with_name(".report.json.tmp")
+        tmp.write_text(json.dumps(self.data, default=str))
+        os.replace(tmp, self.path)
