@@ -25,13 +25,13 @@ STATUS_STYLE = {
 
 
 def error(exc: UserError) -> None:
-    err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
     if exc.hint:
-        err_console.print(f"[dim]hint:[/] {exc.hint}", highlight=False)
+        err_console.print(f"[dim]hint:[/] {exc.hint}", highlight=False, soft_wrap=True)
 
 
 def warn(text: str) -> None:
-    err_console.print(f"[bold yellow]warning:[/] {text}", highlight=False)
+    err_console.print(f"[bold yellow]warning:[/] {text}", highlight=False, soft_wrap=True)
 
 
 class Progress:
@@ -59,7 +59,7 @@ class Progress:
     def advance(self, doc: ResultDocument) -> None:
         if self._bar is not None and self._task is not None:
             self._bar.advance(self._task)
-            self._bar.console.print(f"  {doc.team}: {doc.status}", highlight=False)
+            self._bar.console.print(f"  {doc.team}: {doc.status}", highlight=False, soft_wrap=True)
 
     def __exit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
@@ -132,10 +132,12 @@ def _print_notes(console: Console, doc: ResultDocument, mode: str) -> None:
             highlight=False,
         )
         for v in doc.violations[1:]:
-            console.print(f"  - [{v.rule}] {v.message}", highlight=False)
+            console.print(f"  - [{v.rule}] {v.message}", highlight=False, soft_wrap=True)
         if mode == "check" and doc.student_output.strip():
             console.print("[dim]your code's output:[/]")
-            console.print(doc.student_output[-3000:], markup=False, highlight=False)
+            console.print(doc.student_output[-3000:], markup=False, highlight=False, soft_wrap=True)
     for flag in doc.flags:
         if flag.audience == "student" or mode == "grade":
-            console.print(f"[yellow]note[/] {doc.team}: {flag.message}", highlight=False)
+            console.print(
+                f"[yellow]note[/] {doc.team}: {flag.message}", highlight=False, soft_wrap=True
+            )
