@@ -85,6 +85,18 @@ def grading_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             help="Submissions graded at once.",
         ),
         click.option("--no-reports", is_flag=True, help="Skip the per-submission HTML/Markdown."),
+        click.option(
+            "--executor",
+            type=click.Choice(["local", "ray"]),
+            default=DEFAULTS.executor,
+            show_default=True,
+            help="Where gradings run: this machine, or a Ray cluster (pip install 'harness[ray]').",
+        ),
+        click.option(
+            "--address",
+            default=DEFAULTS.address,
+            help="With --executor ray: the cluster's head, HOST:6379 [default: a local instance].",
+        ),
         click.option("--debug", is_flag=True, help="Show tracebacks."),
     ]
     for option in reversed(options):
@@ -109,6 +121,8 @@ def _grade(mode: str, paths: tuple[Path, ...], **kw: Any) -> None:
         force=kw["force"],
         jobs=kw["jobs"],
         reports=not kw["no_reports"],
+        executor=kw["executor"],
+        address=kw["address"],
     )
     run = pipeline.grade if mode == "grade" else pipeline.check
     with Progress(enabled=not kw["as_json"]) as progress:
@@ -133,6 +147,33 @@ def run_cmd(paths: tuple[Path, ...], **kw: Any) -> None:
 def check_cmd(paths: tuple[Path, ...], **kw: Any) -> None:
     """For students: the same pipeline on the task's public validation split."""
     _grade("check", paths, **kw)
+
+
+@cli.command("history")
+@click.argument("team")
+@click.option("--task", default=None, help="Only this task's gradings.")
+@click.option("--results", "results_dir", type=click.Path(path_type=Path), default="results")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as a JSON array.")
+@click.option("--debug", is_flag=True)
+@friendly
+def history_cmd(team: str, task: str | None, results_dir: Path, as_json: bool, debug: bool) -> None:
+    """List every grading run of TEAM recorded in the results store, oldest first."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .store import STORE_NAME, ResultsStore
+
+    if not (results_dir / STORE_NAME).is_file():
+        raise UserError(f"{results_dir}: no results store here", "give the folder with --results")
+    rows = [r.summary() for r in ResultsStore(results_dir).history(team, task)]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    columns = ("graded_at", "task", "mode", "status", "metrics", "submission", "document")
+    table = Table(*columns, title=f"{team}: {len(rows)} grading(s)")
+    for row in rows:
+        table.add_row(*(str(row[c]) for c in columns))
+    Console().print(table)
 
 
 @cli.group("data")
@@ -176,6 +217,44 @@ def data_prepare(
         download=download,
         export_dir=export_dir,
         force=force,
+    )
+
+
+@cli.command("leaderboard")
+@click.option(
+    "--results",
+    "results_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=DEFAULTS.results_dir,
+    show_default=True,
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("leaderboard"),
+    show_default=True,
+)
+@click.option(
+    "--reveal-private",
+    is_flag=True,
+    help="Rank on the private part of the hidden split (after the deadline).",
+)
+@click.option("--debug", is_flag=True)
+@friendly
+def leaderboard_cmd(results_dir: Path, out_dir: Path, reveal_private: bool, debug: bool) -> None:
+    """Render the static leaderboard site (index, one page per task, CSV and JSON)."""
+    from .console import err_console
+    from .report import render_site
+
+    if not results_dir.is_dir():
+        raise UserError(
+            f"{results_dir}: no results folder", "grade submissions first, or --results"
+        )
+    written = render_site(results_dir, out_dir, reveal_private=reveal_private)
+    view = "private" if reveal_private else "public"
+    err_console.print(
+        f"wrote {len(written)} files to {out_dir} ({view} view); open {out_dir / 'index.html'}"
     )
 
 

@@ -54,8 +54,18 @@ def score(task: TaskSpec, labels: np.ndarray, outputs: np.ndarray, *, views: boo
         details=details,
     )
     if views:
+        view_intervals: dict[str, dict[str, list[float]]] = {}
         for view, mask in view_masks(task, len(labels)).items():
             if mask.any():
                 part, _ = compute(task.kind, names, labels[mask], preds[mask], task.num_classes)
                 result.views[view] = {k: float(v) for k, v in part.items()}
+                lo, hi = bootstrap_interval(
+                    primary,
+                    labels[mask],
+                    preds[mask],
+                    samples=task.metrics.bootstrap_samples,
+                    seed=task.metrics.bootstrap_seed,
+                )
+                view_intervals[view] = {primary.name: [lo, hi]}
+        result.details["view_intervals"] = view_intervals
     return result

@@ -1,0 +1,335 @@
+"""The report's figures as PNG files (matplotlib's object API with the Agg canvas).
+
+Each function draws one figure from plain numbers and writes it to ``path``; none
+keeps global pyplot state, so they are safe to call from worker threads.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ParamSpec
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+
+from .curves import Curves, Findings
+
+P = ParamSpec("P")
+
+DPI = 100
+TRAIN_COLOR = "#1f77b4"
+VAL_COLOR = "#d95f02"
+STYLE: dict[str, Any] = {
+    "axes.titlesize": 12,
+    "axes.titleweight": "bold",
+    "axes.labelsize": 11,
+    "xtick.labelsize": 9.5,
+    "ytick.labelsize": 9.5,
+    "legend.fontsize": 9.5,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
+
+
+def _styled(draw: Callable[P, Path]) -> Callable[P, Path]:
+    """Draw under the report's style without touching the global rcParams."""
+
+    @functools.wraps(draw)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Path:
+        with matplotlib.rc_context(STYLE):  # type: ignore[arg-type]
+            return draw(*args, **kwargs)
+
+    return wrapper
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", metadata={"Software": None})
+    return path
+
+
+@_styled
+def confusion(matrix: Sequence[Sequence[float]], classes: Sequence[str], path: Path) -> Path:
+    """Row-normalized confusion matrix as a heatmap, each cell labelled when it fits."""
+    counts = np.asarray(matrix, dtype=float)
+    sums = counts.sum(axis=1, keepdims=True)
+    norm = np.divide(counts, sums, out=np.zeros_like(counts), where=sums > 0)
+    n = len(classes)
+    side = min(max(4.4, 0.42 * n + 2.2), 11)
+    fig = _figure(side + 0.9, side)
+    ax = fig.add_subplot()
+    image = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), labels=classes, rotation=45, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(n), labels=classes)
+    ax.set_xlabel("Predicted class")
+    ax.set_ylabel("True class")
+    ax.set_title("Normalized confusion matrix (each row sums to 1)")
+    ax.spines[:].set_visible(False)
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                value = norm[i, j]
+                ax.text(
+                    j,
+                    i,
+                    f"{value:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8 if n > 10 else 9,
+                    color="white" if value > 0.55 else "#222222",
+                )
+    bar = fig.colorbar(image, ax=ax, shrink=0.8)
+    bar.set_label("Fraction of the true class")
+    return _save(fig, path)
+
+
+@_styled
+def per_class(accuracy: Sequence[float], classes: Sequence[str], path: Path) -> Path:
+    """Per-class accuracy as horizontal bars (percent), with the mean marked."""
+    values = np.asarray(accuracy, dtype=float) * 100
+    n = len(classes)
+    fig = _figure(7.2, max(3.0, 0.38 * n + 1.4))
+    ax = fig.add_subplot()
+    y = np.arange(n)
+    ax.barh(y, values, color="#4c72b0", height=0.7)
+    ax.set_yticks(y, labels=classes)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 109)
+    ax.set_xticks(range(0, 101, 20))
+    mean = float(np.nanmean(values)) if n else math.nan
+    ax.axvline(mean, color="#c44e52", linestyle="--", linewidth=1.2, label=f"mean {mean:.1f} %")
+    for yi, v in zip(y.tolist(), values.tolist(), strict=True):
+        if not math.isfinite(v):
+            ax.text(0.8, yi, "no test images", va="center", fontsize=8.5)
+        elif v >= 20:  # inside the bar's end, clear of the mean line
+            ax.text(v - 1.2, yi, f"{v:.1f} %", va="center", ha="right", fontsize=8.5, color="white")
+        else:
+            ax.text(v + 0.8, yi, f"{v:.1f} %", va="center", fontsize=8.5)
+    ax.set_xlabel("Accuracy on the hidden test split (%)")
+    ax.set_ylabel("Class")
+    ax.set_title("Per-class accuracy")
+    ax.legend(loc="lower right", framealpha=0.9)
+    return _save(fig, path)
+
+
+@_styled
+def scatter(true: Sequence[float], pred: Sequence[float], path: Path, *, target: str) -> Path:
+    """Predicted against true value, with the identity line."""
+    t, p = np.asarray(true, dtype=float), np.asarray(pred, dtype=float)
+    lo = float(np.nanmin(np.concatenate([t, p]))) if t.size else 0.0
+    hi = float(np.nanmax(np.concatenate([t, p]))) if t.size else 1.0
+    pad = 0.04 * (hi - lo or 1.0)
+    fig = _figure(6.0, 5.6)
+    ax = fig.add_subplot()
+    ax.scatter(
+        t,
+        p,
+        s=7,
+        alpha=0.35,
+        color="#4c72b0",
+        edgecolors="none",
+        rasterized=True,
+        label=f"test images (n = {t.size:,})",
+    )
+    ax.plot(
+        [lo - pad, hi + pad],
+        [lo - pad, hi + pad],
+        color="#c44e52",
+        linewidth=1.4,
+        linestyle="--",
+        label="perfect prediction (y = x)",
+    )
+    ax.set_xlim(lo - pad, hi + pad)
+    ax.set_ylim(lo - pad, hi + pad)
+    ax.set_aspect("equal")
+    ax.set_xlabel(f"True {target}")
+    ax.set_ylabel(f"Predicted {target}")
+    ax.set_title("Predicted against true value")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", framealpha=0.9, markerscale=2.5)
+    return _save(fig, path)
+
+
+@_styled
+def residuals(true: Sequence[float], pred: Sequence[float], path: Path, *, target: str) -> Path:
+    """Residual (predicted − true) against the true value, with the binned mean."""
+    t, p = np.asarray(true, dtype=float), np.asarray(pred, dtype=float)
+    r = p - t
+    fig = _figure(7.2, 4.4)
+    ax = fig.add_subplot()
+    ax.scatter(
+        t,
+        r,
+        s=7,
+        alpha=0.3,
+        color="#4c72b0",
+        edgecolors="none",
+        rasterized=True,
+        label="one test image",
+    )
+    ax.axhline(0, color="#333333", linewidth=1)
+    if t.size >= 20:
+        edges = np.linspace(np.nanmin(t), np.nanmax(t), 13)
+        which = np.clip(np.digitize(t, edges[1:-1]), 0, 11)
+        centers = [(edges[k] + edges[k + 1]) / 2 for k in range(12) if np.any(which == k)]
+        means = [float(np.mean(r[which == k])) for k in range(12) if np.any(which == k)]
+        ax.plot(
+            centers,
+            means,
+            color="#c44e52",
+            marker="o",
+            linewidth=1.8,
+            label="mean residual per bin",
+        )
+    bound = float(np.nanmax(np.abs(r))) if r.size else 1.0
+    ax.set_ylim(-1.08 * bound or -1, 1.08 * bound or 1)
+    ax.set_xlabel(f"True {target}")
+    ax.set_ylabel("Residual (predicted − true)")
+    ax.set_title("Residuals by true value")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right", framealpha=0.9, markerscale=2.0)
+    return _save(fig, path)
+
+
+@_styled
+def training(c: Curves, found: Findings, path: Path) -> Path:
+    """Loss (and accuracy, when logged) per epoch, with the findings marked."""
+    panels = 2 if c.has_acc else 1
+    fig = _figure(6.2 * panels, 4.4)
+    ax = fig.add_subplot(1, panels, 1)
+    _loss_panel(ax, c, found)
+    if c.has_acc:
+        _acc_panel(fig.add_subplot(1, panels, 2), c)
+    return _save(fig, path)
+
+
+def _loss_panel(ax: object, c: Curves, found: Findings) -> None:
+    from matplotlib.axes import Axes
+
+    assert isinstance(ax, Axes)
+    ax.plot(
+        c.epochs, c.train_loss, color=TRAIN_COLOR, marker="o", markersize=3, label="training loss"
+    )
+    if c.has_val:
+        ax.plot(
+            c.epochs, c.val_loss, color=VAL_COLOR, marker="o", markersize=3, label="validation loss"
+        )
+    values = [v for v in (*c.train_loss, *c.val_loss) if math.isfinite(v)]
+    log = bool(values) and min(values) > 0 and max(values) / min(values) > 30
+    if log:
+        ax.set_yscale("log")
+    if found.best_epoch is not None and found.best_val_loss is not None:
+        ax.plot(
+            [found.best_epoch],
+            [found.best_val_loss],
+            marker="*",
+            markersize=15,
+            color="#2ca02c",
+            linestyle="none",
+            label=f"lowest validation loss (epoch {found.best_epoch:g})",
+        )
+    if found.overfit_after is not None:
+        ax.axvspan(
+            found.overfit_after,
+            c.epochs[-1],
+            color="#d62728",
+            alpha=0.08,
+            label="overfitting (validation loss rising)",
+        )
+    if found.train_rise_after is not None:
+        ax.axvspan(
+            found.train_rise_after,
+            c.epochs[-1],
+            color="#ff7f0e",
+            alpha=0.10,
+            label="training loss rising",
+        )
+    ax.set_xlabel("Epoch")
+    ax.set_ylabel("Loss (log scale)" if log else "Loss")
+    ax.set_title("Loss per epoch")
+    ax.grid(alpha=0.3)
+    if len(c.epochs) <= 20:
+        ax.set_xticks(c.epochs)
+    ax.legend(framealpha=0.9)
+
+
+def _acc_panel(ax: object, c: Curves) -> None:
+    from matplotlib.axes import Axes
+
+    assert isinstance(ax, Axes)
+    values = [v for v in (*c.train_acc, *c.val_acc) if math.isfinite(v)]
+    scale = 100.0 if values and max(values) <= 1.0 else 1.0
+    if any(math.isfinite(v) for v in c.train_acc):
+        ax.plot(
+            c.epochs,
+            [v * scale for v in c.train_acc],
+            color=TRAIN_COLOR,
+            marker="o",
+            markersize=3,
+            label="training accuracy",
+        )
+    if any(math.isfinite(v) for v in c.val_acc):
+        ax.plot(
+            c.epochs,
+            [v * scale for v in c.val_acc],
+            color=VAL_COLOR,
+            marker="o",
+            markersize=3,
+            label="validation accuracy",
+        )
+    ax.set_xlabel("Epoch")
+    ax.set_ylabel("Accuracy (%)")
+    ax.set_title("Accuracy per epoch")
+    ax.grid(alpha=0.3)
+    if len(c.epochs) <= 20:
+        ax.set_xticks(c.epochs)
+    ax.legend(loc="lower right", framealpha=0.9)
+
+
+def _short(text: str, width: int = 32) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@_styled
+def intervals(
+    rows: Sequence[tuple[str, float, tuple[float, float] | None, bool]],
+    path: Path,
+    *,
+    metric: str,
+    title: str,
+    tick_format: Callable[[float], str] | None = None,
+) -> Path:
+    """A forest plot: one line per team (label, value, interval, is_reference), best on top."""
+    n = len(rows)
+    fig = _figure(7.6, max(2.6, 0.42 * n + 1.5))
+    ax = fig.add_subplot()
+    for i, (_name, value, interval, is_ref) in enumerate(rows):
+        color = "#7f7f7f" if is_ref else "#4c72b0"
+        if interval is not None:
+            ax.hlines(i, interval[0], interval[1], color=color, linewidth=2.2)
+        ax.plot([value], [i], marker="D" if is_ref else "o", color=color, markersize=6)
+    leader = next((r for r in rows if not r[3]), None)
+    if leader is not None and leader[2] is not None:
+        lo, hi = leader[2]
+        ax.axvspan(lo, hi, color="#4c72b0", alpha=0.10, label="leader's 95 % interval")
+        fig.legend(loc="outside lower center", frameon=False)
+    ax.set_yticks(range(n), labels=[_short(r[0]) for r in rows])
+    ax.invert_yaxis()
+    if tick_format is not None:
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: tick_format(x)))
+    ax.set_xlabel(metric)
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)

@@ -1,0 +1,50 @@
+"""The Jinja environment shared by the leaderboard site and the submission reports."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from . import facts
+
+HERE = Path(__file__).parent
+CSS_PATH = HERE / "static" / "style.css"
+
+
+def md_cell(value: Any) -> str:
+    """Text safe inside a Markdown table cell: no pipes, no line breaks, no raw HTML."""
+    text = str(value).replace("\\", "\\\\").replace("|", "\\|")
+    text = text.replace("<", "&lt;").replace(">", "&gt;")
+    return " ".join(text.split())
+
+
+@cache
+def environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(
+        metric=facts.fmt,
+        interval=facts.fmt_interval,
+        count=facts.fmt_count,
+        seconds=facts.fmt_seconds,
+        md=md_cell,
+    )
+    env.globals.update(label=facts.label, arrow=facts.arrow)
+    return env
+
+
+def render(template: str, **context: Any) -> str:
+    return environment().get_template(template).render(**context)
+
+
+def css() -> str:
+    return CSS_PATH.read_text(encoding="utf-8")
