@@ -258,6 +258,91 @@ def leaderboard_cmd(results_dir: Path, out_dir: Path, reveal_private: bool, debu
     )
 
 
+@cli.command("validate-references")
+@click.option("--task", "tasks", multiple=True, help="Only these tasks [default: all].")
+@click.option(
+    "--data-root",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where the real datasets are; their scores are checked when present.",
+)
+@click.option(
+    "--sandbox",
+    type=click.Choice(["docker", "bwrap", "process"]),
+    default=None,
+    help="[default: docker if it answers, else bwrap]",
+)
+@click.option("--debug", is_flag=True)
+@friendly
+def validate_cmd(
+    tasks: tuple[str, ...], data_root: Path | None, sandbox: str | None, debug: bool
+) -> None:
+    """Check every task's reference solutions: build, strict load, limit, fixture run, score."""
+    from rich.console import Console
+
+    from .validate import exit_code, render, validate_references
+
+    rows = validate_references(data_root=data_root, sandbox=sandbox, only=tasks)
+    Console(width=max(Console().width, 140)).print(render(rows))
+    sys.exit(exit_code(rows))
+
+
+@cli.group("image")
+def image_group() -> None:
+    """The evaluation image the docker sandbox runs."""
+
+
+@image_group.command("build")
+@click.option(
+    "--base",
+    default=None,
+    help="Base image for the Dockerfile build "
+    "(a PyTorch CUDA runtime image where a registry is reachable).",
+)
+@click.option(
+    "--offline/--registry",
+    "offline",
+    default=None,
+    help="Build from a debootstrapped Debian rootfs plus local wheels, or from the "
+    "Dockerfile [default: the Dockerfile when the base image's registry answers].",
+)
+@click.option("--tag", default=None, help="[default: harness-eval:<version>-cpu|cuda]")
+@click.option("--if-missing", is_flag=True, help="Do nothing when the tag already exists.")
+@click.option("--debug", is_flag=True)
+@friendly
+def image_build(
+    base: str | None, offline: bool | None, tag: str | None, if_missing: bool, debug: bool
+) -> None:
+    """Build the evaluation image (torch, numpy, safetensors, a non-root user)."""
+    from .console import err_console
+    from .sandbox.image import build_image, default_tag
+
+    wanted = tag or default_tag("cpu" if offline is not False else "cuda")
+    if if_missing and _image_present(wanted):
+        err_console.print(f"{wanted} is already built")
+        return
+    built = build_image(
+        base=base,
+        offline=offline,
+        tag=tag,
+        progress=lambda line: err_console.print(line, highlight=False),
+    )
+    err_console.print(
+        f"built {built.tag} ({built.image_id[:19]}, "
+        f"{built.size_bytes / 2**20:.0f} MiB, {built.method}) in {built.seconds:.0f} s"
+    )
+
+
+def _image_present(tag: str) -> bool:
+    from .sandbox import docker_backend
+
+    try:
+        docker_backend.image_info(docker_backend.client_or_error(), tag)
+    except Exception:  # not found, or no engine: build_image then says which
+        return False
+    return True
+
+
 def main() -> None:
     cli(prog_name="grade")
 

@@ -142,6 +142,7 @@ def prepare_split(
 
 def _register_builtin() -> None:
     from . import correlation  # noqa: F401  (registers "correlation")
+    from . import torchvision_sets  # noqa: F401  (registers "mnist" and "cifar10")
 
 
 _register_builtin()
