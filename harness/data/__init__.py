@@ -140,9 +140,35 @@ def prepare_split(
     return PreparedSplit(task.id, split, folder, count, key, fallback)
 
 
+class _LazyProvider:
+    """A provider whose module is imported on first use: torchvision costs seconds to
+    import, and most runs (``grade --help``, correlation grading, Ray workers) never need it."""
+
+    def __init__(self, module: str, attr: str) -> None:
+        self._module, self._attr = module, attr
+
+    def _load(self) -> DatasetProvider:
+        import importlib
+
+        module = importlib.import_module(f"{__name__}.{self._module}")
+        provider: DatasetProvider = getattr(module, self._attr)
+        return provider
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._load(), name)
+
+    def fingerprint(self, source: SplitSource) -> dict[str, object]:
+        return self._load().fingerprint(source)
+
+    def prepare(self, source: SplitSource) -> tuple[np.ndarray, np.ndarray]:
+        return self._load().prepare(source)
+
+
 def _register_builtin() -> None:
     from . import correlation  # noqa: F401  (registers "correlation")
-    from . import torchvision_sets  # noqa: F401  (registers "mnist" and "cifar10")
+
+    providers.add("mnist", _LazyProvider("torchvision_sets", "MNIST_PROVIDER"))
+    providers.add("cifar10", _LazyProvider("torchvision_sets", "CIFAR10_PROVIDER"))
 
 
 _register_builtin()

@@ -37,7 +37,7 @@ from torchvision.datasets import CIFAR10, MNIST
 from ..errors import UserError
 from ..settings import settings
 from ..tasks import TaskSpec
-from . import PreparedSplit, SplitSource, providers
+from . import PreparedSplit, SplitSource
 
 FIXTURE_MARKER = "harness-fixture.json"  # in the dataset's folder: generated, not canonical
 PRIVATE_TEST = ("test", "images.npy", "labels.npy")  # DATA_ROOT/<task>/test/...
@@ -337,5 +337,3 @@ CIFAR10_PROVIDER = TorchvisionProvider(
     train_files=(*(name for name, _ in CIFAR10.train_list), CIFAR10.meta["filename"]),
     test_files=(*(name for name, _ in CIFAR10.test_list), CIFAR10.meta["filename"]),
 )
-providers.add("mnist", MNIST_PROVIDER)
-providers.add("cifar10", CIFAR10_PROVIDER)
