@@ -125,7 +125,10 @@ def _grade(mode: str, paths: tuple[Path, ...], **kw: Any) -> None:
         address=kw["address"],
     )
     run = pipeline.grade if mode == "grade" else pipeline.check
-    with Progress(enabled=not kw["as_json"]) as progress:
+    from .submission import find_submissions
+
+    total = len(find_submissions(list(paths)))
+    with Progress(total=total, enabled=not kw["as_json"]) as progress:
         docs = run(list(paths), options=options, on_done=progress.advance)
     if kw["as_json"]:
         print(json.dumps([d.model_dump(mode="json") for d in docs], indent=2))

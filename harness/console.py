@@ -7,6 +7,7 @@ from types import TracebackType
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
+from rich.progress import TaskID
 from rich.table import Table
 
 from .errors import UserError
@@ -37,10 +38,11 @@ def warn(text: str) -> None:
 class Progress:
     """A progress bar with a time estimate, shown for batches on a terminal."""
 
-    def __init__(self, *, enabled: bool = True) -> None:
-        self.enabled = enabled and err_console.is_terminal
+    def __init__(self, *, total: int | None = None, enabled: bool = True) -> None:
+        self.enabled = enabled and err_console.is_terminal and (total or 0) > 1
+        self.total = total
         self._bar: RichProgress | None = None
-        self._task = None
+        self._task: TaskID | None = None
 
     def __enter__(self) -> Progress:
         if self.enabled:
@@ -53,7 +55,7 @@ class Progress:
                 transient=True,
             )
             self._bar.__enter__()
-            self._task = self._bar.add_task("grading", total=None)
+            self._task = self._bar.add_task("grading", total=self.total)
         return self
 
     def advance(self, doc: ResultDocument) -> None:

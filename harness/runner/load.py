@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch.nn.parameter import is_lazy
 
 
 class ContractError(Exception):
@@ -38,7 +39,11 @@ def convert_to_safetensors(source: Path, target: Path) -> dict[str, Any]:
     unique: dict[str, torch.Tensor] = {}
     aliases: dict[str, str] = {}
     for name, tensor in state.items():
-        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        key = (
+            tensor.untyped_storage().data_ptr(),
+            int(tensor.storage_offset()),
+            tuple(int(d) for d in tensor.shape),
+        )
         if tensor.numel() and key in seen:
             aliases[name] = seen[key]
             continue
@@ -76,7 +81,7 @@ def _alias_of(model: torch.nn.Module) -> dict[str, list[str]]:
     """Groups of state_dict names that share one tensor (tied weights)."""
     groups: dict[tuple[int, int, tuple[int, ...]], list[str]] = {}
     for name, tensor in model.state_dict(keep_vars=True).items():
-        if tensor.numel() == 0:
+        if is_lazy(tensor) or tensor.numel() == 0:  # lazy: shaped by load_state_dict
             continue
         key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
         groups.setdefault(key, []).append(name)
@@ -104,7 +109,7 @@ def load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
             "the weights do not load strictly into the network: " + "; ".join(parts)
         )
     for name, tensor in expected.items():
-        if tuple(state[name].shape) != tuple(tensor.shape):
+        if not is_lazy(tensor) and tuple(state[name].shape) != tuple(tensor.shape):
             raise ContractError(
                 f"the weights do not load strictly: {name} is {tuple(state[name].shape)} in the "
                 f"file but {tuple(tensor.shape)} in the network"
