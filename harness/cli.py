@@ -336,6 +336,35 @@ def image_build(
     )
 
 
+@cli.command("integrity")
+@click.argument("task_id")
+@click.option(
+    "--results",
+    "results_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=DEFAULTS.results_dir,
+    show_default=True,
+)
+@click.option("--data-root", type=click.Path(path_type=Path, file_okay=False), default=None)
+@click.option("--debug", is_flag=True)
+@friendly
+def integrity_cmd(task_id: str, results_dir: Path, data_root: Path | None, debug: bool) -> None:
+    """Instructor-only: duplicate weights, prediction agreement and integrity flags of a task."""
+    from .console import err_console
+    from .data import prepare_split
+    from .integrity import write_report
+    from .tasks import load_task
+
+    task = load_task(task_id)
+    labels = prepare_split(task, task.splits.hidden, data_root=data_root).labels()
+    path = write_report(task, results_dir, labels)
+    findings = json.loads(path.read_text()).get("findings", [])
+    err_console.print(f"{len(findings)} finding(s) for {task_id}; instructor report: {path}")
+    for finding in findings[:20]:
+        teams = " and ".join(finding["teams"])
+        err_console.print(f"  - {finding['kind']}: {teams}: {finding['detail']}", highlight=False)
+
+
 def _image_present(tag: str) -> bool:
     from .sandbox import docker_backend
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .export_count import ExportCount, describe, largest, named_groups
 from .outputs import BadOutput, read_predictions, read_report
 from .results import Flag, LayerCount, Params
 from .sandbox import RunOutcome
@@ -23,13 +24,30 @@ STAGES = {
     "import": "importing the model's module",
     "build": "building the model (calling the entrypoint)",
     "load": "loading the weights strictly into the network",
+    "dry_run": "running one batch of noise through the model",
+    "export": "exporting the model with torch.export",
+    "program": "loading the checked exported program",
     "predict": "running the model on the test inputs",
     "determinism": "re-running a slice of the inputs to check determinism",
+    "probe": "running the memorization probe",
     "done": "finishing",
 }
 # exceptions raised by the runner itself: their text is the harness's, safe to show
 HARNESS_TEXT = {"ContractError", "OutputError"}
+EXPORT_HINT = (
+    "hint: a model must be a pure tensor computation that torch.export can capture: "
+    "ordinary modules, no Python-side lookups (hashing inputs, tables of answers), no "
+    ".item()/.tolist()/.numpy() and no branches on tensor values"
+)
 MEMORY_TEXT = ("can't allocate memory", "out of memory", "cannot allocate memory")
+
+
+class Failed(Exception):
+    """Ends a grading early with the given status and message (already a result)."""
+
+    def __init__(self, status: str, message: str, stage: str, output: str = "") -> None:
+        super().__init__(message)
+        self.status, self.message, self.stage, self.output = status, message, stage, output
 
 
 @dataclass
@@ -56,10 +74,13 @@ def _signal_of(code: int | None) -> str | None:
         return f"signal {number}"
 
 
-def interpret_run(outcome: RunOutcome, phase: str) -> Verdict | None:
-    """None when the phase finished; otherwise the status and message it ends with."""
+def interpret_run(outcome: RunOutcome, phase: str, *, show_text: bool = True) -> Verdict | None:
+    """None when the phase finished; otherwise the status and message it ends with.
+
+    ``show_text=False`` for a run where submission code saw hidden inputs: its report could
+    be forged, so no text from it reaches the message, only harness-written words."""
     report = read_report(outcome.output_dir)
-    stage = str(report.get("stage", "start")) if report else "start"
+    stage = _known(report.get("stage") if report else None)
     log = outcome.log
     if outcome.status == "timeout":
         return Verdict(
@@ -90,7 +111,7 @@ def interpret_run(outcome: RunOutcome, phase: str) -> Verdict | None:
             stage,
             log,
         )
-    return _from_error(error, log)
+    return _from_error(error, log, show_text)
 
 
 def _no_report(outcome: RunOutcome) -> str:
@@ -99,11 +120,23 @@ def _no_report(outcome: RunOutcome) -> str:
     return f"the runner {how} before writing its report"
 
 
-def _from_error(error: dict[str, Any], log: str) -> Verdict:
-    stage = str(error.get("stage", "start"))
+def _known(stage: Any) -> str:
+    """A stage name from a report (written where submission code ran): known names only."""
+    return stage if isinstance(stage, str) and stage in STAGES else "start"
+
+
+GENERIC = {
+    "OutputError": ": its output broke the contract (shape, dtype or values)",
+    "ContractError": ": it broke the submission contract",
+}
+
+
+def _from_error(error: dict[str, Any], log: str, show_text: bool = True) -> Verdict:
+    stage = _known(error.get("stage"))
     etype = str(error.get("type", "Exception"))[:80]
     text = str(error.get("message", ""))[:600]
-    output = f"{error.get('traceback', '')}\n--- output ---\n{log}"
+    trace = str(error.get("traceback", "")) or f"{etype}: {text}"
+    output = f"{trace}\n--- output ---\n{log}"
     if etype == "MemoryError" or any(t in text.lower() for t in MEMORY_TEXT):
         return Verdict(
             "killed",
@@ -111,20 +144,31 @@ def _from_error(error: dict[str, Any], log: str) -> Verdict:
             stage,
             output,
         )
-    detail = f": {text}" if etype in HARNESS_TEXT else f" ({etype} raised by the submission)"
+    if etype == "ExportError" and stage == "export" and show_text:
+        return Verdict(
+            "failed",
+            f"the model could not be exported with torch.export: {text[:250]}; {EXPORT_HINT}",
+            stage,
+            output,
+        )
+    detail = f" ({etype} raised by the submission)" if show_text else " (an exception)"
+    if etype in HARNESS_TEXT:
+        detail = f": {text}" if show_text else GENERIC[etype]
     return Verdict("failed", f"the model failed while {_stage_text(stage)}{detail}", stage, output)
 
 
 @dataclass
 class RunData:
-    """A successful eager run: predictions, timings and the model's own inventory."""
+    """A successful prediction run: predictions, timings and what the runner reported."""
 
     outputs: np.ndarray
     report: dict[str, Any]
     timing: dict[str, float] = field(default_factory=dict)
+    probe: np.ndarray | None = None  # the probe's inputs again, with imperceptible noise
+    canary: np.ndarray | None = None  # predictions on the task's canary split
 
     def params(self, params: Params, task: TaskSpec) -> Params:
-        """Add the tensors the model holds outside its weights file (they count too)."""
+        """Eager fallback: add the tensors the model showed outside its weights file."""
         model = self.report.get("model") or {}
         extra = [
             LayerCount(name=b["name"], shape=b["shape"], numel=b["numel"], kind="buffer")
@@ -142,11 +186,23 @@ class RunData:
                 "counted": counted,
                 "per_layer": [*params.per_layer, *extra],
                 "model_reported": int(reported) if isinstance(reported, int) else None,
+                "verified": False,
             }
         )
 
     def flags(self, params: Params, task: TaskSpec) -> list[Flag]:
-        flags = []
+        """Eager fallback: the unverified-count flag, tensors outside the file, determinism."""
+        flags = [
+            Flag(
+                code="unverified_count",
+                audience="student",
+                message=(
+                    "unverified count: the model could not be exported, so the task's eager "
+                    "fallback ran its code; the count covers the weights file and the tensors "
+                    "the model itself showed"
+                ),
+            )
+        ]
         extra = [p for p in params.per_layer if p.kind in ("buffer", "created")]
         if extra:
             total = sum(p.numel for p in extra)
@@ -173,36 +229,132 @@ class RunData:
                     ),
                 )
             )
+        return [*flags, *self.determinism_flags()]
+
+    def determinism_flags(self) -> list[Flag]:
         det = self.report.get("determinism") or {}
+        diff = det.get("max_abs_diff", 0.0)
+        diff = float(diff) if isinstance(diff, (int, float)) else float("inf")
         scale = 1.0 + float(np.abs(self.outputs).max()) if self.outputs.size else 1.0
-        if float(det.get("max_abs_diff", 0.0)) > 1e-4 * scale:
-            flags.append(
-                Flag(
-                    code="nondeterministic",
-                    message=(
-                        f"outputs changed by up to {det['max_abs_diff']:.3g} when a slice of "
-                        "the inputs was predicted again in another order and batch size"
-                    ),
-                )
+        if not diff > 1e-4 * scale:
+            return []
+        return [
+            Flag(
+                code="nondeterministic",
+                audience="student",
+                message=(
+                    f"nondeterministic output: predictions changed by up to {diff:.3g} when "
+                    f"{det.get('checked', 0)} inputs were predicted again in another order and "
+                    "batch composition; outputs must not depend on randomness or on the other "
+                    "inputs in a batch"
+                ),
             )
-        return flags
+        ]
 
 
-def read_run(outcome: RunOutcome, task: TaskSpec, count: int) -> RunData:
-    from .pipeline import _Failed
-
+def read_run(
+    outcome: RunOutcome, task: TaskSpec, count: int, probe: tuple[int, int] = (0, 0)
+) -> RunData:
+    """Predictions (and, when ``probe`` gives (noisy, canary) counts, the probe's) as data."""
     report = read_report(outcome.output_dir) or {}
+    out = outcome.output_dir
     try:
-        outputs = read_predictions(outcome.output_dir, count, task.kind, task.num_classes)
+        outputs = read_predictions(out, count, task.kind, task.num_classes)
+        noisy = (
+            read_predictions(out / "probe", probe[0], task.kind, task.num_classes)
+            if (probe[0])
+            else None
+        )
+        canary = (
+            read_predictions(out / "canary", probe[1], task.kind, task.num_classes)
+            if (probe[1])
+            else None
+        )
     except BadOutput as exc:
-        raise _Failed(
+        raise Failed(
             "failed", f"the model's output broke the contract: {exc}", "predict", outcome.log
         ) from None
     t = report.get("timings") or {}
     inference = float(t.get("predict_s", 0.0) or 0.0)
+    loading = ("import_s", "build_s", "load_s", "program_s")
     timing = {
-        "load_s": round(sum(float(t.get(k, 0) or 0) for k in ("import_s", "build_s", "load_s")), 4),
+        "load_s": round(sum(float(t.get(k, 0) or 0) for k in loading), 4),
         "inference_s": round(inference, 4),
         "images_per_s": round(count / inference, 1) if inference > 0 else 0.0,
     }
-    return RunData(outputs=outputs, report=report, timing=timing)
+    return RunData(outputs=outputs, report=report, timing=timing, probe=noisy, canary=canary)
+
+
+def verified_params(
+    file: Params, count: ExportCount, reported: int | None, limit: int | None
+) -> Params:
+    """The result's ``params`` from the exported program's count (the file's when larger)."""
+    return Params(
+        counted=max(count.counted, file.counted or 0),
+        limit=limit,
+        weights_file=file.weights_file,
+        buffers=count.norm_stats,
+        model_reported=reported,
+        verified=True,
+        per_layer=count.per_layer,
+    )
+
+
+def verified_flags(
+    count: ExportCount, file: Params, reported: int | None, allowance: int
+) -> list[Flag]:
+    """Values outside the weights file (named), and a model whose own count disagrees."""
+    flags = []
+    gap = count.counted - (file.counted or 0)
+    if gap > allowance:
+        named = describe(named_groups(count)) or f"parameters: {largest(count)}"
+        flags.append(
+            Flag(
+                code="tensors_outside_weights",
+                audience="student",
+                message=f"{gap:,} values beyond the weights file count too: {named}",
+            )
+        )
+    if reported != count.parameters:
+        said = f"says {reported:,}" if reported is not None else "could not be computed"
+        flags.append(
+            Flag(
+                code="count_mismatch",
+                message=(
+                    f"the model's own parameter count {said}, but its exported program holds "
+                    f"{count.parameters:,} values in parameters: counting functions were "
+                    "patched, or parameters hidden from model.parameters()"
+                ),
+            )
+        )
+    return flags
+
+
+def over_message(
+    params: Params, task: TaskSpec, count: ExportCount | None, file_counted: int
+) -> str:
+    """The over-limit message, naming where values outside the weights file came from."""
+    text = (
+        f"{params.counted:,} parameters counted; task {task.id} allows at most "
+        f"{task.parameter_limit:,}"
+    )
+    if count is not None:
+        groups = named_groups(count)
+        text += f", including {describe(groups)}" if groups else f" (largest: {largest(count)})"
+        if count.counted > file_counted:
+            text += f" (the weights file alone counts {file_counted:,})"
+    reported = params.model_reported
+    held = count.parameters if count is not None else file_counted  # values in parameters
+    if reported is not None and reported < held:
+        text += (
+            f"; the model's own count says {reported:,}, but the harness counts the weights "
+            "and the exported program, not what the model's code reports"
+        )
+    return text + " (see the per-layer table)"
+
+
+def reported_count(outcome: RunOutcome) -> int | None:
+    """Phase A's report of the model's own ``sum(p.numel())``: only compared, never used."""
+    model = (read_report(outcome.output_dir) or {}).get("model")
+    value = model.get("parameters_sum") if isinstance(model, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

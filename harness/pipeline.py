@@ -11,35 +11,30 @@ import hashlib
 import time
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from . import __version__
+from . import __version__, integrity
 from .data import PreparedSplit, prepare_split
-from .eager import eager_job_spec
+from .eager import eager_job_spec, job_with_files
 from .errors import UserError
-from .interpret import interpret_run, read_run
-from .params import count_from_header, over_limit, to_params
-from .results import (
-    Flag,
-    Params,
-    ResultDocument,
-    SandboxInfo,
-    read_result,
-    result_path,
-    write_result,
-)
+from .export_count import ExportCount
+from .interpret import Failed as _Failed
+from .interpret import interpret_run, over_message, read_run
+from .params import count_from_header, to_params
+from .results import Flag, Params, ResultDocument, SandboxInfo, read_result, result_path
 from .safetensors_header import read_header
 from .sandbox import Backend, RunJob, SandboxPolicy, get_backend
 from .sandbox.choose import choose_backend
 from .scoring import score
 from .staging import Workspace
+from .store import ResultsStore
 from .submission import Submission, find_submissions, load_submission
 from .tasks import TaskSpec
+from .verified import VerifiedStages
 
 Mode = Literal["grade", "check"]
 
@@ -54,14 +49,8 @@ class GradeOptions:
     jobs: int = 1
     reports: bool = True
     gpu: bool | None = None  # None: use a GPU when the task allows and one is present
-
-
-class _Failed(Exception):
-    """Ends a grading early with the given status and message (already a result)."""
-
-    def __init__(self, status: str, message: str, stage: str, output: str = "") -> None:
-        super().__init__(message)
-        self.status, self.message, self.stage, self.output = status, message, stage, output
+    executor: str = "local"  # where gradings run: "local" (this machine) or "ray"
+    address: str | None = None  # the Ray cluster; None starts a local Ray instance
 
 
 def grade(
@@ -90,65 +79,133 @@ def _batch(
     mode: Mode,
     on_done: Callable[[ResultDocument], None] | None,
 ) -> list[ResultDocument]:
+    from .executors import get_executor
+
     folders = find_submissions(paths)
-    backend = get_backend(options.sandbox) if options.sandbox else choose_backend(mode)
-
-    def one(folder: Path) -> ResultDocument:
-        doc = grade_submission(folder, options=options, backend=backend, mode=mode)
-        if on_done:
-            on_done(doc)
-        return doc
-
-    if options.jobs <= 1 or len(folders) <= 1:
-        return [one(f) for f in folders]
-    with ThreadPoolExecutor(max_workers=options.jobs) as pool:
-        return list(pool.map(one, folders))
+    executor = get_executor(options.executor)
+    return executor.run(folders, options=options, mode=mode, on_done=on_done)
 
 
 def results_root(options: GradeOptions, mode: Mode) -> Path:
     return options.results_dir if mode == "grade" else options.results_dir / "check"
 
 
+def resolve_backend(options: GradeOptions, mode: Mode) -> Backend:
+    return get_backend(options.sandbox) if options.sandbox else choose_backend(mode)
+
+
 def grade_submission(
-    path: Path, *, options: GradeOptions, backend: Backend, mode: Mode = "grade"
+    path: Path,
+    *,
+    options: GradeOptions,
+    backend: Backend,
+    mode: Mode = "grade",
+    store: ResultsStore | None = None,
 ) -> ResultDocument:
-    """Grade one folder; always returns (and writes) a result document."""
+    """Grade one folder here; always returns a result document, recorded in the results
+    store, or the stored one when an identical grading is there (unless ``force``).
+
+    The team's folder is locked meanwhile, so concurrent runs never grade it twice."""
     t0 = time.perf_counter()
+    store = store or ResultsStore(options.results_dir)
     sub = load_submission(path, tasks_dir=options.tasks_dir)
+    with store.claim(sub.task_id, sub.team, mode):
+        grading = _Grading(sub, options, backend, mode)
+        grading.store = store
+        doc = _guarded(grading, grading.run)
+        assert doc is not None
+        if not grading.cached:
+            doc.timing["total_s"] = round(time.perf_counter() - t0, 4)
+            save_result(doc, sub, options, store)
+    return doc
+
+
+def settle(
+    sub: Submission,
+    *,
+    options: GradeOptions,
+    backend: Backend,
+    mode: Mode,
+    store: ResultsStore,
+    executor: str = "local",
+) -> tuple[ResultDocument | None, str]:
+    """A distributed driver's half (the team claimed): validate, prepare the inputs and
+    look in the store. Returns a document when that settles the submission (invalid, or
+    graded before; recorded if new), else None, and the cache key its grading must carry."""
     grading = _Grading(sub, options, backend, mode)
+    grading.store = store
+    doc = _guarded(grading, grading.prepare)
+    if doc is not None and not grading.cached:
+        save_result(doc, sub, options, store, executor=executor)
+    return doc, grading.cache_key
+
+
+def evaluate_submission(
+    sub: Submission, *, options: GradeOptions, backend: Backend, mode: Mode
+) -> ResultDocument:
+    """A worker's half: prepare the inputs on this machine and grade; writes nothing."""
+    t0 = time.perf_counter()
+    grading = _Grading(sub, options, backend, mode)
+    doc = _guarded(grading, grading.run)
+    assert doc is not None
+    doc.timing["total_s"] = round(time.perf_counter() - t0, 4)
+    return doc
+
+
+def relocated(doc: ResultDocument, sub: Submission) -> ResultDocument:
+    """A document graded from a copy of the folder, pointed back at the folder itself."""
+    doc.submission_path = str(sub.path)
+    doc.reference = _is_reference(sub)
+    return doc
+
+
+def harness_failure(
+    sub: Submission, message: str, *, options: GradeOptions, backend: Backend, mode: Mode
+) -> ResultDocument:
+    """A failed result for a grading the harness could not finish (re-graded next time)."""
+    grading = _Grading(sub, options, backend, mode)
+    grading.workspace.close()
+    return grading.document("failed", f"internal harness error: {message}", stage="harness")
+
+
+def _guarded(grading: _Grading, step: Callable[[], ResultDocument | None]) -> ResultDocument | None:
+    """Run a stage; a harness bug becomes a failed result and the batch goes on."""
     try:
-        doc = grading.run()
+        doc = step()
     except UserError:
         raise
-    except Exception as exc:  # a harness bug: still a result, and the batch goes on
+    except Exception as exc:
         doc = grading.document(
             "failed", f"internal harness error: {type(exc).__name__}: {exc}", stage="harness"
         )
         doc.student_output = traceback.format_exc()[-4000:]
     finally:
         grading.workspace.close()
-    if not grading.cached:
-        doc.timing["total_s"] = round(time.perf_counter() - t0, 4)
-        write_result(results_root(options, mode), doc)
-        _write_extras(doc, grading, options, mode)
     return doc
 
 
-def _write_extras(doc: ResultDocument, g: _Grading, options: GradeOptions, mode: Mode) -> None:
-    folder = result_path(results_root(options, mode), doc.task, doc.team).parent
-    history = (
-        folder / "history" / f"{doc.graded_at.replace(':', '')}-{doc.submission_hash[:8]}.json"
-    )
-    history.parent.mkdir(exist_ok=True)
-    history.write_text(doc.to_json())
-    if options.reports and g.sub.task is not None:
+def save_result(
+    doc: ResultDocument,
+    sub: Submission,
+    options: GradeOptions,
+    store: ResultsStore,
+    *,
+    executor: str = "local",
+) -> None:
+    """Record a new grading (document, then row), then its report."""
+    store.record(doc, executor=executor)
+    if options.reports and sub.task is not None:
         from .report import write_submission_report
 
-        write_submission_report(doc, g.sub.task, folder, instructor=False)
+        folder = store.team_folder(doc.task, doc.team, doc.mode)
+        refs = [r for r in reference_documents(sub.task, options.results_dir) if r.team != doc.team]
+        write_submission_report(doc, sub.task, folder, references=refs, instructor=False)
 
 
-class _Grading:
+class _Grading(VerifiedStages):
     """One submission's pass through the stages."""
+
+    store: ResultsStore | None = None  # where ``_stored`` looks; None: always grade
 
     def __init__(self, sub: Submission, options: GradeOptions, backend: Backend, mode: Mode):
         self.sub, self.options, self.backend, self.mode = sub, options, backend, mode
@@ -165,24 +222,47 @@ class _Grading:
 
     # -- stages -----------------------------------------------------------------
     def run(self) -> ResultDocument:
+        settled = self.prepare()
+        return settled if settled is not None else self.evaluate()
+
+    def prepare(self) -> ResultDocument | None:
+        """Validate, prepare the inputs, look for a stored grading: a document if that ends it."""
         sub = self.sub
         if sub.violations or sub.task is None:
             return self._invalid()
-        task = sub.task
-        self.split = self._inputs(task)
-        stored = self._stored(task)
-        if stored is not None:
-            return stored
+        self.split = self._inputs(sub.task)
+        stored = self._stored(sub.task)
+        if stored is None and self.mode == "grade" and self.store is not None:
+            rows = self.store.history(sub.team, sub.task.id)
+            try:
+                integrity.check_quota(sub.task, sub.team, rows)
+            except integrity.QuotaExceeded as exc:  # not graded: the last result stands
+                last = read_result(result_path(self.options.results_dir, sub.task.id, sub.team))
+                if last is None:
+                    raise
+                self.cached = True
+                note = Flag(
+                    code="quota",
+                    audience="student",
+                    message=f"{exc.message}: not graded again; this is your last result",
+                )
+                return last.model_copy(update={"flags": [*last.flags, note]})
+        return stored
+
+    def evaluate(self) -> ResultDocument:
+        """Count, run in the sandbox and score (after ``prepare``)."""
+        task = self.sub.task
+        assert task is not None
         try:
             weights = self._weights(task)
-            if over_limit(self._count, task.parameter_limit):
-                return self.document("over_limit", self._over_message(task), stage="count")
-            outputs = self._predict(task, weights)
+            outputs = self._verified(task, weights)
         except _Failed as f:
             doc = self.document(f.status, f.message, stage=f.stage)
             doc.student_output = f.output
             return doc
-        return self._scored(task, outputs)
+        doc = self._scored(task, outputs)
+        doc.details["integrity"] = self._evidence
+        return doc
 
     def _invalid(self) -> ResultDocument:
         rules = sorted({v.rule for v in self.sub.violations})
@@ -218,15 +298,17 @@ class _Grading:
             self.backend.name,
         ]
         self.cache_key = hashlib.sha256("|".join(parts).encode()).hexdigest()
-        if self.options.force:
+        store = self.store
+        if self.options.force or store is None:
             return None
-        old = read_result(
-            result_path(results_root(self.options, self.mode), task.id, self.sub.team)
-        )
-        if old is not None and old.cache_key == self.cache_key and old.stage != "harness":
-            self.cached = True
-            return old
-        return None
+        old = store.lookup(self.cache_key)
+        if old is None and store.recover(task.id, self.sub.team, self.mode):
+            old = store.lookup(self.cache_key)  # written just before a crash, now recorded
+        if old is None or old.stage == "harness":
+            return None
+        store.publish(old)  # the team's result.json shows it again
+        self.cached = True
+        return old
 
     def _weights(self, task: TaskSpec) -> tuple[Path, str]:
         """The staged weights as safetensors (converted in a sandbox when .pt), counted."""
@@ -242,6 +324,7 @@ class _Grading:
             ) from None
         self._count = count_from_header(header)
         self.params = to_params(self._count, task.parameter_limit)
+        self._evidence: dict[str, object] = integrity.weights_evidence(header)
         return path, name
 
     def _convert(self, task: TaskSpec, name: str) -> Path:
@@ -249,7 +332,7 @@ class _Grading:
         sub_dir = self.workspace.stage("convert-sub", self.sub.path, [name])
         job = self.workspace.job("convert-job", {"phase": "convert", "weights": name})
         out = self.workspace.output("convert-out")
-        outcome = self.backend.run(self._job(task, sub_dir, job, out, code=False))
+        outcome = self.backend.run(self._job(task, sub_dir, job, out, code=True))  # weights only
         self.timing["convert_s"] = round(outcome.wall_seconds, 4)
         verdict = interpret_run(outcome, "convert")
         if verdict is not None:
@@ -257,13 +340,21 @@ class _Grading:
         return out / "weights.safetensors"
 
     def _job(
-        self, task: TaskSpec, sub_dir: Path, job_dir: Path, out: Path, *, code: bool
+        self,
+        task: TaskSpec,
+        sub_dir: Path,
+        job_dir: Path,
+        out: Path,
+        *,
+        code: bool,
+        inputs: Path | None = None,  # default: the split's inputs
+        gpu: bool = True,
     ) -> RunJob:
         assert self.split is not None
-        policy = SandboxPolicy.from_limits(task.limits, gpu=self._gpu(task))
+        policy = SandboxPolicy.from_limits(task.limits, gpu=gpu and self._gpu(task))
         return RunJob(
             submission_dir=sub_dir,
-            inputs_dir=self.split.inputs_dir,
+            inputs_dir=inputs or self.split.inputs_dir,
             job_dir=job_dir,
             output_dir=out,
             policy=policy,
@@ -279,25 +370,29 @@ class _Grading:
         return gpu_present()
 
     def _predict(self, task: TaskSpec, weights: tuple[Path, str]) -> np.ndarray:
+        """The eager fallback (tasks that allow it): the submission's code predicts the test
+        inputs itself; the count is unverified."""
         assert self.sub.manifest is not None and self.split is not None
         path, declared = weights
         files = [f for f in self.sub.files if f != declared]
         name = declared if path.parent == self.sub.path else "weights.safetensors"
         sub_dir = self.workspace.stage("eager-sub", self.sub.path, files, extra={name: path})
-        spec = eager_job_spec(task, self.sub.manifest, name)
-        job = self.workspace.job("eager-job", spec)
+        probe, job_files = self._probe_job(task)
+        spec = eager_job_spec(task, self.sub.manifest, name, probe)
+        job = job_with_files(self.workspace, "eager-job", spec, job_files)
         out = self.workspace.output("eager-out")
         outcome = self.backend.run(self._job(task, sub_dir, job, out, code=True))
         self.timing["sandbox_s"] = round(outcome.wall_seconds, 4)
-        verdict = interpret_run(outcome, "eager")
+        verdict = interpret_run(outcome, "eager", show_text=self.mode != "grade")
         if verdict is not None:
             raise _Failed(verdict.status, verdict.message, verdict.stage, verdict.output)
-        run = read_run(outcome, task, self.split.count)
+        run = read_run(outcome, task, self.split.count, self._probe_counts(probe))
         self.timing.update(run.timing)
         self.params = run.params(self.params, task)
         self.flags.extend(run.flags(self.params, task))
         if over_limit_params(self.params):
             raise _Failed("over_limit", self._over_message(task), "count")
+        self._probe(task, run, self._canary_split)
         return run.outputs
 
     def _scored(self, task: TaskSpec, outputs: np.ndarray) -> ResultDocument:
@@ -312,18 +407,15 @@ class _Grading:
         return doc
 
     # -- helpers ------------------------------------------------------------------
-    def _over_message(self, task: TaskSpec) -> str:
-        return (
-            f"{self.params.counted:,} parameters counted; task {task.id} allows at most "
-            f"{task.parameter_limit:,} (see the per-layer table)"
-        )
+    def _over_message(self, task: TaskSpec, count: ExportCount | None = None) -> str:
+        return over_message(self.params, task, count, self._count.counted)
 
     def document(self, status: str, message: str, *, stage: str | None) -> ResultDocument:
         sub = self.sub
         return ResultDocument(
             task=sub.task_id,
             team=sub.team,
-            status=status,  # type: ignore[arg-type]
+            status=status,
             members=list(sub.manifest.members) if sub.manifest else [],
             mode=self.mode,
             split=self.split.split if self.split else "",
@@ -341,6 +433,8 @@ class _Grading:
             task_spec_hash=sub.task.spec_hash if sub.task else "",
             harness_version=__version__,
             cache_key=self.cache_key,
+            reference=_is_reference(sub),
+            details=_write_up(sub),
         )
 
     def _all_flags(self) -> list[Flag]:
@@ -368,6 +462,43 @@ class _Grading:
 
 def over_limit_params(params: Params) -> bool:
     return params.counted is not None and params.limit is not None and params.counted > params.limit
+
+
+def reference_documents(task: TaskSpec, results_dir: Path) -> list[ResultDocument]:
+    """The stored gradings of the task's reference solutions (reads only their files)."""
+    import tomllib
+
+    from .settings import settings
+
+    docs = []
+    for ref in task.references:
+        manifest = settings().home / ref.path / "submission.toml"
+        try:
+            team = tomllib.loads(manifest.read_text()).get("team") or manifest.parent.name
+        except (OSError, ValueError):
+            continue
+        doc = read_result(result_path(results_dir, task.id, str(team)))
+        if doc is not None and doc.reference:
+            docs.append(doc)
+    return docs
+
+
+def _write_up(sub: Submission) -> dict[str, str]:
+    """The student's REPORT.md (shown, escaped, in the report), capped."""
+    if "REPORT.md" not in sub.files:
+        return {}
+    text = (sub.path / "REPORT.md").read_text(encoding="utf-8", errors="replace")
+    return {"write_up": text[:20_000]}
+
+
+def _is_reference(sub: Submission) -> bool:
+    """Whether the folder is one of its task's declared reference solutions."""
+    if sub.task is None:
+        return False
+    from .settings import settings
+
+    here = sub.path.resolve()
+    return any((settings().home / ref.path).resolve() == here for ref in sub.task.references)
 
 
 def _describe(backend: Backend) -> dict[str, str | None]:

@@ -56,10 +56,20 @@ class GradingSpec(_Frozen):
 
 
 class IntegritySpec(_Frozen):
+    # run the model's own code on the test inputs when it cannot be exported ("unverified")
     allow_eager_fallback: bool = False
-    # values a model may hold beyond its weights file before it is flagged
+    # values a model may hold beyond its weights file before it is flagged; also the float
+    # literals a graph may hold before they count
     allowance: int = Field(1024, ge=0)
     show_student_output: bool = False
+    operators: tuple[str, ...] = ()  # ATen operator names allowed beyond harness/export_ops.py
+    # memorization probe: the first `probe_count` hidden inputs again, each pixel moved by
+    # up to `probe_amplitude` gray levels; flagged when the score drops by more than
+    # `probe_gap` of the grading scale (full_marks_at .. zero_marks_at)
+    probe_count: int = Field(256, ge=0)
+    probe_amplitude: int = Field(1, ge=1, le=16)
+    probe_gap: float = Field(0.1, gt=0, le=1)
+    canary: str | None = None  # a split never released to students, scored for the probe
 
 
 class LeaderboardSpec(_Frozen):

@@ -60,8 +60,14 @@ def build_model():
 """
 
 
-def write_task(tasks_dir: Path, task_id: str = "tiny", *, limit: int = 2_000_000,
-               required: tuple[str, ...] = (), time: float = 120) -> Path:
+def write_task(
+    tasks_dir: Path,
+    task_id: str = "tiny",
+    *,
+    limit: int = 2_000_000,
+    required: tuple[str, ...] = (),
+    time: float = 120,
+) -> Path:
     folder = tasks_dir / task_id
     folder.mkdir(parents=True, exist_ok=True)
     text = TINY_REGRESSION_TASK.format(
@@ -71,8 +77,13 @@ def write_task(tasks_dir: Path, task_id: str = "tiny", *, limit: int = 2_000_000
     return folder
 
 
-def save_weights(model_src: str, folder: Path, name: str = "weights.safetensors",
-                 factory: str = "build_model", seed: int = 0) -> dict[str, Any]:
+def save_weights(
+    model_src: str,
+    folder: Path,
+    name: str = "weights.safetensors",
+    factory: str = "build_model",
+    seed: int = 0,
+) -> dict[str, Any]:
     """Build the model from ``model_src`` in this (trusted test) process and save weights."""
     import torch
     from safetensors.torch import save_file

@@ -16,14 +16,29 @@ def _grade(args: list[str], env_tasks: Path, cwd: Path) -> subprocess.CompletedP
     env = {**os.environ}
     return subprocess.run(
         [sys.executable, "-m", "harness.cli", *args],
-        capture_output=True, text=True, cwd=cwd, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
     )
 
 
 def test_json_prints_only_the_documents_and_exit_0(env: Path, tmp_path: Path) -> None:
     folder = make_submission(tmp_path / "subs", "team1")
-    out = _grade([str(folder), "--sandbox", "process", "--json", "--no-reports",
-                  "--results", str(tmp_path / "r")], env, tmp_path)
+    out = _grade(
+        [
+            str(folder),
+            "--sandbox",
+            "process",
+            "--json",
+            "--no-reports",
+            "--results",
+            str(tmp_path / "r"),
+        ],
+        env,
+        tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     docs = json.loads(out.stdout)  # nothing else on stdout
     assert [d["status"] for d in docs] == ["graded"]
@@ -34,8 +49,18 @@ def test_exit_1_when_any_submission_is_not_graded(env: Path, tmp_path: Path) -> 
     make_submission(tmp_path / "subs", "team1")
     bad = make_submission(tmp_path / "subs", "team2")
     (bad / "submission.toml").write_text('task = "nope"\n')
-    out = _grade([str(tmp_path / "subs"), "--sandbox", "process", "--no-reports",
-                  "--results", str(tmp_path / "r")], env, tmp_path)
+    out = _grade(
+        [
+            str(tmp_path / "subs"),
+            "--sandbox",
+            "process",
+            "--no-reports",
+            "--results",
+            str(tmp_path / "r"),
+        ],
+        env,
+        tmp_path,
+    )
     assert out.returncode == 1
     assert "graded" in out.stdout and "invalid" in out.stdout
     assert "Traceback" not in out.stdout + out.stderr

@@ -13,8 +13,9 @@ from harness.pipeline import GradeOptions, grade
 
 
 def _grade_one(folder: Path, tmp_path: Path, tasks: Path):
-    options = GradeOptions(sandbox="process", results_dir=tmp_path / "results", reports=False,
-                           tasks_dir=tasks)
+    options = GradeOptions(
+        sandbox="process", results_dir=tmp_path / "results", reports=False, tasks_dir=tasks
+    )
     [doc] = grade([folder], options=options)
     return doc
 
@@ -22,6 +23,7 @@ def _grade_one(folder: Path, tmp_path: Path, tasks: Path):
 def _break_manifest(text: str):
     def apply(folder: Path) -> None:
         (folder / "submission.toml").write_text(text)
+
     return apply
 
 
@@ -38,14 +40,17 @@ CASES = {
         'task = "tiny"\n[model]\nnormalize = { mean = [0.5, 0.5, 0.5], std = [0.2, 0.2, 0.2] }\n'
     ),
     "folder.symlink": lambda f: (f / "data.csv").symlink_to("/etc/passwd"),
-    "folder.executable": lambda f: ((f / "run.sh").write_text("#!/bin/sh\necho hi\n"),
-                                    os.chmod(f / "run.sh", 0o755)),
+    "folder.executable": lambda f: (
+        (f / "run.sh").write_text("#!/bin/sh\necho hi\n"),
+        os.chmod(f / "run.sh", 0o755),
+    ),
     "folder.python_size": lambda f: (f / "big.py").write_text("x = 1\n" * 200_000),
     "folder.size": lambda f: _sparse(f / "blob.bin", 51 * 2**20),
     "training.history": lambda f: (
         (f / "history.csv").write_text("epoch,loss\n1,0.5\n"),
         (f / "submission.toml").write_text(
-            (f / "submission.toml").read_text() + 'history = "history.csv"\n'),
+            (f / "submission.toml").read_text() + 'history = "history.csv"\n'
+        ),
     ),
 }
 
@@ -68,8 +73,9 @@ def test_each_rule_gives_invalid_with_its_name(rule: str, env: Path, tmp_path: P
 
 def test_required_training_keys_are_enforced(env: Path, tmp_path: Path) -> None:
     write_task(env, "strict", required=("optimizer", "learning_rate", "epochs", "history"))
-    folder = make_submission(tmp_path / "subs", "team1", task="strict",
-                             training='optimizer = "Adam"\n')
+    folder = make_submission(
+        tmp_path / "subs", "team1", task="strict", training='optimizer = "Adam"\n'
+    )
     doc = _grade_one(folder, tmp_path, env)
     assert doc.status == "invalid"
     [v] = [v for v in doc.violations if v.rule == "training.required"]

@@ -19,9 +19,22 @@ def test_demo_grades_and_beats_predicting_zero(shared_cache: Path, tmp_path: Pat
     env = {k: v for k, v in os.environ.items() if not k.startswith("HARNESS_")}
     env["HARNESS_CACHE"] = str(shared_cache)
     out = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "submissions/team42", "--sandbox", "process",
-         "--json", "--results", str(tmp_path / "results")],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "submissions/team42",
+            "--sandbox",
+            "process",
+            "--json",
+            "--results",
+            str(tmp_path / "results"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=900,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     [doc] = json.loads(out.stdout)

@@ -14,8 +14,9 @@ from harness.pipeline import GradeOptions, grade
 
 
 def _options(tmp_path: Path, tasks: Path, **kw: object) -> GradeOptions:
-    return GradeOptions(sandbox="process", results_dir=tmp_path / "results", reports=False,
-                        tasks_dir=tasks, **kw)  # type: ignore[arg-type]
+    return GradeOptions(
+        sandbox="process", results_dir=tmp_path / "results", reports=False, tasks_dir=tasks, **kw
+    )  # type: ignore[arg-type]
 
 
 def test_mse_matches_an_independent_computation_on_the_public_layout(
@@ -46,10 +47,9 @@ def test_mse_matches_an_independent_computation_on_the_public_layout(
     rows = (root / "correlation" / "test" / "responses.csv").read_text().splitlines()[1:]
     ids = [r.split(",")[0] for r in rows]
     truth = np.array([float(r.split(",")[1]) for r in rows])
-    pixels = np.stack([
-        np.asarray(Image.open(root / "correlation" / "test" / "images" / f"{i}.png"))
-        for i in ids
-    ])
+    pixels = np.stack(
+        [np.asarray(Image.open(root / "correlation" / "test" / "images" / f"{i}.png")) for i in ids]
+    )
     with torch.no_grad():
         pred = model(torch.from_numpy(pixels).float().div(255).unsqueeze(1)).numpy()
     expected = float(np.mean((pred.astype(np.float64) - truth) ** 2))
@@ -63,9 +63,12 @@ def test_mse_matches_an_independent_computation_on_the_public_layout(
 def test_one_broken_submission_leaves_the_others_graded(env: Path, tmp_path: Path) -> None:
     subs = tmp_path / "subs"
     good = make_submission(subs, "good", seed=1)
-    make_submission(subs, "crash", model_src=TINY_MODEL + "\nraise RuntimeError('boom')\n",
-                    save=False)
-    (subs / "crash" / "weights.safetensors").write_bytes((good / "weights.safetensors").read_bytes())
+    make_submission(
+        subs, "crash", model_src=TINY_MODEL + "\nraise RuntimeError('boom')\n", save=False
+    )
+    (subs / "crash" / "weights.safetensors").write_bytes(
+        (good / "weights.safetensors").read_bytes()
+    )
     make_submission(subs, "shape", model_src=TINY_MODEL.replace(".squeeze(1)", ".repeat(1, 3)"))
     alone = grade([good], options=_options(tmp_path / "alone", env))[0]
     docs = {d.team: d for d in grade([subs], options=_options(tmp_path, env))}
@@ -78,9 +81,12 @@ def test_one_broken_submission_leaves_the_others_graded(env: Path, tmp_path: Pat
 
 
 def test_weights_that_do_not_load_strictly_fail_at_load(env: Path, tmp_path: Path) -> None:
-    folder = make_submission(tmp_path / "subs", "team1",
-                             model_src=TINY_MODEL.replace("hidden: int = 8", "hidden: int = 9"),
-                             save=False)
+    folder = make_submission(
+        tmp_path / "subs",
+        "team1",
+        model_src=TINY_MODEL.replace("hidden: int = 8", "hidden: int = 9"),
+        save=False,
+    )
     from subkit import save_weights
 
     save_weights(TINY_MODEL, folder)
@@ -103,7 +109,11 @@ def test_over_the_parameter_limit(env: Path, tmp_path: Path) -> None:
     assert doc.status == "over_limit"
     assert doc.params.counted == 36 * 8 + 8 + 8 + 1 and doc.params.limit == 100
     assert {layer.name for layer in doc.params.per_layer} == {
-        "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}
+        "fc1.weight",
+        "fc1.bias",
+        "fc2.weight",
+        "fc2.bias",
+    }
     assert "305" in doc.message and "100" in doc.message
 
 

@@ -59,7 +59,9 @@ def report_context(
         "flags": [f for f in doc.flags if instructor or f.audience == "student"],
         "write_up": str(doc.details.get("write_up", "") or ""),
         "instructor": instructor,
-        "student_output": doc.student_output if instructor else "",
+        "student_output": (
+            doc.student_output if instructor or task.integrity.show_student_output else ""
+        ),
     }
 
 

@@ -4,7 +4,11 @@ Phases (``job.json`` field ``phase``):
 - ``convert``: read ``.pt`` weights weights-only and write ``weights.safetensors``; runs
   before, and apart from, any submission code.
 - ``eager``: import the submission, build, load strictly, predict, write
-  ``predictions.npy``.
+  ``predictions.npy`` (the fallback when a task allows an unverified count).
+- ``export`` (phase A): import, build, load strictly, one dry batch, ``torch.export``
+  with static shapes, write ``program.pt2``; sees no test inputs.
+- ``predict`` (phase B): load the host-checked program from the job folder (no
+  submission code mounted), write ``predictions.npy`` (and probe outputs).
 Exit status 0 when the phase succeeded, 3 when the submission failed (see report.json).
 """
 
@@ -90,8 +94,29 @@ def phase_eager(job: dict[str, Any], a: argparse.Namespace, report: Report) -> N
         np.save(fh, predictions, allow_pickle=False)
     os.replace(tmp, a.output / "predictions.npy")
 
+    from .exported import run_probe
 
-PHASES = {"convert": phase_convert, "eager": phase_eager}
+    run_probe(model, images, job, device, a, report)
+
+
+def phase_export(job: dict[str, Any], a: argparse.Namespace, report: Report) -> None:
+    from .export import phase_export as run
+
+    run(job, a, report)
+
+
+def phase_predict(job: dict[str, Any], a: argparse.Namespace, report: Report) -> None:
+    from .exported import phase_predict as run
+
+    run(job, a, report)
+
+
+PHASES = {
+    "convert": phase_convert,
+    "eager": phase_eager,
+    "export": phase_export,
+    "predict": phase_predict,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,104 @@
+"""Phase A (``export``): build the submission's model, load its weights strictly, run one
+dry batch, and write the model as a ``torch.export`` program with static shapes.
+
+The run sees no test inputs: the dry batch and the export's example are uniform noise
+drawn here with a fixed seed. What it writes (``program.pt2`` and the report) is checked
+on the host before anything uses it; the model's own parameter count in the report is
+only compared with the host's count, never used as the count.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .load import build_model, import_entrypoint, load_strict, read_state_dict
+from .predict import OutputError
+from .report import Report
+
+PROGRAM = "program.pt2"
+DRY_BATCH = 2
+EXPORT_LINES = 4  # lines of torch's export error kept in the message
+
+
+class ExportError(Exception):
+    """``torch.export`` could not capture the model; the text is the error's first lines."""
+
+
+def example(job: dict[str, Any], batch: int) -> torch.Tensor:
+    """A normalized batch of seeded uniform noise with the task's input shape."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand((batch, *job["input_shape"]), generator=generator)
+    norm = job.get("normalize")
+    if norm:
+        shape = (1, -1, 1, 1)
+        x = (x - torch.tensor(norm["mean"]).view(shape)) / torch.tensor(norm["std"]).view(shape)
+    return x
+
+
+def check_shape(out: Any, n: int, job: dict[str, Any]) -> None:
+    """The output contract's shape and dtype rules (finiteness is checked on real inputs)."""
+    if not isinstance(out, torch.Tensor):
+        raise OutputError(f"the model returned {type(out).__name__}; it must return one tensor")
+    if not out.is_floating_point():
+        raise OutputError(f"the model returned dtype {out.dtype}; a floating dtype is required")
+    want = [(n,), (n, 1)] if job["kind"] == "regression" else [(n, job["num_classes"])]
+    if tuple(out.shape) not in want:
+        expected = " or ".join(str(w) for w in want)
+        raise OutputError(
+            f"the output has shape {tuple(out.shape)} for a batch of {n}; expected {expected}"
+        )
+
+
+def own_count(model: torch.nn.Module) -> dict[str, Any]:
+    """What the model says of itself (only compared with the host's count, never used)."""
+    try:
+        return {"parameters_sum": int(sum(p.numel() for p in model.parameters()))}
+    except Exception as exc:  # a patched counting function may raise: that is data too
+        return {"parameters_sum": None, "error": f"{type(exc).__name__}"}
+
+
+def export_error(exc: BaseException) -> ExportError:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()][:EXPORT_LINES]
+    text = " / ".join(line.strip() for line in lines)[:400] or type(exc).__name__
+    return ExportError(f"{type(exc).__name__}: {text}")
+
+
+def phase_export(job: dict[str, Any], a: argparse.Namespace, report: Report) -> None:
+    torch.set_num_threads(max(1, int(job.get("threads", 1))))
+    report.data["torch_version"] = torch.__version__
+
+    t = report.start("import")
+    factory = import_entrypoint(a.submission, job["entrypoint"])
+    report.done("import", t)
+
+    t = report.start("build")
+    model = build_model(factory)
+    report.done("build", t)
+
+    t = report.start("load")
+    load_strict(model, read_state_dict(a.submission / job["weights"]))
+    model.eval()
+    report.done("load", t)
+
+    t = report.start("dry_run")
+    with torch.no_grad():
+        check_shape(model(example(job, DRY_BATCH)), DRY_BATCH, job)
+    report.data["model"] = own_count(model)  # after the dry batch: lazy modules are built
+    report.done("dry_run", t)
+
+    t = report.start("export")
+    save(model, example(job, int(job["export_batch"])), a.output / PROGRAM)
+    report.done("export", t)
+
+
+def save(model: torch.nn.Module, x: torch.Tensor, target: Path) -> None:
+    try:
+        with torch.no_grad():
+            program = torch.export.export(model, (x,), strict=False)
+    except Exception as exc:
+        raise export_error(exc) from exc
+    torch.export.save(program, str(target))

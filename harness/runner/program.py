@@ -1,0 +1,169 @@
+"""Run a host-checked exported program: a small interpreter of its JSON graph.
+
+The archive is the one ``torch.export.save`` wrote in phase A, checked and rewritten by
+the host (``harness/export_check.py``): every node calls an allowed ATen operator with
+plain arguments, every stored tensor is raw bytes, shapes are static. Interpreting that
+graph directly, instead of ``torch.export.load``, keeps phase B free of the general
+deserializer (sympy expressions, pytree specs, guard code, pickled sample inputs) and of
+its import cost; the results are the same (the tests compare them).
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# torch/_export/serde/schema.py enums
+SCALAR_TYPES = {
+    1: torch.uint8,
+    2: torch.int8,
+    3: torch.int16,
+    4: torch.int32,
+    5: torch.int64,
+    6: torch.float16,
+    7: torch.float32,
+    8: torch.float64,
+    12: torch.bool,
+    13: torch.bfloat16,
+}
+MEMORY_FORMATS = {
+    1: torch.contiguous_format,
+    2: torch.channels_last,
+    3: torch.channels_last_3d,
+    4: torch.preserve_format,
+}
+LAYOUTS = {7: torch.strided}
+PREFIX = "torch.ops.aten."
+PLAIN = ("as_int", "as_ints", "as_bool", "as_bools", "as_string", "as_strings")
+SPECIAL = ("Infinity", "-Infinity", "NaN")  # how the serializer writes those floats
+
+
+class ProgramError(Exception):
+    """The program holds something this interpreter does not run (the host check missed it)."""
+
+
+def _ints(values: list[dict[str, int]]) -> list[int]:
+    return [int(v["as_int"]) for v in values]
+
+
+class Program:
+    """A checked program: ``Program(path, device)(x)`` returns the model's output."""
+
+    def __init__(self, path: Path, device: torch.device) -> None:
+        self.device = device
+        with zipfile.ZipFile(path) as zf:
+            root = zf.namelist()[0].partition("/")[0]
+            model = json.loads(zf.read(f"{root}/models/model.json"))
+            stores = {
+                "weights": self._tensors(zf, root, "weights", "model_weights_config.json"),
+                "constants": self._tensors(zf, root, "constants", "model_constants_config.json"),
+            }
+        graph = model["graph_module"]["graph"]
+        self.state: dict[str, torch.Tensor] = {}
+        self.input = ""
+        for spec in model["graph_module"]["signature"]["input_specs"]:
+            ((kind, body),) = spec.items()
+            if kind == "user_input":
+                self.input = body["arg"]["as_tensor"]["name"]
+                continue
+            name = body.get("parameter_name") or body.get("buffer_name")
+            name = name or body.get("tensor_constant_name")
+            persistent = kind == "parameter" or body.get("persistent", True)
+            store = stores["weights" if kind != "tensor_constant" and persistent else "constants"]
+            self.state[body["arg"]["name"]] = store[name].to(device)
+        self.nodes = graph["nodes"]
+        self.output = graph["outputs"][0]["as_tensor"]["name"]
+        self.ops = {n["target"]: self._op(n["target"]) for n in self.nodes}
+
+    @staticmethod
+    def _tensors(zf: zipfile.ZipFile, root: str, folder: str, config: str) -> dict[str, Any]:
+        entries = json.loads(zf.read(f"{root}/data/{folder}/{config}"))["config"]
+        storages: dict[str, torch.Tensor] = {}
+        out = {}
+        for name, entry in entries.items():
+            meta = entry["tensor_meta"]
+            dtype = SCALAR_TYPES[meta["dtype"]]
+            member = f"{root}/data/{folder}/{entry['path_name']}"
+            if member not in storages:
+                raw = bytearray(zf.read(member))
+                storages[member] = (
+                    torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
+                )
+            out[name] = torch.as_strided(
+                storages[member],
+                _ints(meta["sizes"]),
+                _ints(meta["strides"]),
+                int(meta["storage_offset"]["as_int"]),
+            )
+        return out
+
+    @staticmethod
+    def _op(target: str) -> Any:
+        if not target.startswith(PREFIX):
+            raise ProgramError(f"operator {target} is not an ATen operator")
+        name, _, overload = target[len(PREFIX) :].partition(".")
+        return getattr(getattr(torch.ops.aten, name), overload)
+
+    def _arg(self, arg: dict[str, Any], env: dict[str, Any]) -> Any:
+        ((kind, value),) = arg.items()
+        if kind in PLAIN:
+            return value
+        if kind == "as_float":
+            return float(value) if value in SPECIAL else value
+        if kind == "as_floats":
+            return [float(v) if v in SPECIAL else v for v in value]
+        if kind == "as_none":
+            return None
+        if kind == "as_tensor":
+            return env[value["name"]]
+        if kind == "as_tensors":
+            return [env[t["name"]] for t in value]
+        if kind == "as_optional_tensors":
+            return [env[t["as_tensor"]["name"]] if "as_tensor" in t else None for t in value]
+        if kind == "as_optional_tensor":
+            return env[value["as_tensor"]["name"]] if "as_tensor" in value else None
+        if kind == "as_scalar_type":
+            return SCALAR_TYPES[value]
+        if kind == "as_memory_format":
+            return MEMORY_FORMATS[value]
+        if kind == "as_layout":
+            return LAYOUTS[value]
+        if kind == "as_device":
+            return self.device  # tensors made in the graph go where the program runs
+        raise ProgramError(f"argument kind {kind} is not supported")
+
+    @staticmethod
+    def _bind(out: dict[str, Any], value: Any, env: dict[str, Any]) -> None:
+        ((kind, ref),) = out.items()
+        if kind == "as_tensor":
+            env[ref["name"]] = value
+        elif kind == "as_tensors":
+            for item, v in zip(ref, value, strict=True):
+                env[item["name"]] = v
+        elif kind != "as_none":
+            raise ProgramError(f"output kind {kind} is not supported")
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        env: dict[str, Any] = dict(self.state)
+        env[self.input] = x
+        for node in self.nodes:
+            args, kwargs = [], {}
+            for named in node["inputs"]:
+                value = self._arg(named["arg"], env)
+                if named.get("kind") == 2:
+                    kwargs[named["name"]] = value
+                else:
+                    args.append(value)
+            result = self.ops[node["target"]](*args, **kwargs)
+            outputs = node["outputs"]
+            if len(outputs) == 1:
+                self._bind(outputs[0], result, env)
+            else:
+                for out, value in zip(outputs, result, strict=True):
+                    self._bind(out, value, env)
+        output: torch.Tensor = env[self.output]
+        return output

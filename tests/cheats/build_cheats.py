@@ -1,0 +1,564 @@
+"""Build the parameter-evasion and output-cheating corpus: one submission folder per trick.
+
+Each case is a real submission in the public format, written from the Python source
+strings below; its weights are made here by torch from the honest architecture (plus the
+tensors the case declares), so no cheat's code ever runs in the building process. Each
+case names the status it must end in and a phrase that names the trick, found in the
+result's message or in the flag it must carry.
+
+``python tests/cheats/build_cheats.py OUT`` writes ``OUT/submissions/<case>/`` and the two
+tasks they are graded against (``OUT/tasks/cheats``, and ``cheats-eager``, which allows
+the eager fallback). The ``hash_lookup`` cases need the hidden inputs to memorize: the
+builder takes them (``hidden``) and writes a table of their hashes into the source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TASK = "cheats"
+EAGER_TASK = "cheats-eager"
+LIMIT = 1_000
+ALLOWANCE = 64
+
+TASK_TOML = """
+id = "{id}"
+title = "cheats corpus: a tiny regression task with a parameter limit"
+kind = "regression"
+input_shape = [1, 150, 150]
+parameter_limit = {limit}
+batch_size = 16
+
+[dataset]
+provider = "correlation"
+[dataset.options]
+public_seed = 7
+train_size = 32
+validation_size = 24
+test_size = 40
+
+[metrics]
+primary = "mse"
+report = ["mse", "mae"]
+bootstrap_samples = 100
+
+[limits]
+time_seconds = 180
+memory_mb = 2048
+cpus = 1
+
+[grading]
+full_marks_at = 0.01
+zero_marks_at = 0.3
+
+[integrity]
+allowance = {allowance}
+allow_eager_fallback = {fallback}
+probe_count = 40
+"""
+
+# The honest network every case builds on: 305 parameters.
+BASE = """
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, hidden: int = 8):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(6)
+        self.fc1 = nn.Linear(36, hidden)
+        self.fc2 = nn.Linear(hidden, 1)
+
+    def features(self, x):
+        return self.pool(x).flatten(1)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(self.features(x)))).squeeze(1)
+
+
+def build_model():
+    return Net()
+"""
+
+Tensors = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    trick: str
+    expect: str  # the status it must end in
+    says: str  # a phrase naming the trick, in the message or in the flag `flag`
+    code: str = ""  # appended to BASE (redefines build_model)
+    before: str = ""  # put above BASE (runs first on import)
+    flag: str = ""  # the flag carrying `says` ("" = the message carries it)
+    hidden: int = 8  # width of the honest layers in the weights file
+    extra: Callable[[], Tensors] = field(default=lambda: {})  # more tensors for the file
+    task: str = TASK
+    count: int | None = None  # the exact count it must get, where it is graded
+    scale: float = 1.0  # multiplies the honest weights (a disguised copy)
+
+
+def _randn(n: int, seed: int = 3) -> Any:
+    import torch
+
+    return torch.randn(n, generator=torch.Generator().manual_seed(seed))
+
+
+CASES: tuple[Case, ...] = (
+    Case("honest", "nothing: the honest reference", "graded", "", count=305),
+    Case("copied_weights", "the honest team's weights file, copied", "graded", "", count=305),
+    Case(
+        "near_copy",
+        "the honest team's weights scaled by 1.001 (a disguised copy)",
+        "graded",
+        "",
+        count=305,
+        scale=1.001,
+    ),
+    Case(
+        "tied_weights",
+        "a layer registered twice (tied), stored once: counted once",
+        "graded",
+        "",
+        code="""
+class Tied(Net):
+    def __init__(self):
+        super().__init__()
+        self.mid = nn.Linear(8, 8)
+        self.mid_again = self.mid
+
+    def forward(self, x):
+        h = torch.relu(self.fc1(self.features(x)))
+        return self.fc2(self.mid_again(self.mid(h))).squeeze(1)
+
+
+def build_model():
+    return Tied()
+""",
+        extra=lambda: {"mid.weight": _randn(64).reshape(8, 8) * 0.1, "mid.bias": _randn(8) * 0.1},
+        count=377,
+    ),
+    Case(
+        "lazy_module",
+        "a lazy layer whose parameters exist only after the first batch",
+        "graded",
+        "",
+        code="""
+class Lazy(Net):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.LazyLinear(8)
+
+
+def build_model():
+    return Lazy()
+""",
+        count=305,
+    ),
+    Case(
+        "buffer",
+        "2,000 values in a persistent buffer used as a lookup table",
+        "over_limit",
+        "2,000 values in buffers (memory)",
+        code="""
+class Buffered(Net):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("memory", torch.zeros(2000))
+
+    def forward(self, x):
+        return super().forward(x) + self.memory[:40].mean()
+
+
+def build_model():
+    return Buffered()
+""",
+        extra=lambda: {"memory": _randn(2000)},
+    ),
+    Case(
+        "fake_running_stats",
+        "2,000 values in buffers named like batch-norm statistics, used as a table",
+        "over_limit",
+        "values in buffers (table.running_mean",
+        code="""
+class Table(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("running_mean", torch.zeros(1000))
+        self.register_buffer("running_var", torch.ones(1000))
+
+
+class Disguised(Net):
+    def __init__(self):
+        super().__init__()
+        self.table = Table()
+
+    def forward(self, x):
+        t = self.table.running_mean[:36] * self.table.running_var[:36]
+        return super().forward(x) + (self.features(x) * t).sum(1)
+
+
+def build_model():
+    return Disguised()
+""",
+        extra=lambda: {"table.running_mean": _randn(1000), "table.running_var": _randn(1000, 4)},
+    ),
+    Case(
+        "nonpersistent_buffer",
+        "2,000 values in a non-persistent buffer (not in the state_dict)",
+        "over_limit",
+        "2,000 values in non-persistent buffers (memory)",
+        code="""
+class Hidden(Net):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("memory", torch.randn(2000), persistent=False)
+
+    def forward(self, x):
+        return super().forward(x) + self.memory[:40].mean()
+
+
+def build_model():
+    return Hidden()
+""",
+    ),
+    Case(
+        "tensor_attribute",
+        "2,000 values in a plain tensor attribute",
+        "over_limit",
+        "2,000 values in tensor attributes (table)",
+        code="""
+class Attr(Net):
+    def __init__(self):
+        super().__init__()
+        self.table = torch.randn(2000)
+
+    def forward(self, x):
+        return super().forward(x) + self.table[:40].mean()
+
+
+def build_model():
+    return Attr()
+""",
+    ),
+    Case(
+        "forward_tensor",
+        "2,000 values made into a tensor inside forward",
+        "over_limit",
+        "2,000 values in tensors created in forward",
+        code="""
+import math
+
+TABLE = [math.sin(i * 0.37) for i in range(2000)]
+
+
+class Made(Net):
+    def forward(self, x):
+        table = torch.tensor(TABLE)
+        return super().forward(x) + table[:40].mean()
+
+
+def build_model():
+    return Made()
+""",
+    ),
+    Case(
+        "source_literals",
+        "800 weights as float literals in the source, spread over the computation",
+        "over_limit",
+        "800 float literals in the graph",
+        code="""
+WEIGHTS = [((i * 7919) % 1000) / 1000.0 - 0.5 for i in range(800)]
+
+
+class Literal(Net):
+    def forward(self, x):
+        f = self.features(x)
+        y = super().forward(x)
+        for i in range(0, len(WEIGHTS), 2):
+            y = y + torch.clamp(f[:, i % 36], WEIGHTS[i] - 1.0, WEIGHTS[i + 1] + 1.0)
+        return y
+
+
+def build_model():
+    return Literal()
+""",
+    ),
+    Case(
+        "base64_blob",
+        "2,000 float32 weights in a base64 string, decoded in forward",
+        "over_limit",
+        "2,000 values in tensors created in forward",
+        code="""
+import base64
+
+BLOB = "@BLOB@"
+
+
+class Blob(Net):
+    def forward(self, x):
+        table = torch.frombuffer(bytearray(base64.b64decode(BLOB)), dtype=torch.float32)
+        return super().forward(x) + table[:40].mean()
+
+
+def build_model():
+    return Blob()
+""",
+    ),
+    Case(
+        "submodule_list",
+        "two 36x36 layers in a plain Python list (hidden from model.parameters())",
+        "over_limit",
+        "2,664 values in tensors created in forward or kept outside registered modules",
+        code="""
+class Listed(Net):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(5)
+        self.hidden_layers = [nn.Linear(36, 36), nn.Linear(36, 36)]
+
+    def features(self, x):
+        f = super().features(x)
+        for layer in self.hidden_layers:
+            f = torch.tanh(layer(f))
+        return f
+
+
+def build_model():
+    return Listed()
+""",
+    ),
+    Case(
+        "int8_packed",
+        "int8 values packed four to a float32 parameter, read back with view(torch.int8)",
+        "failed",
+        "reinterprets a tensor's bytes as another dtype",
+        code="""
+class Packed(Net):
+    def __init__(self):
+        super().__init__()
+        self.packed = nn.Parameter(torch.zeros(200))
+
+    def forward(self, x):
+        codes = self.packed.view(torch.int8).float() / 127.0  # 800 values
+        return super().forward(x) + codes[:40].mean()
+
+
+def build_model():
+    return Packed()
+""",
+        extra=lambda: {"packed": _randn(200)},
+    ),
+    Case(
+        "monkeypatch_parameters",
+        "a 3,801-parameter model that patches Module.parameters to count nothing",
+        "over_limit",
+        "the model's own count says 0",
+        before="import torch\ntorch.nn.Module.parameters = lambda self, recurse=True: iter(())\n",
+        code="\n\ndef build_model():\n    return Net(hidden=100)\n",
+        hidden=100,
+    ),
+    Case(
+        "monkeypatch_numel",
+        "a 3,801-parameter model that patches Tensor.numel to return 1",
+        "over_limit",
+        "the model's own count says 4",
+        before="import torch\ntorch.Tensor.numel = lambda self: 1\n",
+        code="\n\ndef build_model():\n    return Net(hidden=100)\n",
+        hidden=100,
+    ),
+    Case(
+        "hash_lookup",
+        "looks up memorized answers by hashing each input image",
+        "failed",
+        "Python-side lookups (hashing inputs",
+        code="""
+import hashlib
+
+ANSWERS = @ANSWERS@
+
+
+class Lookup(Net):
+    def forward(self, x):
+        codes = (x * 255).round().to(torch.uint8)
+        out = [ANSWERS.get(hashlib.sha1(img.numpy().tobytes()).hexdigest(), 0.0) for img in codes]
+        return super().forward(x) * 0.0 + torch.tensor(out)
+
+
+def build_model():
+    return Lookup()
+""",
+    ),
+    Case(
+        "hash_lookup_eager",
+        "the hash lookup, on a task that allows the eager fallback",
+        "graded",
+        "memorization probe",
+        flag="memorization",
+        code="@SAME_AS_hash_lookup@",
+        task=EAGER_TASK,
+    ),
+    Case(
+        "random_output",
+        "adds fresh random noise to every prediction",
+        "graded",
+        "nondeterministic output",
+        flag="nondeterministic",
+        code="""
+class Noisy(Net):
+    def forward(self, x):
+        y = super().forward(x)
+        return y + 0.1 * torch.randn_like(y)
+
+
+def build_model():
+    return Noisy()
+""",
+        count=305,
+    ),
+    Case(
+        "batch_dependent",
+        "subtracts the batch mean: each prediction depends on the other inputs",
+        "graded",
+        "depend on randomness or on the other inputs",
+        flag="nondeterministic",
+        code="""
+class Batchy(Net):
+    def forward(self, x):
+        y = super().forward(x)
+        return y - y.mean() + self.features(x).mean()
+
+
+def build_model():
+    return Batchy()
+""",
+        count=305,
+    ),
+    Case(
+        "stateful",
+        "counts its calls in a buffer and shifts later predictions",
+        "failed",
+        "changes its stored tensors while predicting",
+        code="""
+class Stateful(Net):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("calls", torch.zeros(1))
+
+    def forward(self, x):
+        self.calls.add_(1)
+        return super().forward(x) + 0.001 * self.calls
+"""
+        + "\n\ndef build_model():\n    return Stateful()\n",
+        extra=lambda: {"calls": _randn(1) * 0},
+    ),
+    Case(
+        "seeded_generator",
+        "regenerates a table from a seeded torch.Generator in forward",
+        "failed",
+        "torch.Generator",
+        code="""
+class Seeded(Net):
+    def forward(self, x):
+        g = torch.Generator().manual_seed(0)
+        table = torch.randn(2000, generator=g)
+        return super().forward(x) + 0.0 * table[:1]
+
+
+def build_model():
+    return Seeded()
+""",
+    ),
+)
+
+
+def case(name: str) -> Case:
+    return next(c for c in CASES if c.name == name)
+
+
+def write_tasks(tasks_dir: Path) -> None:
+    for task_id, fallback in ((TASK, "false"), (EAGER_TASK, "true")):
+        folder = tasks_dir / task_id
+        folder.mkdir(parents=True, exist_ok=True)
+        text = TASK_TOML.format(id=task_id, limit=LIMIT, allowance=ALLOWANCE, fallback=fallback)
+        (folder / "task.toml").write_text(text)
+
+
+def answers(hidden: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """The lookup table a hash cheat memorizes: SHA-1 of each uint8 image -> its label."""
+    return {
+        hashlib.sha1(np.ascontiguousarray(img).tobytes()).hexdigest(): round(float(y), 6)
+        for img, y in zip(hidden, labels, strict=True)
+    }
+
+
+def source(c: Case, table: dict[str, float]) -> str:
+    code = case("hash_lookup").code if c.code == "@SAME_AS_hash_lookup@" else c.code
+    text = c.before + BASE + textwrap.dedent(code)
+    text = text.replace("@ANSWERS@", repr(table))
+    if "@BLOB@" in text:
+        import base64
+
+        blob = np.sin(np.arange(2000, dtype=np.float32) * 0.37).astype("<f4").tobytes()
+        text = text.replace("@BLOB@", base64.b64encode(blob).decode("ascii"))
+    return text
+
+
+def weights(c: Case) -> Tensors:
+    """The honest layers (seeded) plus the case's declared tensors."""
+    import torch
+
+    torch.manual_seed(1)
+    fc1, fc2 = torch.nn.Linear(36, c.hidden), torch.nn.Linear(c.hidden, 1)
+    state = {f"fc1.{k}": v for k, v in fc1.state_dict().items()}
+    state |= {f"fc2.{k}": v for k, v in fc2.state_dict().items()}
+    state = {k: v * c.scale for k, v in state.items()} | c.extra()
+    return {k: v.detach().clone().contiguous() for k, v in state.items()}
+
+
+def build(
+    out: Path, hidden: np.ndarray | None = None, labels: np.ndarray | None = None
+) -> dict[str, Path]:
+    """Write every case under ``out``; ``hidden``/``labels``: the inputs the hash cheats
+    memorize (uint8 N x C x H x W and their labels), none memorized when omitted."""
+    from safetensors.torch import save_file
+
+    table = answers(hidden, labels) if hidden is not None and labels is not None else {}
+    folders = {}
+    for c in CASES:
+        folder = out / c.name
+        folder.mkdir(parents=True)
+        (folder / "model.py").write_text(source(c, table))
+        (folder / "submission.toml").write_text(
+            f'task = "{c.task}"\nteam = "{c.name}"\nmembers = ["Mallory"]\n\n'
+            '[model]\nentrypoint = "model:build_model"\nweights = "weights.safetensors"\n'
+        )
+        save_file(weights(c), str(folder / "weights.safetensors"))
+        folders[c.name] = folder
+    return folders
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path)
+    args = parser.parse_args()
+    folders = build(args.out / "submissions")
+    write_tasks(args.out / "tasks")
+    summary = {c.name: {"trick": c.trick, "expect": c.expect, "says": c.says} for c in CASES}
+    (args.out / "cases.json").write_text(json.dumps(summary, indent=2))
+    print(f"{len(folders)} cases in {args.out / 'submissions'}; tasks in {args.out / 'tasks'}")
+
+
+if __name__ == "__main__":
+    main()
