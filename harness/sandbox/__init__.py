@@ -1,17 +1,36 @@
 """Sandbox backends behind one interface (see ``base``). Only ``docker_backend`` imports
-the Docker SDK."""
+the Docker SDK; it is imported when the docker backend is first asked for."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from ..errors import UserError
 from ..registry import Registry
 from .base import Backend, RunJob, RunOutcome, SandboxPolicy
+from .bwrap import BwrapBackend
 from .process import ProcessBackend
 
-backends: Registry[type] = Registry("sandbox backend")
-backends.add("process", ProcessBackend)
 
-__all__ = ["Backend", "RunJob", "RunOutcome", "SandboxPolicy", "backends", "get_backend"]
+def _docker() -> Backend:
+    from .docker_backend import DockerBackend
+
+    return DockerBackend()
+
+
+backends: Registry[Callable[[], Backend]] = Registry("sandbox backend")
+backends.add("process", ProcessBackend)
+backends.add("bwrap", BwrapBackend)
+backends.add("docker", _docker)
+
+__all__ = [
+    "Backend",
+    "RunJob",
+    "RunOutcome",
+    "SandboxPolicy",
+    "backends",
+    "get_backend",
+]
 
 
 def get_backend(name: str) -> Backend:

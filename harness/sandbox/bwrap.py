@@ -1,0 +1,265 @@
+"""``--sandbox bwrap``: bubblewrap, for Linux laptops without Docker.
+
+The same policy as the docker backend, built from namespaces and rlimits instead of
+cgroups (which an unprivileged user usually cannot create):
+
+- new user, PID, network, IPC, UTS and cgroup namespaces: no network but a private
+  loopback; the sandbox's processes see only each other; no nested user namespaces;
+- an empty root with read-only binds of ``/usr`` (and its ``/lib``, ``/bin`` links), the
+  dynamic linker's cache, and the Python installation that runs the runner; the job
+  folders at ``MOUNTS`` (read-only except ``/output``); a size-capped tmpfs at ``/tmp``;
+  a fresh ``/proc`` and a minimal ``/dev``; no host home, no ``/etc/passwd``;
+- a scrubbed environment (``SAFE_ENV``), a new session (no terminal injection), and
+  death with its parent;
+- limits: processes and threads with RLIMIT_NPROC, counted per user namespace, so per
+  sandbox; memory with RLIMIT_DATA per process (private writable mappings, with 256 MiB
+  of slack for what torch maps but never touches; each forked process has its own); file size with
+  RLIMIT_FSIZE; CPU time with RLIMIT_CPU; no core files; the wall clock from the host.
+
+When the host runs as root, the sandbox runs as ``nobody``: root's processes are exempt
+from RLIMIT_NPROC, and a sandbox owned by root could write any root-owned file that leaked
+into it. ``nobody`` may not be able to reach the folders to bind (a Python under
+``/root``, a job under a private temp folder), so a private mount namespace of the
+launcher first binds each of them onto an empty folder it can reach (``unshare``), then
+drops to ``nobody`` (``setpriv``) and starts bwrap; the host's mounts do not change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from .base import MOUNTS, RunJob, RunOutcome, SandboxPolicy
+from .common import SAFE_ENV, host_paths, runner_args
+from .confine import LogPump, exit_code_of, output_over, share_folders, supervised_argv, verdict
+
+NOBODY = 65534
+INSIDE_UID = 1000
+POLL_SECONDS = 0.1
+SYSTEM_RO = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin")
+ETC_RO = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime")
+SIGXCPU = 24
+# RLIMIT_DATA counts private writable mappings, touched or not; after `import torch` they
+# are ~250 MB more than the memory in use (which the docker backend's cgroup counts)
+DATA_SLACK = 256 * 2**20
+
+
+class BwrapBackend:
+    name = "bwrap"
+    isolated = True
+    _probe: dict[str, str | None] = {}
+
+    def __init__(self, python: str | None = None) -> None:
+        self.python = python or sys.executable
+
+    def unavailable_reason(self) -> str | None:
+        if shutil.which("bwrap") is None:
+            return "bubblewrap (bwrap) is not installed"
+        if _as_nobody() and not (shutil.which("unshare") and shutil.which("setpriv")):
+            return "running as root needs util-linux's unshare and setpriv to drop to nobody"
+        if self.python not in self._probe:
+            self._probe[self.python] = self._try()
+        return self._probe[self.python]
+
+    def _try(self) -> str | None:
+        binds = [Bind(p, p) for p in _python_prefixes(self.python)]
+        with ExitStack() as stack:
+            argv = self._argv(stack, binds, _env(1.0), 1 << 20)
+            proc = _popen([*argv, self.python, "-I", "-c", "pass"])
+            out = proc.communicate(timeout=60)[0].decode(errors="replace").strip()
+        if proc.returncode != 0:
+            return "bwrap cannot create a sandbox here: " + (out.splitlines() or ["?"])[-1]
+        return None
+
+    def describe(self) -> dict[str, str]:
+        version = subprocess.run(["bwrap", "--version"], capture_output=True, text=True)
+        return {"bwrap": version.stdout.strip(), "python": self.python, "device": "cpu"}
+
+    def run(self, job: RunJob) -> RunOutcome:
+        p = job.policy
+        share_folders(_read_only(job), job.output_dir, NOBODY if _as_nobody() else None)
+        binds = [Bind(prefix, prefix) for prefix in _python_prefixes(self.python)]
+        for key, path in host_paths(job).items():
+            if key != "submission" or job.mount_submission:
+                binds.append(Bind(path, MOUNTS[key], writable=key == "output"))
+        inside = supervised_argv(self.python, _rlimits(p), MOUNTS["code"], runner_args(MOUNTS))
+        with ExitStack() as stack:
+            argv = self._argv(stack, binds, _env(p.cpus), p.tmpfs_bytes)
+            t0 = time.perf_counter()
+            proc = _popen(argv + inside)
+            return self._supervise(job, proc, t0)
+
+    def _argv(
+        self, stack: ExitStack, binds: list[Bind], env: dict[str, str], tmpfs: int
+    ) -> list[str]:
+        launcher: list[str] = []
+        if _as_nobody():
+            launcher, binds = _drop_to_nobody(stack, binds)
+        argv = ["bwrap", "--unshare-all", "--unshare-user", "--disable-userns"]
+        argv += ["--die-with-parent", "--new-session", "--as-pid-1"]
+        argv += ["--uid", str(INSIDE_UID), "--gid", str(INSIDE_UID), "--hostname", "sandbox"]
+        argv += ["--clearenv"]
+        for key, value in env.items():
+            argv += ["--setenv", key, value]
+        for path in (*SYSTEM_RO, *ETC_RO):
+            if os.path.islink(path):
+                argv += ["--symlink", os.readlink(path), path]
+            elif os.path.exists(path):
+                argv += ["--ro-bind", path, path]
+        argv += ["--proc", "/proc", "--dev", "/dev"]
+        argv += ["--size", str(tmpfs), "--perms", "1777", "--tmpfs", "/tmp"]
+        for bind in binds:
+            argv += ["--bind" if bind.writable else "--ro-bind", bind.source, bind.target]
+        # the root is bwrap's own tmpfs, unbounded: nothing may be written there
+        return [*launcher, *argv, "--remount-ro", "/", "--chdir", "/tmp", "--"]
+
+    def _supervise(self, job: RunJob, proc: subprocess.Popen[bytes], t0: float) -> RunOutcome:
+        p = job.policy
+        assert proc.stdout is not None
+        log = LogPump.from_stream(
+            proc.stdout,
+            keep=p.log_bytes,
+            budget=p.output_bytes,
+            on_flood=lambda: _kill_group(proc.pid),
+        )
+        timed_out, killed_for = False, ""
+        deadline = t0 + p.wall_seconds
+        while proc.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=POLL_SECONDS)
+                break
+            if time.perf_counter() > deadline:
+                timed_out = True
+                break
+            killed_for = output_over(job.output_dir, p) or ""
+            if killed_for:
+                break
+        _kill_group(proc.pid)
+        proc.wait()
+        wall = time.perf_counter() - t0
+        if log.flooded:
+            killed_for = f"log limit: more than {p.output_bytes / 2**20:g} MiB on stdout/stderr"
+        code = exit_code_of(proc.returncode)
+        timed_out = timed_out or code == -SIGXCPU
+        status, reason = verdict(
+            code, timed_out=timed_out, policy=p, output_dir=job.output_dir, killed_for=killed_for
+        )
+        return RunOutcome(
+            status=status,
+            exit_code=code,
+            wall_seconds=wall,
+            log=log.text(timeout=2.0),
+            output_dir=job.output_dir,
+            reason=reason,
+            backend=self.name,
+        )
+
+
+@dataclass(frozen=True)
+class Bind:
+    source: str
+    target: str
+    writable: bool = False
+
+
+# runs as root in a private mount namespace: bind each source onto its stage folder
+_STAGE = """
+stage=$1; shift; i=0
+while [ "$1" != "--" ]; do
+  mount --bind -- "$1" "$stage/$i" || exit 125
+  i=$((i + 1)); shift
+done
+shift; exec "$@"
+"""
+
+
+def _drop_to_nobody(stack: ExitStack, binds: list[Bind]) -> tuple[list[str], list[Bind]]:
+    """A launcher that stages ``binds`` where ``nobody`` can reach them, then drops to it."""
+    stage = Path(tempfile.mkdtemp(prefix="harness-bwrap-"))
+    os.chmod(stage, 0o755)
+    stack.callback(_rmdir, stage)  # callbacks run last-in first-out: this one last
+    staged = []
+    for i, bind in enumerate(binds):
+        (stage / str(i)).mkdir()
+        staged.append(Bind(str(stage / str(i)), bind.target, bind.writable))
+        stack.callback(_rmdir, stage / str(i))
+    launcher = ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", _STAGE]
+    launcher += ["sh", str(stage), *(b.source for b in binds), "--"]
+    launcher += ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--"]
+    return launcher, staged
+
+
+def _rmdir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.rmdir()  # never recursive: in the host's namespace the stage folders are empty
+
+
+def _popen(argv: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+    )
+
+
+def _rlimits(p: SandboxPolicy) -> dict[str, int]:
+    return {
+        "nproc": p.pids,
+        "data": p.memory_bytes + DATA_SLACK,
+        "fsize": p.output_bytes,
+        "cpu": math.ceil(p.wall_seconds * max(1.0, p.cpus)) + 1,
+        "core": 0,
+        "nofile": 1024,
+        "tasks": p.pids,  # not an rlimit: the supervisor's watch (see confine)
+    }
+
+
+def _env(cpus: float) -> dict[str, str]:
+    return {
+        **SAFE_ENV,
+        "PATH": "/usr/bin:/bin",
+        "HOME": "/tmp",
+        "TMPDIR": "/tmp",
+        "PYTHONPATH": MOUNTS["code"],
+        "OMP_NUM_THREADS": str(max(1, int(cpus))),
+    }
+
+
+@cache
+def _python_prefixes(python: str) -> list[str]:
+    """The folders the runner's Python needs: its venv and its base installation."""
+    out = subprocess.run(
+        [python, "-I", "-c", "import sys; print(sys.prefix); print(sys.base_prefix)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    prefixes = sorted({os.path.realpath(p) for p in out} | set(out))
+    return [p for p in prefixes if not any(p == s or p.startswith(s + "/") for s in SYSTEM_RO)]
+
+
+def _read_only(job: RunJob) -> list[Path]:
+    return [job.submission_dir, job.inputs_dir, job.job_dir]
+
+
+def _as_nobody() -> bool:
+    return os.geteuid() == 0
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)

@@ -1,0 +1,269 @@
+"""What the isolated backends (bwrap, docker) share: the in-sandbox supervisor, the log
+pump with a flood limit, the output watcher, and the verdict on a finished run.
+
+The supervisor is the sandbox's first process (PID 1 of its PID namespace). It sets the
+resource limits, starts the runner as its child, reaps every process, and exits with the
+runner's status (``128 + N`` when signal N killed it). Nothing inside can kill it: the
+kernel drops a namespace's own signals to its PID 1. When it exits, the kernel kills
+every process left in the namespace.
+
+It also watches the number of tasks (processes and threads) in the namespace, 20 times a
+second: the kernel only makes ``fork`` fail at the process limit (a fork bomb that
+ignores the failures would run on), so reaching the limit ends the run, with
+``PROCESS_LIMIT_EXIT``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from .base import RunStatus, SandboxPolicy
+
+MAX_OUTPUT_FILES = 10_000
+REPORT_MAX_BYTES = 1 << 20
+
+# The supervisor's own exit status when the sandbox reached its process limit (a status of
+# the runner's that equals it is reported as 1, so it cannot be forged by exiting with it).
+PROCESS_LIMIT_EXIT = 250
+
+SUPERVISOR = r"""
+import ctypes, os, resource, sys, time
+spec, argv = sys.argv[1], sys.argv[2:]
+cap = 0
+for item in filter(None, spec.split(",")):
+    name, value = item.split("=")
+    if name == "tasks":
+        cap = int(value)
+    else:
+        limit = getattr(resource, "RLIMIT_" + name.upper())
+        resource.setrlimit(limit, (int(value), int(value)))
+child = os.fork()
+if child == 0:
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as exc:
+        os.write(2, ("sandbox: cannot start %s: %s\n" % (argv[0], exc)).encode())
+    os._exit(127)
+try:
+    ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: the sandbox cannot ptrace us
+except Exception:
+    pass
+
+
+def tasks():
+    n = 0
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                n += len(os.listdir("/proc/" + pid + "/task"))
+            except OSError:
+                pass
+    return n
+
+
+code = 1
+while True:
+    try:
+        pid, status = os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        break
+    if pid == child:
+        code = os.waitstatus_to_exitcode(status)
+        code = 128 - code if code < 0 else code
+        code = 1 if code == @LIMIT@ else code
+        break
+    if pid:
+        continue
+    if cap and tasks() >= cap - 1:
+        code = @LIMIT@
+        break
+    time.sleep(0.05)
+os._exit(code)
+""".replace("@LIMIT@", str(PROCESS_LIMIT_EXIT))
+
+RUNNER_BOOT = (
+    "import sys, runpy; sys.path.insert(0, sys.argv.pop(1)); "
+    "sys.argv[0] = 'harness.runner'; runpy.run_module('harness.runner', run_name='__main__')"
+)
+
+
+def supervised_argv(
+    python: str, rlimits: dict[str, int], code_root: str, runner_args: list[str]
+) -> list[str]:
+    """argv for the sandbox's first process: the supervisor, then the runner under it."""
+    spec = ",".join(f"{name}={value}" for name, value in rlimits.items())
+    runner = [python, "-I", "-u", "-c", RUNNER_BOOT, code_root, *runner_args]
+    return [python, "-I", "-S", "-c", SUPERVISOR, spec, *runner]
+
+
+def exit_code_of(raw: int | None) -> int | None:
+    """The supervisor's ``128 + N`` as ``-N`` (signal N), as ``subprocess`` reports it."""
+    if raw is not None and 128 < raw < 128 + 65:
+        return 128 - raw
+    return raw
+
+
+class LogPump:
+    """Reads a byte stream in a thread, keeping the first and last ``keep // 2`` bytes.
+
+    Past ``budget`` bytes in all it calls ``on_flood`` once (which kills the sandbox) and
+    discards the rest: a submission cannot make the host keep gigabytes.
+    """
+
+    def __init__(
+        self,
+        chunks: Callable[[], bytes],
+        *,
+        keep: int,
+        budget: int,
+        on_flood: Callable[[], None],
+    ) -> None:
+        self.keep, self.budget, self.on_flood = keep, budget, on_flood
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+        self.flooded = False
+        self._read = chunks
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def from_stream(cls, stream: IO[bytes], **kwargs: object) -> LogPump:
+        return cls(lambda: stream.read1(65536), **kwargs)  # type: ignore[attr-defined, arg-type]
+
+    def _pump(self) -> None:
+        half = self.keep // 2
+        with contextlib.suppress(Exception):
+            while chunk := self._read():
+                self.total += len(chunk)
+                if self.flooded:
+                    continue  # drain what is left after the kill: an engine may wait for it
+                if len(self.head) < half:
+                    take = half - len(self.head)
+                    self.head += chunk[:take]
+                    chunk = chunk[take:]
+                self.tail += chunk
+                if len(self.tail) > half:
+                    del self.tail[: len(self.tail) - half]
+                if self.total > self.budget:
+                    self.flooded = True
+                    self.on_flood()
+
+    def text(self, timeout: float = 5.0) -> str:
+        self._thread.join(timeout)
+        body = bytes(self.head)
+        skipped = self.total - len(self.head) - len(self.tail)
+        if skipped > 0:
+            body += f"\n[... {skipped} bytes of output cut ...]\n".encode()
+        body += bytes(self.tail)
+        return body.decode("utf-8", errors="replace")
+
+
+def output_over(folder: Path, policy: SandboxPolicy) -> str | None:
+    """The output limit the folder passes, if any (bytes in all, or number of files)."""
+    total = files = 0
+    for dirpath, dirs, names in os.walk(folder):
+        files += len(names) + len(dirs)
+        if files > MAX_OUTPUT_FILES:
+            return f"output limit of {MAX_OUTPUT_FILES} files"
+        for name in names:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+        if total > policy.output_bytes:
+            return f"output limit of {_mib(policy.output_bytes)}"
+    return None
+
+
+def limit_in_report(output_dir: Path, policy: SandboxPolicy) -> str | None:
+    """The limit behind the runner's reported error, when the error is a limit's symptom.
+
+    Inside the sandbox most limits make a system call fail rather than kill the process:
+    ``fork`` gives EAGAIN at the process limit, allocations fail at the memory limit, writes
+    give ENOSPC or EFBIG at the disk limits. The runner reports the exception; this reads
+    it back (as JSON data only) and names the limit.
+    """
+    path = output_dir / "report.json"
+    try:
+        if path.is_symlink() or path.stat().st_size > REPORT_MAX_BYTES:
+            return None
+        error = json.loads(path.read_text(encoding="utf-8")).get("error") or {}
+        kind, message = str(error.get("type", "")), str(error.get("message", ""))
+    except (OSError, ValueError, AttributeError):
+        return None
+    return _limit_of(kind, message, policy)
+
+
+def _limit_of(kind: str, message: str, policy: SandboxPolicy) -> str | None:
+    text = message.lower()
+    if kind == "MemoryError" or "can't allocate memory" in text or "cannot allocate memory" in text:
+        return f"memory limit of {_mib(policy.memory_bytes)}"
+    if "errno 11]" in text or "can't start new thread" in text or kind == "BlockingIOError":
+        return f"process limit of {policy.pids} processes and threads"
+    if "errno 28]" in text or "no space left on device" in text:
+        return f"disk limit: /tmp holds at most {_mib(policy.tmpfs_bytes)}"
+    if "errno 27]" in text or "file too large" in text:
+        return f"output limit of {_mib(policy.output_bytes)} per file"
+    return None
+
+
+def verdict(
+    exit_code: int | None,
+    *,
+    timed_out: bool,
+    policy: SandboxPolicy,
+    output_dir: Path,
+    killed_for: str = "",
+) -> tuple[RunStatus, str]:
+    """The run's status and the limit it passed, in this order: wall clock; a limit the
+    backend killed it for (memory, log flood, output); the output folder; a limit the
+    runner's report shows; the exit code."""
+    if timed_out:
+        return "timeout", f"wall-clock limit of {policy.wall_seconds:g} s"
+    if killed_for:
+        return "killed", killed_for
+    if exit_code == PROCESS_LIMIT_EXIT:
+        return "killed", f"process limit of {policy.pids} processes and threads"
+    over = output_over(output_dir, policy)
+    if over:
+        return "killed", over
+    if exit_code == 0:
+        return "ok", ""
+    limit = limit_in_report(output_dir, policy)
+    if limit:
+        return "killed", limit
+    return "error", ""
+
+
+def share_folders(read_only: list[Path], writable: Path, uid: int | None) -> None:
+    """Let the sandbox's user read the job folders and write the output folder.
+
+    ``uid`` is the sandbox user's host uid when the host runs as root (the output folder is
+    handed to it); None when the sandbox runs as the calling user, who owns it already.
+    """
+    for folder in read_only:
+        for dirpath, _dirs, names in os.walk(folder):
+            _add_mode(Path(dirpath), 0o555)
+            for name in names:
+                _add_mode(Path(dirpath) / name, 0o444)
+    if uid is not None and os.geteuid() == 0:
+        os.chown(writable, uid, uid)
+        os.chmod(writable, 0o700)
+    elif uid is not None:
+        os.chmod(writable, 0o777)
+
+
+def _add_mode(path: Path, bits: int) -> None:
+    with contextlib.suppress(OSError):
+        st = os.lstat(path)
+        if not os.path.islink(path) and st.st_mode & bits != bits:
+            os.chmod(path, (st.st_mode & 0o7777) | bits)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:g} MiB"

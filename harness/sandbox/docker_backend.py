@@ -1,0 +1,255 @@
+"""``--sandbox docker``: one fresh container per run. The only module that imports ``docker``.
+
+The container: no network; read-only root filesystem; a size-capped ``noexec`` tmpfs at
+``/tmp``; all capabilities dropped; ``no-new-privileges``; the image's non-root user; the
+task's pids, memory (swap included: the same number) and CPU limits as cgroup limits;
+``fsize``/``core``/``nofile`` rlimits. The job folders are bind mounts at ``MOUNTS``,
+read-only except ``/output``. The environment holds ``SAFE_ENV`` and nothing of the host.
+stdout/stderr are read over an attach stream with a byte budget (past it the container is
+killed), the output folder is watched while it runs, and the wall clock kills it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.models.containers import Container
+from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
+
+from ..errors import UserError
+from .base import MOUNTS, RunJob, RunOutcome
+from .common import SAFE_ENV, host_paths, runner_args
+from .confine import LogPump, exit_code_of, output_over, share_folders, supervised_argv, verdict
+from .image import GRADER_UID, default_tag
+
+POLL_SECONDS = 0.25
+LABEL = "harness.sandbox"
+
+
+def client_or_error() -> docker.DockerClient:
+    """A client for the local engine, or ``UserError`` saying it does not answer."""
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise UserError(
+            f"the Docker engine does not answer ({type(exc).__name__})",
+            "start it (`sudo systemctl start docker` or `dockerd &`) or use --sandbox bwrap",
+        ) from None
+    return client
+
+
+def engine_answers() -> bool:
+    try:
+        return bool(docker.from_env(timeout=5).ping())
+    except (docker.errors.DockerException, requests.exceptions.RequestException):
+        return False
+
+
+def registry_reachable(client: docker.DockerClient, image: str) -> bool:
+    try:
+        client.images.get_registry_data(image)
+    except (docker.errors.APIError, requests.exceptions.RequestException):
+        return False
+    return True
+
+
+def image_info(
+    client: docker.DockerClient, tag: str, *, missing_ok: bool = False
+) -> dict[str, Any]:
+    """The image's id, size and labels; ``{}`` when it is missing and ``missing_ok``."""
+    try:
+        image = client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        if missing_ok:
+            return {}
+        raise UserError(f"the image {tag} is not built", "run `grade image build`") from None
+    return {"id": image.id, "size": image.attrs.get("Size", 0), "labels": image.labels or {}}
+
+
+def import_rootfs(
+    client: docker.DockerClient, archive: Path, *, tag: str, changes: list[str]
+) -> str:
+    repository, _, version = tag.rpartition(":")
+    client.api.import_image_from_file(
+        str(archive), repository=repository, tag=version, changes=changes
+    )
+    return str(client.images.get(tag).id)
+
+
+def build_dockerfile(client: docker.DockerClient, context: Path, *, base: str, tag: str) -> str:
+    try:
+        image, _logs = client.images.build(
+            path=str(context), tag=tag, buildargs={"BASE": base}, rm=True, pull=False
+        )
+    except docker.errors.BuildError as exc:
+        raise UserError(f"the image build failed: {exc.msg}", "see the build log above") from None
+    return str(image.id)
+
+
+class DockerBackend:
+    name = "docker"
+    isolated = True
+
+    def __init__(self, image: str | None = None) -> None:
+        self._image = image
+
+    @cached_property
+    def client(self) -> docker.DockerClient:
+        return client_or_error()
+
+    @cached_property
+    def image(self) -> str:
+        """The image named, else the CUDA image where a GPU is here and it is built, else
+        the CPU image (``grade image build`` makes one or the other)."""
+        if self._image:
+            return self._image
+        from .choose import gpu_present
+
+        cuda = default_tag("cuda")
+        if gpu_present() and image_info(self.client, cuda, missing_ok=True):
+            return cuda
+        return default_tag("cpu")
+
+    def unavailable_reason(self) -> str | None:
+        if not engine_answers():
+            return "the Docker engine does not answer"
+        if not image_info(self.client, self.image, missing_ok=True):
+            return f"the evaluation image {self.image} is not built (run `grade image build`)"
+        return None
+
+    def describe(self) -> dict[str, str]:
+        info = image_info(self.client, self.image)
+        return {"image": self.image, "image_id": str(info["id"])}
+
+    def run(self, job: RunJob) -> RunOutcome:
+        share_folders(_read_only(job), job.output_dir, GRADER_UID)
+        t0 = time.perf_counter()
+        container = self.client.containers.create(self.image, **self._options(job))
+        try:
+            return self._supervise(job, container, t0)
+        finally:
+            with contextlib.suppress(docker.errors.APIError, requests.exceptions.RequestException):
+                container.remove(force=True)
+
+    def _options(self, job: RunJob) -> dict[str, Any]:
+        p = job.policy
+        paths = host_paths(job)
+        mounts = [
+            Mount(MOUNTS[key], paths[key], type="bind", read_only=key != "output")
+            for key in MOUNTS
+            if key != "submission" or job.mount_submission
+        ]
+        rlimits = {"fsize": p.output_bytes, "core": 0, "nofile": 1024}
+        watch = {**rlimits, "tasks": p.pids}  # the supervisor's process watch (see confine)
+        argv = supervised_argv("python3", watch, MOUNTS["code"], runner_args(MOUNTS))
+        gpu = p.gpu and os.path.exists("/dev/nvidiactl")
+        return {
+            "command": argv,
+            "user": f"{GRADER_UID}:{GRADER_UID}",
+            "environment": {**SAFE_ENV, "PYTHONPATH": MOUNTS["code"], "HOME": "/tmp"},
+            "working_dir": "/tmp",
+            "network_mode": "none",
+            "read_only": True,
+            "tmpfs": {"/tmp": f"size={p.tmpfs_bytes},mode=1777,noexec,nosuid,nodev"},
+            "shm_size": p.tmpfs_bytes,
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+            "pids_limit": p.pids,
+            "mem_limit": p.memory_bytes,
+            "memswap_limit": p.memory_bytes,
+            "nano_cpus": int(p.cpus * 1e9),
+            "ulimits": [Ulimit(name=k, soft=v, hard=v) for k, v in rlimits.items()],
+            "mounts": mounts,
+            "log_config": LogConfig(type="none"),
+            "ipc_mode": "private",
+            "hostname": "sandbox",
+            "labels": {LABEL: job.label or "run"},
+            "device_requests": [DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu else [],
+        }
+
+    def _supervise(self, job: RunJob, container: Container, t0: float) -> RunOutcome:
+        p = job.policy
+        stream = container.attach(stdout=True, stderr=True, stream=True, logs=False)
+        chunks = iter(stream)
+        log = LogPump(
+            lambda: next(chunks, b""),
+            keep=p.log_bytes,
+            budget=p.output_bytes,
+            # kill from another thread: the pump must go on draining, or the engine, which
+            # waits for the container's output to be read, never finishes the kill
+            on_flood=lambda: threading.Thread(target=_kill, args=(container,), daemon=True).start(),
+        )
+        container.start()
+        timed_out, killed_for = False, ""
+        deadline = t0 + p.wall_seconds
+        while not _exited(container) and not log.flooded:
+            if time.perf_counter() > deadline:
+                timed_out = True
+                break
+            killed_for = output_over(job.output_dir, p) or ""
+            if killed_for:
+                break
+        _kill(container)
+        state = _state(container)
+        wall = time.perf_counter() - t0
+        if log.flooded:
+            killed_for = f"log limit: more than {p.output_bytes / 2**20:g} MiB on stdout/stderr"
+        elif not killed_for and state.get("OOMKilled"):
+            killed_for = f"memory limit of {p.memory_bytes / 2**20:g} MiB"
+        code = exit_code_of(state.get("ExitCode"))
+        status, reason = verdict(
+            code, timed_out=timed_out, policy=p, output_dir=job.output_dir, killed_for=killed_for
+        )
+        text = log.text(timeout=2.0)
+        with contextlib.suppress(Exception):
+            stream.close()
+        return RunOutcome(
+            status=status,
+            exit_code=code,
+            wall_seconds=wall,
+            log=text,
+            output_dir=job.output_dir,
+            reason=reason,
+            backend=self.name,
+            info={"image": self.image, "container": container.short_id},
+        )
+
+
+def _read_only(job: RunJob) -> list[Path]:
+    return [job.submission_dir, job.inputs_dir, job.job_dir]
+
+
+def _exited(container: Container, seconds: float = POLL_SECONDS) -> bool:
+    try:
+        container.wait(timeout=seconds)
+    except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+        return False
+    return True
+
+
+def _kill(container: Container) -> None:
+    with contextlib.suppress(docker.errors.APIError, requests.exceptions.RequestException):
+        container.kill()
+
+
+def _state(container: Container) -> dict[str, Any]:
+    """The stopped container's state; ``UserError`` when the engine stops answering."""
+    for _ in range(6):
+        if _exited(container, 10.0):
+            container.reload()
+            return dict(container.attrs.get("State", {}))
+        _kill(container)
+    raise UserError(
+        f"the Docker engine did not stop container {container.short_id} within a minute",
+        "check `docker ps` and the engine's log",
+    )

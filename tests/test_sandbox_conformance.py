@@ -1,0 +1,454 @@
+"""The sandbox conformance suite: the same tests against every registered backend.
+
+Each test runs the real runner on a real job (a tiny model, 8 images) whose ``model.py``
+starts with a probe. The promises every backend keeps (exit codes, wall clock, scrubbed
+environment, capped log and output) run against all of them; the isolation promises
+(read-only mounts, no network, limits, nothing of the host visible) against the isolated
+ones, with the process backend as the control where a test needs one (it can reach the
+host's network, so the network test can fail).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import textwrap
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from harness.sandbox import RunJob, RunOutcome, SandboxPolicy, backends, get_backend
+from harness.sandbox.base import Backend
+
+ISOLATED = [
+    pytest.param("bwrap", marks=pytest.mark.bwrap),
+    pytest.param("docker", marks=pytest.mark.docker),
+]
+ALL = [pytest.param("process"), *ISOLATED]
+
+POLICY = SandboxPolicy(
+    wall_seconds=120,
+    memory_bytes=1024 * 2**20,
+    pids=32,
+    cpus=1,
+    tmpfs_bytes=8 * 2**20,
+    output_bytes=8 * 2**20,
+    log_bytes=16 * 1024,
+)
+
+MODEL = """
+import torch
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(64, 3)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+def build_model():
+    return Net()
+"""
+
+# Raise the findings: the runner reports the message as data, in every backend.
+REPORT = "\nraise RuntimeError('PROBE' + json.dumps(found))\n"
+
+
+def test_every_registered_backend_is_in_this_suite() -> None:
+    assert set(backends) == {"process", "bwrap", "docker"}
+
+
+@pytest.fixture(scope="module")
+def backend_cache() -> dict[str, Backend]:
+    return {}
+
+
+def _backend(name: str, cache: dict[str, Backend]) -> Backend:
+    if name not in cache:
+        cache[name] = get_backend(name)  # unavailable: UserError, so the test fails
+    return cache[name]
+
+
+def _job(root: Path, probe: str, policy: SandboxPolicy = POLICY) -> RunJob:
+    """A job folder set laid out like the pipeline's: a labels file and a secret lie next
+    to the inputs, where a sandbox must not see them."""
+    import torch
+    from safetensors.torch import save_file
+
+    sub, split, job, out = root / "sub", root / "split", root / "job", root / "out"
+    for folder in (sub, split / "inputs", job, out):
+        folder.mkdir(parents=True)
+    (sub / "model.py").write_text(textwrap.dedent(probe) + MODEL)
+    torch.manual_seed(0)
+    save_file(
+        {"fc.weight": torch.randn(3, 64), "fc.bias": torch.zeros(3)},
+        str(sub / "weights.safetensors"),
+    )
+    rng = np.random.default_rng(0)
+    np.save(split / "inputs" / "inputs.npy", rng.integers(0, 255, (8, 1, 8, 8), dtype=np.uint8))
+    np.save(split / "labels.npy", np.arange(8))
+    (root / "secret_seed.txt").write_text("31337")
+    spec = {
+        "phase": "eager",
+        "entrypoint": "model:build_model",
+        "weights": "weights.safetensors",
+        "kind": "classification",
+        "num_classes": 3,
+        "input_shape": [1, 8, 8],
+        "batch_size": 4,
+        "device": "cpu",
+        "threads": 1,
+    }
+    (job / "job.json").write_text(json.dumps(spec))
+    return RunJob(sub, split / "inputs", job, out, policy, label="conformance")
+
+
+def _run(name: str, cache: dict[str, Backend], root: Path, probe: str, **policy: Any) -> RunOutcome:
+    job = _job(root, probe, replace(POLICY, **policy))
+    return _backend(name, cache).run(job)
+
+
+def _findings(outcome: RunOutcome) -> dict[str, Any]:
+    report = json.loads((outcome.output_dir / "report.json").read_text())
+    message = report["error"]["message"]
+    assert message.startswith("PROBE"), outcome.log[-2000:]
+    return json.loads(message[len("PROBE") :])
+
+
+# -- promises every backend keeps -------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_an_honest_run_is_ok_and_writes_predictions(name, backend_cache, tmp_path) -> None:
+    outcome = _run(name, backend_cache, tmp_path, "")
+    assert (outcome.status, outcome.exit_code) == ("ok", 0), outcome.log[-2000:]
+    predictions = np.load(outcome.output_dir / "predictions.npy", allow_pickle=False)
+    assert predictions.shape == (8, 3)
+    assert outcome.backend == name
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_exit_codes_pass_through(name, backend_cache, tmp_path) -> None:
+    outcome = _run(name, backend_cache, tmp_path, "import os\nos._exit(7)\n")
+    assert (outcome.status, outcome.exit_code) == ("error", 7)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_death_by_signal_is_a_negative_exit_code(name, backend_cache, tmp_path) -> None:
+    outcome = _run(name, backend_cache, tmp_path, "import ctypes\nctypes.string_at(0)\n")
+    assert (outcome.status, outcome.exit_code) == ("error", -11)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_the_wall_clock_ends_a_run(name, backend_cache, tmp_path) -> None:
+    outcome = _run(name, backend_cache, tmp_path, "import time\ntime.sleep(600)\n", wall_seconds=8)
+    assert outcome.status == "timeout"
+    assert "wall-clock limit of 8 s" in outcome.reason
+    assert 8 <= outcome.wall_seconds < 20
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_the_environment_is_scrubbed(name, backend_cache, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HARNESS_SECRET_SEED", "31337")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "hunter2")
+    probe = "import json, os\nfound = dict(os.environ)\n" + REPORT
+    env = _findings(_run(name, backend_cache, tmp_path, probe))
+    allowed = {
+        "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "PYTHONHASHSEED", "LANG",
+        "OMP_NUM_THREADS", "MKL_NUM_THREADS", "PATH", "HOME", "TMPDIR", "PYTHONPATH",
+        "HOSTNAME", "LC_CTYPE", "PWD",
+    }  # fmt: skip
+    assert set(env) <= allowed, set(env) - allowed
+    assert not any("31337" in v or "hunter2" in v for v in env.values())
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_the_log_keeps_head_and_tail_within_its_cap(name, backend_cache, tmp_path) -> None:
+    probe = "print('FIRST')\nfor i in range(3000):\n    print('x' * 40, i)\nprint('LAST')\n"
+    outcome = _run(name, backend_cache, tmp_path, probe)
+    assert outcome.status == "ok"
+    assert "FIRST" in outcome.log and "LAST" in outcome.log
+    assert "bytes of output cut" in outcome.log
+    assert len(outcome.log.encode()) < POLICY.log_bytes + 200
+
+
+# The runner's own output folder, found the same way in every backend: from its argv.
+_WRITE_OUTPUT = """
+import os, sys
+out = sys.argv[sys.argv.index("--output") + 1]
+for i in range(6):
+    with open(os.path.join(out, f"blob{i}.bin"), "wb") as fh:
+        fh.write(os.urandom(2 * 2**20))
+"""
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_an_output_folder_over_its_cap_is_killed(name, backend_cache, tmp_path) -> None:
+    outcome = _run(name, backend_cache, tmp_path, _WRITE_OUTPUT)
+    assert outcome.status == "killed"
+    assert "output limit of 8 MiB" in outcome.reason
+
+
+# -- isolation promises ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def host_services() -> Iterator[dict[str, Any]]:
+    """A TCP listener on every interface and an abstract unix socket on the host."""
+    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    tcp.bind(("0.0.0.0", 0))
+    tcp.listen(16)
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    abstract = f"harness-conformance-{secrets.token_hex(4)}"
+    unix.bind("\0" + abstract)
+    unix.listen(16)
+    stop = threading.Event()
+
+    def accept(sock: socket.socket) -> None:
+        sock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                sock.accept()[0].close()
+            except OSError:
+                continue
+
+    threads = [threading.Thread(target=accept, args=(s,), daemon=True) for s in (tcp, unix)]
+    for t in threads:
+        t.start()
+    addresses = {"127.0.0.1", *_host_addresses()}
+    yield {"port": tcp.getsockname()[1], "addresses": sorted(addresses), "abstract": abstract}
+    stop.set()
+    tcp.close()
+    unix.close()
+
+
+def _host_addresses() -> set[str]:
+    found = set()
+    for line in Path("/proc/net/fib_trie").read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == "|--" and not parts[1].startswith(("0.", "127.")):
+            found.add(parts[1])
+    return found
+
+
+# Connect to the host's listeners (their addresses come in the inputs folder).
+_NETWORK = """
+import json, os, socket, sys
+found = {}
+inputs = sys.argv[sys.argv.index("--inputs") + 1]
+services = json.load(open(os.path.join(inputs, "services.json")))
+reached = []
+for address in services["addresses"]:
+    try:
+        socket.create_connection((address, services["port"]), timeout=3).close()
+        reached.append(address)
+    except OSError:
+        pass
+try:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect("\\0" + services["abstract"])
+    reached.append("abstract:" + services["abstract"])
+except OSError:
+    pass
+found["reached"] = reached
+"""
+
+# What a sandbox sees and may do (only for isolated backends: it writes to fixed paths).
+_INSPECT = """
+found["uid"], found["gid"] = os.getuid(), os.getgid()
+status = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines() if ":" in l)
+found["cap_eff"] = status["CapEff"].strip()
+found["no_new_privs"] = status.get("NoNewPrivs", "").strip()
+found["processes"] = len([p for p in os.listdir("/proc") if p.isdigit()])
+found["root"] = sorted(os.listdir("/"))
+found["inputs"] = sorted(os.listdir("/inputs"))
+writable = {}
+for folder in ["/", "/etc", "/usr", "/submission", "/inputs", "/job", "/opt/harness", "/tmp",
+               "/output"]:
+    try:
+        with open(os.path.join(folder, "probe-write"), "w") as fh:
+            fh.write("x")
+        writable[folder] = True
+    except OSError:
+        writable[folder] = False
+found["writable"] = writable
+hits = []
+for top, dirs, files in os.walk("/"):
+    if top.startswith(("/proc", "/sys", "/dev")) or "-packages" in top:
+        dirs[:] = []
+        continue
+    hits += [os.path.join(top, f) for f in files
+             if f in ("labels.npy", "secret_seed.txt") or f.startswith(".harness-canary")]
+found["secrets"] = hits
+"""
+
+
+def _probe_services(
+    name: str, cache: dict[str, Backend], services: dict[str, Any], root: Path, probe: str
+) -> dict[str, Any]:
+    job = _job(root, probe + REPORT)
+    (job.inputs_dir / "services.json").write_text(json.dumps(services))
+    return _findings(_backend(name, cache).run(job))
+
+
+@pytest.fixture(scope="module")
+def inspected() -> Iterator[dict[str, dict[str, Any]]]:
+    """The isolated backends' findings, one inspection run each. A canary file lies in the
+    host's home folder meanwhile: no sandbox may see it."""
+    canary = Path.home() / f".harness-canary-{secrets.token_hex(4)}"
+    canary.write_text("the host's home")
+    try:
+        yield {}
+    finally:
+        canary.unlink()
+
+
+def _inspect(name, cache, services, store, root: Path) -> dict[str, Any]:
+    if name not in store:
+        store[name] = _probe_services(name, cache, services, root, _NETWORK + _INSPECT)
+    return store[name]
+
+
+def test_the_process_backend_reaches_the_host_network(
+    backend_cache, host_services, tmp_path
+) -> None:
+    """The control: without isolation the probe reaches the host's listeners."""
+    found = _probe_services("process", backend_cache, host_services, tmp_path, _NETWORK)
+    assert "127.0.0.1" in found["reached"]
+    assert f"abstract:{host_services['abstract']}" in found["reached"]
+
+
+@pytest.mark.parametrize("name", ISOLATED)
+def test_no_network(name, backend_cache, host_services, inspected, tmp_path) -> None:
+    found = _inspect(name, backend_cache, host_services, inspected, tmp_path)
+    assert found["reached"] == []
+
+
+@pytest.mark.parametrize("name", ISOLATED)
+def test_not_root_no_capabilities_no_new_privileges(
+    name, backend_cache, host_services, inspected, tmp_path
+) -> None:
+    found = _inspect(name, backend_cache, host_services, inspected, tmp_path)
+    assert found["uid"] != 0 and found["gid"] != 0
+    assert int(found["cap_eff"], 16) == 0
+    assert found["no_new_privs"] == "1"
+
+
+@pytest.mark.parametrize("name", ISOLATED)
+def test_only_tmp_and_output_are_writable(
+    name, backend_cache, host_services, inspected, tmp_path
+) -> None:
+    found = _inspect(name, backend_cache, host_services, inspected, tmp_path)
+    writable = {folder for folder, ok in found["writable"].items() if ok}
+    assert writable == {"/tmp", "/output"}
+
+
+@pytest.mark.parametrize("name", ISOLATED)
+def test_only_the_job_folders_are_visible(
+    name, backend_cache, host_services, inspected, tmp_path
+) -> None:
+    found = _inspect(name, backend_cache, host_services, inspected, tmp_path)
+    # labels and a secret lie next to the inputs on the host, a canary in the host's home
+    assert found["secrets"] == []
+    assert found["inputs"] == ["inputs.npy", "services.json"]
+    assert {"submission", "inputs", "job", "output", "opt", "tmp"} <= set(found["root"])
+    assert found["processes"] <= 3  # the supervisor and the runner: a PID namespace
+
+
+@pytest.mark.parametrize("name", ISOLATED)
+def test_the_process_limit_ends_a_fork_bomb(name, backend_cache, tmp_path) -> None:
+    probe = (
+        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    )
+    outcome = _run(name, backend_cache, tmp_path, probe, wall_seconds=60)
+    assert outcome.status == "killed"
+    assert "process limit of 32" in outcome.reason
+    assert outcome.wall_seconds < 50
+
+
+@pytest.mark.parametrize("name", ISOLATED)
+def test_the_memory_limit_stops_an_allocation(name, backend_cache, tmp_path) -> None:
+    probe = "hog = []\nwhile True:\n    hog.append(bytearray(32 * 2**20))\n"
+    outcome = _run(name, backend_cache, tmp_path, probe)
+    assert outcome.status == "killed"
+    assert "memory limit of 1024 MiB" in outcome.reason
+
+
+@pytest.mark.parametrize("name", ISOLATED)
+def test_tmp_is_small(name, backend_cache, tmp_path) -> None:
+    probe = "with open('/tmp/fill', 'wb') as fh:\n    while True:\n        fh.write(bytes(2**20))\n"
+    outcome = _run(name, backend_cache, tmp_path, probe, output_bytes=32 * 2**20)
+    assert outcome.status == "killed"
+    assert "disk limit: /tmp holds at most 8 MiB" in outcome.reason
+
+
+@pytest.mark.parametrize("name", ISOLATED)
+def test_a_flood_on_stdout_is_killed(name, backend_cache, tmp_path) -> None:
+    probe = "import sys\nwhile True:\n    sys.stdout.write('y' * 65535 + '\\n')\n"
+    outcome = _run(name, backend_cache, tmp_path, probe)
+    assert outcome.status == "killed"
+    assert "log limit" in outcome.reason
+    assert len(outcome.log.encode()) < POLICY.log_bytes + 200
+
+
+@pytest.mark.parametrize("name", ISOLATED)
+def test_signals_cannot_leave_the_sandbox(name, backend_cache, tmp_path) -> None:
+    """kill(-1) inside reaches only the sandbox; a host process of the sandbox's own user
+    survives, and the run itself goes on (its supervisor is PID 1)."""
+    import subprocess
+
+    canary = subprocess.Popen(["sleep", "300"], user=65534 if os.geteuid() == 0 else None)
+    try:
+        probe = (
+            "import os, signal\nfor pid in (-1, 1):\n    try:\n"
+            "        os.kill(pid, signal.SIGKILL)\n    except OSError:\n        pass\n"
+        )
+        outcome = _run(name, backend_cache, tmp_path, probe)
+        assert outcome.status == "ok", outcome.log[-2000:]
+        assert canary.poll() is None
+    finally:
+        canary.kill()
+        canary.wait()
+
+
+# -- the evaluation image -------------------------------------------------------------------
+
+
+@pytest.mark.docker
+def test_results_record_the_image_and_its_id(backend_cache) -> None:
+    import docker
+
+    backend = _backend("docker", backend_cache)
+    info = backend.describe()
+    assert info["image"].startswith("harness-eval:")
+    assert docker.from_env().images.get(info["image"]).id == info["image_id"]
+
+
+@pytest.mark.docker
+def test_the_dockerfile_builds_on_a_base_image_given_as_argument(backend_cache) -> None:
+    """The online build, with the offline image as its base (no registry here): the
+    Dockerfile keeps the base's Python and gives the same non-root user."""
+    import docker
+
+    from harness.sandbox.image import build_image, default_tag
+
+    tag = f"harness-eval:test-{secrets.token_hex(3)}"
+    built = build_image(base=default_tag("cpu"), offline=False, tag=tag)
+    client = docker.from_env()
+    try:
+        assert (built.method, built.base, built.tag) == ("dockerfile", default_tag("cpu"), tag)
+        script = "import os, torch, numpy, safetensors; print(os.getuid())"
+        out = client.containers.run(tag, ["python3", "-c", script], remove=True)
+        assert out.decode().strip() == "1000"
+    finally:
+        client.images.remove(tag, force=True)
