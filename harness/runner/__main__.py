@@ -31,14 +31,6 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _device(job: dict[str, Any]) -> Any:
-    import torch
-
-    if job.get("device", "auto") == "auto" and torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
 def phase_convert(job: dict[str, Any], a: argparse.Namespace, report: Report) -> None:
     from .load import convert_to_safetensors
 
@@ -53,29 +45,14 @@ def phase_eager(job: dict[str, Any], a: argparse.Namespace, report: Report) -> N
     import torch
 
     from .inventory import inventory
-    from .load import build_model, import_entrypoint, load_strict, read_state_dict
+    from .load import built_and_loaded, pick_device
     from .predict import determinism, run_batches
 
-    torch.set_num_threads(max(1, int(job.get("threads", 1))))
-    device = _device(job)
+    device = pick_device(job)
     report.data["device"] = str(device)
-    report.data["torch_version"] = torch.__version__
-
-    t = report.start("import")
-    factory = import_entrypoint(a.submission, job["entrypoint"])
-    report.done("import", t)
-
-    t = report.start("build")
-    model = build_model(factory)
-    report.done("build", t)
-
-    t = report.start("load")
-    state = read_state_dict(a.submission / job["weights"])
-    load_strict(model, state)
-    model.eval()
+    model = built_and_loaded(a.submission, job, report)
     report.data["model"] = inventory(model)
     model.to(device)
-    report.done("load", t)
 
     images = np.load(a.inputs / "inputs.npy", mmap_mode="r", allow_pickle=False)
     t = report.start("predict")

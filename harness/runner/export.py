@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .load import build_model, import_entrypoint, load_strict, read_state_dict
+from .load import built_and_loaded
 from .predict import OutputError
 from .report import Report
 
@@ -68,21 +68,7 @@ def export_error(exc: BaseException) -> ExportError:
 
 
 def phase_export(job: dict[str, Any], a: argparse.Namespace, report: Report) -> None:
-    torch.set_num_threads(max(1, int(job.get("threads", 1))))
-    report.data["torch_version"] = torch.__version__
-
-    t = report.start("import")
-    factory = import_entrypoint(a.submission, job["entrypoint"])
-    report.done("import", t)
-
-    t = report.start("build")
-    model = build_model(factory)
-    report.done("build", t)
-
-    t = report.start("load")
-    load_strict(model, read_state_dict(a.submission / job["weights"]))
-    model.eval()
-    report.done("load", t)
+    model = built_and_loaded(a.submission, job, report)
 
     t = report.start("dry_run")
     with torch.no_grad():

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .load import pick_device
 from .predict import determinism, run_batches
 from .program import Program
 from .report import Report
@@ -56,15 +57,9 @@ def _save(folder: Path, array: np.ndarray) -> None:
     os.replace(tmp, folder / "predictions.npy")
 
 
-def _device(job: dict[str, Any]) -> torch.device:
-    if job.get("device", "auto") == "auto" and torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
 def phase_predict(job: dict[str, Any], a: argparse.Namespace, report: Report) -> None:
     torch.set_num_threads(max(1, int(job.get("threads", 1))))
-    device = _device(job)
+    device = pick_device(job)
     report.data["device"] = str(device)
     report.data["torch_version"] = torch.__version__
 

@@ -115,3 +115,30 @@ def load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
                 f"file but {tuple(tensor.shape)} in the network"
             )
     model.load_state_dict(state, strict=True)
+
+
+def built_and_loaded(submission: Path, job: dict[str, Any], report: Any) -> torch.nn.Module:
+    """The stages every phase that runs student code shares: import, build, load strictly.
+    The model is returned in eval mode; each stage is recorded in ``report``."""
+    torch.set_num_threads(max(1, int(job.get("threads", 1))))
+    report.data["torch_version"] = torch.__version__
+
+    t = report.start("import")
+    factory = import_entrypoint(submission, job["entrypoint"])
+    report.done("import", t)
+
+    t = report.start("build")
+    model = build_model(factory)
+    report.done("build", t)
+
+    t = report.start("load")
+    load_strict(model, read_state_dict(submission / job["weights"]))
+    model.eval()
+    report.done("load", t)
+    return model
+
+
+def pick_device(job: dict[str, Any]) -> torch.device:
+    if job.get("device", "auto") == "auto" and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
