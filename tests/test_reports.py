@@ -155,14 +155,16 @@ def test_team_names_are_escaped(specs, tmp_path: Path) -> None:
     assert "&lt;script&gt;" in (tmp_path / "report.md").read_text()
 
 
-@pytest.mark.parametrize(
-    ("mse", "points"),
-    [(0.001, 100.0), (0.0025, 100.0), (0.02625, 50.0), (0.05, 0.0), (0.3, 0.0)],
-)
-def test_points_are_linear_between_the_thresholds_lower_is_better(specs, mse, points) -> None:
+@pytest.mark.parametrize(("where", "points"), [(-0.5, 100.0), (0.0, 100.0), (0.5, 50.0),
+                                              (1.0, 0.0), (6.0, 0.0)])
+def test_points_are_linear_between_the_thresholds_lower_is_better(specs, where, points) -> None:
+    """``where`` places the MSE on the task's own scale: 0 at full marks, 1 at zero marks."""
+    task = specs["correlation"]
+    full, zero = task.grading.full_marks_at, task.grading.zero_marks_at
+    mse = max(0.0, full + where * (zero - full))
     doc = doc_for(specs, "correlation", "rho")
     doc = doc.model_copy(update={"metrics": {**doc.metrics, "mse": mse}})
-    assert gradescope_results(doc, specs["correlation"])["score"] == pytest.approx(points)
+    assert gradescope_results(doc, task)["score"] == pytest.approx(points)
 
 
 @pytest.mark.parametrize(("acc", "points"), [(0.95, 100.0), (0.675, 50.0), (0.4, 0.0)])

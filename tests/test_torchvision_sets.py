@@ -46,8 +46,10 @@ def _task(task_id: str) -> TaskSpec:
 
 
 def test_both_providers_are_registered() -> None:
-    assert providers.get("mnist") is MNIST_PROVIDER
-    assert providers.get("cifar10") is CIFAR10_PROVIDER
+    """Registered lazily (torchvision is imported on first use), they are these providers."""
+    assert providers.get("mnist")._load() is MNIST_PROVIDER
+    assert providers.get("cifar10")._load() is CIFAR10_PROVIDER
+    assert providers.get("cifar10").name == "cifar10"
 
 
 def test_mnist_fixture_is_read_back_by_torchvision_unchanged(tmp_path: Path) -> None:

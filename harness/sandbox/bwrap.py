@@ -41,7 +41,7 @@ from functools import cache
 from pathlib import Path
 
 from .base import MOUNTS, RunJob, RunOutcome, SandboxPolicy
-from .common import SAFE_ENV, host_paths, runner_args
+from .common import SAFE_ENV, host_paths, runner_args, thread_env
 from .confine import LogPump, exit_code_of, output_over, share_folders, supervised_argv, verdict
 
 NOBODY = 65534
@@ -235,7 +235,7 @@ def _env(cpus: float) -> dict[str, str]:
         "HOME": "/tmp",
         "TMPDIR": "/tmp",
         "PYTHONPATH": MOUNTS["code"],
-        "OMP_NUM_THREADS": str(max(1, int(cpus))),
+        **thread_env(cpus),
     }
 
 

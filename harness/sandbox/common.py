@@ -74,6 +74,13 @@ SAFE_ENV = {
 }
 
 
+def thread_env(cpus: float) -> dict[str, str]:
+    """Thread counts for the math libraries: torch.set_num_threads does not lift
+    MKL_NUM_THREADS=1, and a single-threaded MKL makes linear layers up to 1.6x slower."""
+    threads = str(max(1, int(cpus)))
+    return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+
+
 class CappedLog:
     """Reads a stream to its end in a thread, keeping at most ``cap`` bytes (head and tail)."""
 

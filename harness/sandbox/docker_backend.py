@@ -27,7 +27,7 @@ from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
 from ..errors import UserError
 from .base import MOUNTS, RunJob, RunOutcome
-from .common import SAFE_ENV, host_paths, runner_args
+from .common import SAFE_ENV, host_paths, runner_args, thread_env
 from .confine import LogPump, exit_code_of, output_over, share_folders, supervised_argv, verdict
 from .image import GRADER_UID, default_tag
 
@@ -156,7 +156,12 @@ class DockerBackend:
         return {
             "command": argv,
             "user": f"{GRADER_UID}:{GRADER_UID}",
-            "environment": {**SAFE_ENV, "PYTHONPATH": MOUNTS["code"], "HOME": "/tmp"},
+            "environment": {
+                **SAFE_ENV,
+                **thread_env(p.cpus),
+                "PYTHONPATH": MOUNTS["code"],
+                "HOME": "/tmp",
+            },
             "working_dir": "/tmp",
             "network_mode": "none",
             "read_only": True,

@@ -3,6 +3,12 @@
 Allowed only when asked for explicitly, or for ``grade check`` of one's own submission;
 results record ``isolated: false``. It still keeps the pipeline's other promises: labels
 are never in its inputs, its environment is scrubbed, and the wall clock is enforced.
+
+Runs are forked from a pre-imported runner (``forkserver``), one per backend object and
+environment, so ``import torch`` is paid once per batch instead of once per run. When the
+fork server cannot start, a run falls back to a fresh ``python`` process; either way the
+policy (own session, scrubbed environment, temporary HOME and cwd, capped log, wall clock
+killed from here) and the ``RunOutcome`` are the same.
 """
 
 from __future__ import annotations
@@ -13,15 +19,33 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import weakref
 
 from .base import RunJob, RunOutcome
-from .common import SAFE_ENV, CappedLog, folder_size, host_paths, runner_args, runner_root
+from .common import (
+    SAFE_ENV,
+    CappedLog,
+    folder_size,
+    host_paths,
+    runner_args,
+    runner_root,
+    thread_env,
+)
+from .forkserver import Finished, ForkServer, ForkServerError
 
 
 class ProcessBackend:
     name = "process"
     isolated = False
+
+    def __init__(self, *, fork: bool = True) -> None:
+        """``fork=False`` starts a fresh interpreter per run (slower; for comparisons)."""
+        self.fork = fork
+        self._servers: dict[tuple[tuple[str, str], ...], ForkServer] = {}
+        self._lock = threading.Lock()
+        weakref.finalize(self, _close_all, self._servers)
 
     def unavailable_reason(self) -> str | None:
         return None
@@ -34,49 +58,83 @@ class ProcessBackend:
         env = {
             **SAFE_ENV,
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "OMP_NUM_THREADS": str(max(1, int(job.policy.cpus))),
+            **thread_env(job.policy.cpus),
         }
         with tempfile.TemporaryDirectory(prefix="harness-proc-") as home:
-            env["HOME"] = home
-            env["TMPDIR"] = home
-            # -I (isolated mode) ignores PYTHONPATH: the boot line puts the runner root first
-            argv = [sys.executable, "-I", "-c", _BOOT, str(runner_root()), *runner_args(paths)]
-            return self._run(job, argv, env, home)
+            finished = self._start(job, runner_args(paths), env, home)
+        return self._outcome(job, finished)
 
-    def _run(self, job: RunJob, argv: list[str], env: dict[str, str], cwd: str) -> RunOutcome:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(
-            argv,
-            env=env,
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        assert proc.stdout is not None
-        log = CappedLog(proc.stdout, job.policy.log_bytes)
+    def close(self) -> None:
+        """Stop the fork servers now (they also stop when the backend is collected)."""
+        _close_all(self._servers)
+
+    def _start(self, job: RunJob, args: list[str], env: dict[str, str], home: str) -> Finished:
+        run_env = {**env, "HOME": home, "TMPDIR": home}
+        wall, cap = job.policy.wall_seconds, job.policy.log_bytes
+        if self.fork:
+            try:
+                return self._server(env).run(
+                    args, env=run_env, cwd=home, wall_seconds=wall, log_bytes=cap
+                )
+            except ForkServerError:
+                pass  # a fresh interpreter gives the same outcome, only later
+        # -I (isolated mode) ignores PYTHONPATH: the boot line puts the runner root first
+        argv = [sys.executable, "-I", "-c", _BOOT, str(runner_root()), *args]
+        return _spawn(argv, run_env, home, wall, cap)
+
+    def _server(self, env: dict[str, str]) -> ForkServer:
+        key = tuple(sorted(env.items()))
+        with self._lock:
+            if key not in self._servers:
+                self._servers[key] = ForkServer(runner_root(), env)
+            return self._servers[key]
+
+    def _outcome(self, job: RunJob, finished: Finished) -> RunOutcome:
         status, reason = "ok", ""
-        try:
-            proc.wait(timeout=job.policy.wall_seconds)
-        except subprocess.TimeoutExpired:
+        if finished.timed_out:
             status, reason = "timeout", f"wall-clock limit of {job.policy.wall_seconds:g} s"
-        _kill_group(proc.pid)
-        proc.wait()
-        wall = time.perf_counter() - t0
         if status == "ok" and folder_size(job.output_dir) > job.policy.output_bytes:
             status, reason = "killed", f"output limit of {job.policy.output_bytes // 2**20} MiB"
-        if status == "ok" and proc.returncode != 0:
+        if status == "ok" and finished.exit_code != 0:
             status = "error"
         return RunOutcome(
             status=status,  # type: ignore[arg-type]
-            exit_code=proc.returncode,
-            wall_seconds=wall,
-            log=log.text(),
+            exit_code=finished.exit_code,
+            wall_seconds=finished.wall_seconds,
+            log=finished.log,
             output_dir=job.output_dir,
             reason=reason,
             backend=self.name,
         )
+
+
+def _spawn(argv: list[str], env: dict[str, str], cwd: str, wall: float, cap: int) -> Finished:
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        argv,
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    log = CappedLog(proc.stdout, cap)
+    timed_out = False
+    try:
+        proc.wait(timeout=wall)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+    _kill_group(proc.pid)
+    proc.wait()
+    return Finished(proc.returncode, timed_out, time.perf_counter() - t0, log.text())
+
+
+def _close_all(servers: dict[tuple[tuple[str, str], ...], ForkServer]) -> None:
+    for server in list(servers.values()):
+        server.close()
+    servers.clear()
 
 
 _BOOT = (
