@@ -139,12 +139,17 @@ class ResultsStore:
         self.results_dir = results_dir
         self.path = results_dir / STORE_NAME
         results_dir.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                db.execute("PRAGMA journal_mode=WAL")
-                with _transaction(db):
-                    _create(db)
-                    db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        # creating the store (and switching it to WAL) is serialized between processes:
+        # SQLite answers "database is locked" at once, not after the busy timeout, when two
+        # connections change the journal mode together
+        with open(results_dir / f".{STORE_NAME}.init.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            with self._connect() as db:
+                if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    with _transaction(db):
+                        _create(db)
+                        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     # -- where documents live ------------------------------------------------------------
     def documents_root(self, mode: str) -> Path:
