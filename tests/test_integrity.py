@@ -426,8 +426,9 @@ def test_the_daily_quota_stops_hidden_gradings_but_not_checks(corpus: dict[str, 
     forced = dataclasses.replace(options, force=True)
     before = grade([corpus["folders"]["honest"]], options=options)[0]
     # over quota: not graded again, the batch goes on, the last result stands with a note
-    [again, other] = grade([corpus["folders"]["honest"], corpus["folders"]["tied_weights"]],
-                           options=forced)
+    [again, other] = grade(
+        [corpus["folders"]["honest"], corpus["folders"]["tied_weights"]], options=forced
+    )
     assert again.graded_at == before.graded_at and again.metrics == before.metrics
     assert any(f.code == "quota" and f.audience == "student" for f in again.flags)
     assert other.team == "tied_weights" and other.status == "graded"

@@ -155,8 +155,9 @@ def test_team_names_are_escaped(specs, tmp_path: Path) -> None:
     assert "&lt;script&gt;" in (tmp_path / "report.md").read_text()
 
 
-@pytest.mark.parametrize(("where", "points"), [(-0.5, 100.0), (0.0, 100.0), (0.5, 50.0),
-                                              (1.0, 0.0), (6.0, 0.0)])
+@pytest.mark.parametrize(
+    ("where", "points"), [(-0.5, 100.0), (0.0, 100.0), (0.5, 50.0), (1.0, 0.0), (6.0, 0.0)]
+)
 def test_points_are_linear_between_the_thresholds_lower_is_better(specs, where, points) -> None:
     """``where`` places the MSE on the task's own scale: 0 at full marks, 1 at zero marks."""
     task = specs["correlation"]
