@@ -309,18 +309,24 @@ def image_group() -> None:
     help="Build from a debootstrapped Debian rootfs plus local wheels, or from the "
     "Dockerfile [default: the Dockerfile when the base image's registry answers].",
 )
-@click.option("--tag", default=None, help="[default: harness-eval:<version>-cpu|cuda]")
+@click.option("--tag", default=None, help="[default: harness-eval:<version>-torch<pin>]")
 @click.option("--if-missing", is_flag=True, help="Do nothing when the tag already exists.")
+@click.option("--force", is_flag=True, help="Rebuild even when an identical image is there.")
 @click.option("--debug", is_flag=True)
 @friendly
 def image_build(
-    base: str | None, offline: bool | None, tag: str | None, if_missing: bool, debug: bool
+    base: str | None,
+    offline: bool | None,
+    tag: str | None,
+    if_missing: bool,
+    force: bool,
+    debug: bool,
 ) -> None:
-    """Build the evaluation image (torch, numpy, safetensors, a non-root user)."""
+    """Build the evaluation image (the pinned torch and torchvision, numpy, safetensors)."""
     from .console import err_console
-    from .sandbox.image import build_image, default_tag
+    from .sandbox.docker.image import build_image, default_tag
 
-    wanted = tag or default_tag("cpu" if offline is not False else "cuda")
+    wanted = tag or default_tag()
     if if_missing and _image_present(wanted):
         err_console.print(f"{wanted} is already built")
         return
@@ -328,6 +334,7 @@ def image_build(
         base=base,
         offline=offline,
         tag=tag,
+        force=force,
         progress=lambda line: err_console.print(line, highlight=False),
     )
     err_console.print(
@@ -366,10 +373,10 @@ def integrity_cmd(task_id: str, results_dir: Path, data_root: Path | None, debug
 
 
 def _image_present(tag: str) -> bool:
-    from .sandbox import docker_backend
+    from .sandbox.docker import engine
 
     try:
-        docker_backend.image_info(docker_backend.client_or_error(), tag)
+        engine.image_info(engine.client_or_error(), tag)
     except Exception:  # not found, or no engine: build_image then says which
         return False
     return True

@@ -9,12 +9,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from .runner.contract import CANARY as CANARY  # the stages import it from here
+from .runner.contract import PROGRAM
 from .staging import Workspace
 from .submission import Manifest
 from .tasks import TaskSpec
 
-PROGRAM = "program.pt2"
-CANARY = "canary.npy"
 DETERMINISM_SLICE = 64
 
 

@@ -159,8 +159,8 @@ def load_task_file(path: Path) -> TaskSpec:
 
 
 def _check_registered(spec: TaskSpec, path: Path) -> None:
-    from .data import providers
     from .metrics import METRICS
+    from .providers import providers
 
     if spec.dataset.provider not in providers:
         err = None

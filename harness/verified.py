@@ -40,8 +40,10 @@ from .interpret import (
     verified_flags,
     verified_params,
 )
+from .outputs import read_report
 from .params import ParamCount, over_limit
 from .results import Flag, Params
+from .runner.contract import torch_mismatch
 from .tasks import TaskSpec
 
 if TYPE_CHECKING:
@@ -116,6 +118,9 @@ class VerifiedStages:
         self.timing["export_s"] = round(outcome.wall_seconds, 4)
         verdict = interpret_run(outcome, "export")
         if verdict is None:
+            wrong_torch = torch_mismatch((read_report(outcome.output_dir) or {}).get("torch"))
+            if wrong_torch is not None:  # the grader's setup, not the submission: re-graded
+                raise Failed("failed", wrong_torch, "harness")
             self._reported = reported_count(outcome)
             return out / PROGRAM
         if over_limit(self._count, task.parameter_limit):

@@ -440,13 +440,13 @@ def test_the_dockerfile_builds_on_a_base_image_given_as_argument(backend_cache) 
     Dockerfile keeps the base's Python and gives the same non-root user."""
     import docker
 
-    from harness.sandbox.image import build_image, default_tag
+    from harness.sandbox.docker.image import build_image, default_tag
 
     tag = f"harness-eval:test-{secrets.token_hex(3)}"
-    built = build_image(base=default_tag("cpu"), offline=False, tag=tag)
+    built = build_image(base=default_tag(), offline=False, tag=tag)
     client = docker.from_env()
     try:
-        assert (built.method, built.base, built.tag) == ("dockerfile", default_tag("cpu"), tag)
+        assert (built.method, built.base, built.tag) == ("dockerfile", default_tag(), tag)
         script = "import os, torch, numpy, safetensors; print(os.getuid())"
         out = client.containers.run(tag, ["python3", "-c", script], remove=True)
         assert out.decode().strip() == "1000"

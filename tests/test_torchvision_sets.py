@@ -47,8 +47,8 @@ def _task(task_id: str) -> TaskSpec:
 
 def test_both_providers_are_registered() -> None:
     """Registered lazily (torchvision is imported on first use), they are these providers."""
-    assert providers.get("mnist")._load() is MNIST_PROVIDER
-    assert providers.get("cifar10")._load() is CIFAR10_PROVIDER
+    assert providers.get("mnist").load() is MNIST_PROVIDER
+    assert providers.get("cifar10").load() is CIFAR10_PROVIDER
     assert providers.get("cifar10").name == "cifar10"
 
 

@@ -20,7 +20,7 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import UserError
-from ..registry import Registry
+from ..providers import providers
 from ..settings import settings
 from ..tasks import TaskSpec
 
@@ -43,7 +43,8 @@ class DatasetProvider(Protocol):
         """The split as (uint8 images N x C x H x W, labels). Raise UserError on bad data."""
 
 
-providers: Registry[DatasetProvider] = Registry("dataset provider")
+# the registry of providers by name lives below the task spec (it checks names there)
+__all__ = ["DatasetProvider", "PreparedSplit", "SplitSource", "prepare_split", "providers"]
 
 
 @dataclass(frozen=True)
@@ -138,37 +139,3 @@ def prepare_split(
             shutil.rmtree(tmp, ignore_errors=True)
     count = int(json.loads(done.read_text())["count"])
     return PreparedSplit(task.id, split, folder, count, key, fallback)
-
-
-class _LazyProvider:
-    """A provider whose module is imported on first use: torchvision costs seconds to
-    import, and most runs (``grade --help``, correlation grading, Ray workers) never need it."""
-
-    def __init__(self, module: str, attr: str) -> None:
-        self._module, self._attr = module, attr
-
-    def _load(self) -> DatasetProvider:
-        import importlib
-
-        module = importlib.import_module(f"{__name__}.{self._module}")
-        provider: DatasetProvider = getattr(module, self._attr)
-        return provider
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._load(), name)
-
-    def fingerprint(self, source: SplitSource) -> dict[str, object]:
-        return self._load().fingerprint(source)
-
-    def prepare(self, source: SplitSource) -> tuple[np.ndarray, np.ndarray]:
-        return self._load().prepare(source)
-
-
-def _register_builtin() -> None:
-    from . import correlation  # noqa: F401  (registers "correlation")
-
-    providers.add("mnist", _LazyProvider("torchvision_sets", "MNIST_PROVIDER"))
-    providers.add("cifar10", _LazyProvider("torchvision_sets", "CIFAR10_PROVIDER"))
-
-
-_register_builtin()

@@ -103,10 +103,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         PHASES[job["phase"]](job, a, report)
     except BaseException as exc:  # the submission's error is data for the host
+        report.data["torch"] = _torch_version()
         report.fail(report.data["stage"], exc)
         return 3
+    report.data["torch"] = _torch_version()
     report.finish()
     return 0
+
+
+def _torch_version() -> str | None:
+    """The torch this runner ran (the host refuses a program written by another)."""
+    torch = sys.modules.get("torch")
+    return getattr(torch, "__version__", None) if torch is not None else None
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Sandbox backends behind one interface (see ``base``). Only ``docker_backend`` imports
+"""Sandbox backends behind one interface (see ``base``). Only the ``docker`` package imports
 the Docker SDK; it is imported when the docker backend is first asked for."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from .process import ProcessBackend
 
 
 def _docker() -> Backend:
-    from .docker_backend import DockerBackend
+    from .docker.backend import DockerBackend
 
     return DockerBackend()
 

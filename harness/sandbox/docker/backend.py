@@ -25,75 +25,15 @@ import requests.exceptions
 from docker.models.containers import Container
 from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
-from ..errors import UserError
-from .base import MOUNTS, RunJob, RunOutcome
-from .common import SAFE_ENV, host_paths, runner_args, thread_env
-from .confine import LogPump, exit_code_of, output_over, share_folders, supervised_argv, verdict
+from ...errors import UserError
+from ..base import MOUNTS, RunJob, RunOutcome
+from ..common import SAFE_ENV, host_paths, runner_args, thread_env
+from ..confine import LogPump, exit_code_of, output_over, share_folders, supervised_argv, verdict
+from .engine import client_or_error, engine_answers, image_info
 from .image import GRADER_UID, default_tag
 
 POLL_SECONDS = 0.25
 LABEL = "harness.sandbox"
-
-
-def client_or_error() -> docker.DockerClient:
-    """A client for the local engine, or ``UserError`` saying it does not answer."""
-    try:
-        client = docker.from_env(timeout=120)
-        client.ping()
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-        raise UserError(
-            f"the Docker engine does not answer ({type(exc).__name__})",
-            "start it (`sudo systemctl start docker` or `dockerd &`) or use --sandbox bwrap",
-        ) from None
-    return client
-
-
-def engine_answers() -> bool:
-    try:
-        return bool(docker.from_env(timeout=5).ping())
-    except (docker.errors.DockerException, requests.exceptions.RequestException):
-        return False
-
-
-def registry_reachable(client: docker.DockerClient, image: str) -> bool:
-    try:
-        client.images.get_registry_data(image)
-    except (docker.errors.APIError, requests.exceptions.RequestException):
-        return False
-    return True
-
-
-def image_info(
-    client: docker.DockerClient, tag: str, *, missing_ok: bool = False
-) -> dict[str, Any]:
-    """The image's id, size and labels; ``{}`` when it is missing and ``missing_ok``."""
-    try:
-        image = client.images.get(tag)
-    except docker.errors.ImageNotFound:
-        if missing_ok:
-            return {}
-        raise UserError(f"the image {tag} is not built", "run `grade image build`") from None
-    return {"id": image.id, "size": image.attrs.get("Size", 0), "labels": image.labels or {}}
-
-
-def import_rootfs(
-    client: docker.DockerClient, archive: Path, *, tag: str, changes: list[str]
-) -> str:
-    repository, _, version = tag.rpartition(":")
-    client.api.import_image_from_file(
-        str(archive), repository=repository, tag=version, changes=changes
-    )
-    return str(client.images.get(tag).id)
-
-
-def build_dockerfile(client: docker.DockerClient, context: Path, *, base: str, tag: str) -> str:
-    try:
-        image, _logs = client.images.build(
-            path=str(context), tag=tag, buildargs={"BASE": base}, rm=True, pull=False
-        )
-    except docker.errors.BuildError as exc:
-        raise UserError(f"the image build failed: {exc.msg}", "see the build log above") from None
-    return str(image.id)
 
 
 class DockerBackend:
@@ -109,16 +49,9 @@ class DockerBackend:
 
     @cached_property
     def image(self) -> str:
-        """The image named, else the CUDA image where a GPU is here and it is built, else
-        the CPU image (``grade image build`` makes one or the other)."""
-        if self._image:
-            return self._image
-        from .choose import gpu_present
-
-        cuda = default_tag("cuda")
-        if gpu_present() and image_info(self.client, cuda, missing_ok=True):
-            return cuda
-        return default_tag("cpu")
+        """The image named, else the evaluation image of this harness and its torch (one
+        image for CPU and GPU: PyPI's torch carries its CUDA libraries)."""
+        return self._image or default_tag()
 
     def unavailable_reason(self) -> str | None:
         if not engine_answers():

@@ -1,11 +1,13 @@
 """The evaluation image: what the docker sandbox runs the runner in.
 
-Two ways to build the same image (python3 with torch, numpy and safetensors, a non-root
-user ``grader`` with uid 1000, nothing else of the harness: the runner's code is mounted
-at run time):
+Two ways to build the same image (python3 with the contract's torch and torchvision,
+numpy and safetensors, a non-root user ``grader`` with uid 1000, nothing else of the
+harness: the runner's code is mounted at run time). Both install exactly
+``runner.contract.TORCH``, the host's pin: PyPI's build, which carries its CUDA
+libraries, so the same image runs on a GPU where docker has one.
 
 - online, from ``eval-image/Dockerfile`` (next to this module) with the base image as a
-  build argument (a PyTorch CUDA runtime image where a registry is reachable);
+  build argument (any Debian/Ubuntu image with Python 3.11; torch is installed on it);
 - offline, where no registry is reachable (CI, air-gapped graders): a ``debootstrap``ped
   Debian bookworm ``minbase`` root filesystem with Debian's python3, the wheels resolved
   through the local pip configuration (``pip config list``) installed into it, the user
@@ -29,19 +31,25 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
-from ..errors import UserError
+from ... import __version__
+from ...errors import UserError
+from ...runner.contract import TORCH, TORCHVISION
+from . import engine
 
 REPOSITORY = "harness-eval"
 # inside the package, so installed harnesses have it; not a folder named ``docker``, which
 # would shadow the Docker SDK for tools that resolve imports from the repository root
 DOCKERFILE_DIR = Path(__file__).resolve().parent / "eval-image"
-DEFAULT_BASE = "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime"
+DEFAULT_BASE = "python:3.11-slim-bookworm"
 SUITE = "bookworm"  # its python3 is 3.11: the cp311 wheels fit
 MIRROR = "http://deb.debian.org/debian"
-# the CPU build keeps the offline image small (~190 MB wheel instead of ~5 GB of CUDA ones)
-OFFLINE_REQUIREMENTS = ("torch==2.13.0+cpu", "numpy", "safetensors")
-PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
+# the host's own torch (one release everywhere), with torchvision: students' models import it
+OFFLINE_REQUIREMENTS = (f"torch=={TORCH}", f"torchvision=={TORCHVISION}", "numpy", "safetensors")
+# every manylinux tag bookworm's glibc (2.36) runs: torch's CUDA libraries use several
+PLATFORMS = (
+    *(f"manylinux_2_{minor}_x86_64" for minor in range(36, 16, -1)),
+    "manylinux2014_x86_64",
+)
 GRADER_UID = 1000
 TRIM = ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man")
 SITE_PACKAGES = "usr/local/lib/python3.11/dist-packages"
@@ -65,9 +73,10 @@ class BuiltImage:
         return asdict(self)
 
 
-def default_tag(flavor: str = "cpu") -> str:
-    """``harness-eval:<harness version>-<flavor>``: what the docker backend runs by default."""
-    return f"{REPOSITORY}:{__version__}-{flavor}"
+def default_tag() -> str:
+    """``harness-eval:<harness version>-torch<pin>``: what the docker backend runs by default,
+    however it was built."""
+    return f"{REPOSITORY}:{__version__}-torch{TORCH}"
 
 
 def build_image(
@@ -82,29 +91,26 @@ def build_image(
     """Build the evaluation image and tag it.
 
     ``offline=None`` builds from the Dockerfile when the registry that holds ``base``
-    answers and offline otherwise. ``tag`` defaults to ``harness-eval:<version>-cpu``
-    offline and ``harness-eval:<version>-cuda`` from the Dockerfile. Offline, the Debian
+    answers and offline otherwise. ``tag`` defaults to ``default_tag()``. Offline, the Debian
     tree and the wheels are cached under ``cache_dir``, and an image built from the same
     parts is kept unless ``force``.
     Raises ``UserError`` when the Docker engine, debootstrap or the wheels are missing.
     """
-    from . import docker_backend
-
     say = progress or (lambda _msg: None)
-    client = docker_backend.client_or_error()
+    client = engine.client_or_error()
     base = base or DEFAULT_BASE
     if offline is None:
-        offline = not docker_backend.registry_reachable(client, base)
+        offline = not engine.registry_reachable(client, base)
         say("no registry reachable: building offline" if offline else f"building on {base}")
     t0 = time.perf_counter()
     if offline:
-        tag = tag or default_tag("cpu")
+        tag = tag or default_tag()
         image_id = _build_offline(client, tag, cache_dir or _default_cache(), say, force)
         base = f"debian:{SUITE} (debootstrap, {MIRROR}) + local wheels"
     else:
-        tag = tag or default_tag("cuda")
-        image_id = docker_backend.build_dockerfile(client, DOCKERFILE_DIR, base=base, tag=tag)
-    info = docker_backend.image_info(client, tag)
+        tag = tag or default_tag()
+        image_id = engine.build_dockerfile(client, DOCKERFILE_DIR, base=base, tag=tag)
+    info = engine.image_info(client, tag)
     return BuiltImage(
         tag=tag,
         image_id=image_id,
@@ -116,7 +122,7 @@ def build_image(
 
 
 def _default_cache() -> Path:
-    from ..settings import settings
+    from ...settings import settings
 
     return settings().cache_dir.parent / "images"
 
@@ -124,8 +130,6 @@ def _default_cache() -> Path:
 def _build_offline(
     client: Any, tag: str, cache: Path, say: Callable[[str], None], force: bool
 ) -> str:
-    from . import docker_backend
-
     if os.geteuid() != 0:
         raise UserError(
             "the offline image build needs root: debootstrap and the root filesystem's "
@@ -137,7 +141,7 @@ def _build_offline(
     site = installed_wheels(cache, say)
     changes = _changes()
     key = _build_key(rootfs, site, changes)
-    existing = docker_backend.image_info(client, tag, missing_ok=True)
+    existing = engine.image_info(client, tag, missing_ok=True)
     if existing and existing["labels"].get("harness.build-key") == key and not force:
         say(f"{tag} is up to date")
         return str(existing["id"])
@@ -154,7 +158,7 @@ def _build_offline(
         _run(["tar", "--numeric-owner", "-cf", str(archive), "-C", str(tree), "."])
         say(f"importing as {tag}")
         changes.append(f"LABEL harness.build-key={key}")
-        return docker_backend.import_rootfs(client, archive, tag=tag, changes=changes)
+        return engine.import_rootfs(client, archive, tag=tag, changes=changes)
 
 
 def _changes() -> list[str]:

@@ -1,0 +1,89 @@
+"""One torch everywhere: the host's pin, the offline image and the Dockerfile install the
+release named in ``harness/runner/contract.py``, and a program written by another torch
+is refused as the grader's configuration error, never blamed on the submission."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import tomllib
+from pathlib import Path
+
+import pytest
+from subkit import make_submission
+
+import harness
+from harness.pipeline import GradeOptions, grade_submission
+from harness.runner.contract import TORCH, TORCHVISION, torch_mismatch
+from harness.sandbox.docker.image import DOCKERFILE_DIR, OFFLINE_REQUIREMENTS, default_tag
+
+ROOT = Path(harness.__file__).resolve().parent.parent
+
+
+def test_the_host_pin_is_the_contracts() -> None:
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert f"torch=={TORCH}" in deps
+    assert f"torchvision=={TORCHVISION}" in deps
+    import torch
+    import torchvision
+
+    assert torch.__version__.split("+")[0] == TORCH
+    assert torchvision.__version__.split("+")[0] == TORCHVISION
+
+
+def test_both_image_builds_install_the_contracts_torch() -> None:
+    assert f"torch=={TORCH}" in OFFLINE_REQUIREMENTS
+    assert f"torchvision=={TORCHVISION}" in OFFLINE_REQUIREMENTS
+    dockerfile = (DOCKERFILE_DIR / "Dockerfile").read_text()
+    assert re.search(rf"^ARG TORCH={re.escape(TORCH)}$", dockerfile, re.M)
+    assert re.search(rf"^ARG TORCHVISION={re.escape(TORCHVISION)}$", dockerfile, re.M)
+    assert TORCH in default_tag()
+
+
+def test_another_torch_release_is_named_with_the_fix() -> None:
+    assert torch_mismatch(f"{TORCH}+cu128") is None
+    assert torch_mismatch(TORCH) is None
+    message = torch_mismatch("2.13.0+cpu")
+    assert message is not None
+    assert "2.13.0+cpu" in message and TORCH in message and "grade image build" in message
+    assert torch_mismatch(None) is not None
+
+
+@pytest.mark.docker
+def test_the_evaluation_image_runs_the_contracts_torch() -> None:
+    import docker
+
+    script = "import torch, torchvision; print(torch.__version__, torchvision.__version__)"
+    out = docker.from_env().containers.run(default_tag(), ["python3", "-c", script], remove=True)
+    torch_version, vision_version = out.decode().split()
+    assert torch_version.split("+")[0] == TORCH
+    assert vision_version.split("+")[0] == TORCHVISION
+
+
+@pytest.mark.docker
+def test_a_program_written_by_another_torch_is_refused(env: Path, tmp_path: Path) -> None:
+    """An image whose torch says it is another release: the export is refused as the
+    grader's setup (stage ``harness``, so it is graded again once the image is fixed)."""
+    import docker
+
+    from harness.sandbox.docker.backend import DockerBackend
+
+    client = docker.from_env()
+    tag = f"harness-eval:test-other-torch-{secrets.token_hex(3)}"
+    context = tmp_path / "ctx"
+    context.mkdir()
+    version_py = "/usr/local/lib/python3.11/dist-packages/torch/version.py"
+    (context / "Dockerfile").write_text(
+        f"FROM {default_tag()}\nUSER root\n"
+        f"RUN sed -i \"s/^__version__ = .*/__version__ = '2.13.0+cpu'/\" {version_py}\n"
+        "USER 1000:1000\n"
+    )
+    client.images.build(path=str(context), tag=tag, rm=True, pull=False)
+    try:
+        folder = make_submission(tmp_path / "subs", "team-a")
+        options = GradeOptions(results_dir=tmp_path / "results", reports=False)
+        doc = grade_submission(folder, options=options, backend=DockerBackend(image=tag))
+    finally:
+        client.images.remove(tag, force=True)
+    assert (doc.status, doc.stage) == ("failed", "harness")
+    assert "torch 2.13.0+cpu" in doc.message and f"torch {TORCH}" in doc.message
