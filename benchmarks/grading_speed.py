@@ -376,7 +376,7 @@ def run_naive(s: Setup, subs: list[Path]) -> dict[str, Any]:
 
 def run_regrade(s: Setup, sub: Path) -> dict[str, Any]:
     """One submission graded, then again unchanged: through the API here, then the CLI."""
-    from harness.pipeline import GradeOptions, grade
+    from harness.api import GradeOptions, grade
 
     results = s.work / "results" / "regrade-api"
     shutil.rmtree(results, ignore_errors=True)

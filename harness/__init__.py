@@ -12,15 +12,15 @@ __version__ = "0.1.0"
 __all__ = ["GradeOptions", "ResultDocument", "UserError", "check", "grade", "load_task"]
 
 if TYPE_CHECKING:
+    from .api import GradeOptions, check, grade
     from .errors import UserError
-    from .pipeline import GradeOptions, check, grade
     from .results import ResultDocument
     from .tasks import load_task
 
 _WHERE = {
-    "GradeOptions": "pipeline",
-    "check": "pipeline",
-    "grade": "pipeline",
+    "GradeOptions": "api",
+    "check": "api",
+    "grade": "api",
     "ResultDocument": "results",
     "UserError": "errors",
     "load_task": "tasks",

@@ -1,4 +1,4 @@
-"""The ``grade`` command: a thin shell over the keyword-only API in ``pipeline``."""
+"""The ``grade`` command: a thin shell over the keyword-only API in ``api``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from .errors import UserError
-from .pipeline import GradeOptions
+from .options import GradeOptions
 
 DEFAULTS = GradeOptions()
 
@@ -111,7 +111,7 @@ def cli() -> None:
 
 
 def _grade(mode: str, paths: tuple[Path, ...], **kw: Any) -> None:
-    from . import pipeline
+    from . import api
     from .console import Progress, print_results
 
     options = GradeOptions(
@@ -124,7 +124,7 @@ def _grade(mode: str, paths: tuple[Path, ...], **kw: Any) -> None:
         executor=kw["executor"],
         address=kw["address"],
     )
-    run = pipeline.grade if mode == "grade" else pipeline.check
+    run = api.grade if mode == "grade" else api.check
     from .submission import find_submissions
 
     total = len(find_submissions(list(paths)))

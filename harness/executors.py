@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import UserError
+from .options import GradeOptions, Mode
 from .pipeline import (
-    GradeOptions,
-    Mode,
     evaluate_submission,
     grade_submission,
     harness_failure,

@@ -2,7 +2,8 @@
 prepare the inputs, run it in a sandbox, read its predictions, score, write the result.
 
 Every submission ends in exactly one result document; a failure is a result, not an
-exception. ``grade`` and ``check`` are the keyword-only API the CLI calls.
+exception. The executors (``executors.py``) call ``grade_submission`` (or, distributed,
+``settle`` then ``evaluate_submission``); the public API is ``api.py``.
 """
 
 from __future__ import annotations
@@ -11,20 +12,17 @@ import hashlib
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
 from . import __version__, integrity
 from .data import PreparedSplit, prepare_split
-from .eager import eager_job_spec, job_with_files
 from .errors import UserError
-from .export_count import ExportCount
-from .interpret import Failed as _Failed
-from .interpret import interpret_run, over_message, read_run
+from .jobs import eager_job_spec, job_with_files
+from .options import GradeOptions, Mode
 from .params import count_from_header, to_params
+from .program import ExportCount
 from .results import Flag, Params, ResultDocument, SandboxInfo, read_result, result_path
 from .safetensors_header import read_header
 from .sandbox import Backend, RunJob, SandboxPolicy, get_backend
@@ -32,58 +30,11 @@ from .sandbox.choose import choose_backend
 from .scoring import score
 from .staging import Workspace
 from .store import ResultsStore
-from .submission import Submission, find_submissions, load_submission
+from .submission import Submission, load_submission
 from .tasks import TaskSpec
+from .verdicts import Failed as _Failed
+from .verdicts import interpret_run, over_message, read_run
 from .verified import VerifiedStages
-
-Mode = Literal["grade", "check"]
-
-
-@dataclass(frozen=True)
-class GradeOptions:
-    sandbox: str | None = None  # None: docker when it answers, else bwrap, else refuse
-    data_root: Path | None = None
-    results_dir: Path = Path("results")
-    tasks_dir: Path | None = None
-    force: bool = False  # re-grade even when an identical grading is stored
-    jobs: int = 1
-    reports: bool = True
-    gpu: bool | None = None  # None: use a GPU when the task allows and one is present
-    executor: str = "local"  # where gradings run: "local" (this machine) or "ray"
-    address: str | None = None  # the Ray cluster; None starts a local Ray instance
-
-
-def grade(
-    paths: list[Path],
-    *,
-    options: GradeOptions = GradeOptions(),
-    on_done: Callable[[ResultDocument], None] | None = None,
-) -> list[ResultDocument]:
-    """Grade every submission under ``paths`` on its task's hidden split."""
-    return _batch(paths, options, "grade", on_done)
-
-
-def check(
-    paths: list[Path],
-    *,
-    options: GradeOptions = GradeOptions(),
-    on_done: Callable[[ResultDocument], None] | None = None,
-) -> list[ResultDocument]:
-    """The same pipeline on each task's public validation split (for students)."""
-    return _batch(paths, options, "check", on_done)
-
-
-def _batch(
-    paths: list[Path],
-    options: GradeOptions,
-    mode: Mode,
-    on_done: Callable[[ResultDocument], None] | None,
-) -> list[ResultDocument]:
-    from .executors import get_executor
-
-    folders = find_submissions(paths)
-    executor = get_executor(options.executor)
-    return executor.run(folders, options=options, mode=mode, on_done=on_done)
 
 
 def results_root(options: GradeOptions, mode: Mode) -> Path:

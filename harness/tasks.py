@@ -62,7 +62,7 @@ class IntegritySpec(_Frozen):
     # literals a graph may hold before they count
     allowance: int = Field(1024, ge=0)
     show_student_output: bool = False
-    operators: tuple[str, ...] = ()  # ATen operator names allowed beyond harness/export_ops.py
+    operators: tuple[str, ...] = ()  # ATen operator names allowed beyond harness/program/ops.py
     # memorization probe: the first `probe_count` hidden inputs again, each pixel moved by
     # up to `probe_amplitude` gray levels; flagged when the score drops by more than
     # `probe_gap` of the grading scale (full_marks_at .. zero_marks_at)

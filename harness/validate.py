@@ -29,10 +29,10 @@ from typing import Literal
 from rich.markup import escape
 from rich.table import Table
 
+from .api import GradeOptions, grade
 from .data import providers
 from .errors import UserError
 from .metrics import METRICS
-from .pipeline import GradeOptions, grade
 from .results import ResultDocument
 from .tasks import ReferenceSpec, TaskSpec, all_tasks
 

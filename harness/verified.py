@@ -2,8 +2,8 @@
 
 1. phase A (sandbox, CPU, the submission's code, no test inputs): build, load strictly,
    one dry batch, ``torch.export`` with static shapes, ``program.pt2``;
-2. check (here, JSON and raw bytes only): ``export_check``, then a clean archive;
-3. count (``export_count``): checked against the task's limit, gaps named;
+2. check (here, JSON and raw bytes only): ``program.check``, then a clean archive;
+3. count (``program.count``): checked against the task's limit, gaps named;
 4. phase B (sandbox, GPU when present, no submission code mounted): the checked program
    predicts the test inputs, again in another batch composition, and the probe's inputs.
 
@@ -21,7 +21,7 @@ import numpy as np
 
 from . import integrity
 from .data import PreparedSplit, prepare_split
-from .eager import (
+from .jobs import (
     CANARY,
     PROGRAM,
     export_batch,
@@ -29,9 +29,13 @@ from .eager import (
     job_with_files,
     predict_job_spec,
 )
-from .export_check import CheckError, Expect, check_program
-from .export_count import count_program
-from .interpret import (
+from .outputs import read_report
+from .params import ParamCount, over_limit
+from .program import CheckError, Expect, check_program, count_program
+from .results import Flag, Params
+from .runner.contract import torch_mismatch
+from .tasks import TaskSpec
+from .verdicts import (
     Failed,
     RunData,
     interpret_run,
@@ -40,15 +44,10 @@ from .interpret import (
     verified_flags,
     verified_params,
 )
-from .outputs import read_report
-from .params import ParamCount, over_limit
-from .results import Flag, Params
-from .runner.contract import torch_mismatch
-from .tasks import TaskSpec
 
 if TYPE_CHECKING:
-    from .export_count import ExportCount
-    from .pipeline import GradeOptions, Mode
+    from .options import GradeOptions, Mode
+    from .program import ExportCount
     from .sandbox import Backend, RunJob
     from .staging import Workspace
     from .submission import Submission

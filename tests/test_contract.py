@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from subkit import make_submission, write_task
 
-from harness.pipeline import GradeOptions, grade
+from harness.api import GradeOptions, grade
 
 
 def _grade_one(folder: Path, tmp_path: Path, tasks: Path):

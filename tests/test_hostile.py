@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from hostile.build_corpus import CASES, QUICK_TASK_ID, TASK_ID, Case, build, write_tasks
 
-from harness.pipeline import GradeOptions, grade
+from harness.api import GradeOptions, grade
 from harness.results import ResultDocument
 from harness.settings import settings
 

@@ -19,10 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.export_check import CheckError, Expect, check_program
-from harness.export_count import count_program
-from harness.pipeline import GradeOptions, grade
-from harness.runner.program import Program
+from harness.api import GradeOptions, grade
+from harness.program import CheckError, Expect, check_program, count_program
+from harness.runner.interpreter import Program
 from harness.settings import settings
 
 sys.path.insert(0, str(Path(__file__).parent / "cheats"))
@@ -408,8 +407,8 @@ def test_duplicates_report_names_copied_and_disguised_weights(corpus: dict[str, 
 @pytest.mark.slow
 def test_the_daily_quota_stops_hidden_gradings_but_not_checks(corpus: dict[str, Any]) -> None:
     from harness import integrity
+    from harness.api import check
     from harness.errors import UserError
-    from harness.pipeline import check
     from harness.store import ResultsStore
 
     task = corpus["task"]
@@ -465,8 +464,8 @@ def test_the_correlation_reference_counts_exactly_its_parameters(tmp_path: Path)
 def test_a_forged_report_from_a_hidden_eager_run_shows_no_text(tmp_path: Path) -> None:
     """Submission code that saw hidden inputs can rewrite its report: in grade mode the
     message keeps harness words only, whatever the report claims."""
-    from harness.interpret import interpret_run
     from harness.sandbox import RunOutcome
+    from harness.verdicts import interpret_run
 
     secret = "hidden input 0 has mean 0.4312"
     for etype, stage in (

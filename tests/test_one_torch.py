@@ -13,7 +13,8 @@ import pytest
 from subkit import make_submission
 
 import harness
-from harness.pipeline import GradeOptions, grade_submission
+from harness.options import GradeOptions
+from harness.pipeline import grade_submission
 from harness.runner.contract import TORCH, TORCHVISION, torch_mismatch
 from harness.sandbox.docker.image import DOCKERFILE_DIR, OFFLINE_REQUIREMENTS, default_tag
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from subkit import TINY_MODEL, make_submission, write_task
 
-from harness.pipeline import GradeOptions, grade
+from harness.api import GradeOptions, grade
 
 
 def _options(tmp_path: Path, tasks: Path, **kw: object) -> GradeOptions:
@@ -151,7 +151,7 @@ def test_regrading_unchanged_returns_the_stored_result(env: Path, tmp_path: Path
 
 
 def test_check_uses_the_public_validation_split(env: Path, tmp_path: Path) -> None:
-    from harness.pipeline import check
+    from harness.api import check
 
     folder = make_submission(tmp_path / "subs", "team1")
     [doc] = check([folder], options=_options(tmp_path, env))

@@ -15,8 +15,8 @@ from types import SimpleNamespace
 import pytest
 from subkit import TINY_MODEL, make_submission, write_task
 
+from harness.api import GradeOptions, grade
 from harness.executors import RayExecutor
-from harness.pipeline import GradeOptions, grade
 from harness.store import ResultsStore
 from harness.submission import find_submissions
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from click.testing import CliRunner
 from subkit import make_submission
 
+from harness.api import GradeOptions, grade
 from harness.cli import cli
-from harness.pipeline import GradeOptions, grade
 from harness.results import read_result
 from harness.store import ResultsStore
 

@@ -21,8 +21,8 @@ import torch
 from rich.console import Console
 from safetensors.torch import load_file, save_file
 
+from harness.api import GradeOptions, grade
 from harness.fixtures import write_cifar10, write_mnist, write_private_test
-from harness.pipeline import GradeOptions, grade
 from harness.settings import settings
 from harness.tasks import load_task
 from harness.validate import Row, exit_code, render, validate_references

@@ -71,19 +71,19 @@ def phase_eager(job: dict[str, Any], a: argparse.Namespace, report: Report) -> N
         np.save(fh, predictions, allow_pickle=False)
     os.replace(tmp, a.output / "predictions.npy")
 
-    from .exported import run_probe
+    from .phase_b import run_probe
 
     run_probe(model, images, job, device, a, report)
 
 
 def phase_export(job: dict[str, Any], a: argparse.Namespace, report: Report) -> None:
-    from .export import phase_export as run
+    from .phase_a import phase_export as run
 
     run(job, a, report)
 
 
 def phase_predict(job: dict[str, Any], a: argparse.Namespace, report: Report) -> None:
-    from .exported import phase_predict as run
+    from .phase_b import phase_predict as run
 
     run(job, a, report)
 

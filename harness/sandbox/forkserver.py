@@ -53,9 +53,9 @@ PRELOAD = (
     "harness.runner.load",
     "harness.runner.predict",
     "harness.runner.inventory",
-    "harness.runner.export",
-    "harness.runner.exported",
-    "harness.runner.program",
+    "harness.runner.phase_a",
+    "harness.runner.phase_b",
+    "harness.runner.interpreter",
 )
 READY_SECONDS = 120.0  # for the server's imports, on a loaded machine
 ACK_SECONDS = 30.0  # from a request to the run's pid

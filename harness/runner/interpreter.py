@@ -1,7 +1,7 @@
 """Run a host-checked exported program: a small interpreter of its JSON graph.
 
 The archive is the one ``torch.export.save`` wrote in phase A, checked and rewritten by
-the host (``harness/export_check.py``): every node calls an allowed ATen operator with
+the host (``harness/program/check.py``): every node calls an allowed ATen operator with
 plain arguments, every stored tensor is raw bytes, shapes are static. Interpreting that
 graph directly, instead of ``torch.export.load``, keeps phase B free of the general
 deserializer (sympy expressions, pytree specs, guard code, pickled sample inputs) and of

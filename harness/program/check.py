@@ -16,7 +16,7 @@ load it (each failure is a ``CheckError`` naming the rule):
   contract's shape; the model may not mutate its buffers.
 
 ``check_program`` then writes a clean archive for phase B (JSON re-serialized from what
-was checked, node metadata dropped) and returns the checked program; ``harness.export_count``
+was checked, node metadata dropped) and returns the checked program; ``harness.program.count``
 counts it.
 """
 
@@ -30,8 +30,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from .export_graph import CUSTOM_OBJ, check_model
-from .export_types import DTYPES, CheckError, Expect, Payload, Program, _fail, tensor_meta
+from .graph import CUSTOM_OBJ, check_model
+from .records import DTYPES, CheckError, Expect, Payload, Program, _fail, tensor_meta
 
 __all__ = ["CheckError", "Expect", "Program", "check_program"]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .export_ops import ARG_KINDS, allowed_target, denial
-from .export_types import (
+from .ops import ARG_KINDS, allowed_target, denial
+from .records import (
     FLOATS,
     CheckError,
     Expect,

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from .interpreter import Program
 from .load import pick_device
 from .predict import determinism, run_batches
-from .program import Program
 from .report import Report
 
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .export_types import FLOATS, Payload, Program
-from .results import LayerCount
+from ..results import LayerCount
+from .records import FLOATS, Payload, Program
 
 NORM_OPS = frozenset(
     f"torch.ops.aten.{name}"
@@ -108,7 +108,7 @@ def _kind(group: str) -> Kind:
 
 
 def count_program(program: Program, literals: list[float], allowance: int) -> ExportCount:
-    """Count ``program`` (from ``export_check.check_program``), each storage once."""
+    """Count ``program`` (from ``program.check.check_program``), each storage once."""
     order = [*program.parameters, *program.buffers, *program.constants]
     seen: set[str] = set()
     rows: list[Row] = []

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from .export_count import ExportCount, describe, largest, named_groups
 from .outputs import BadOutput, read_predictions, read_report
+from .program.count import ExportCount, describe, largest, named_groups
 from .results import Flag, LayerCount, Params
 from .sandbox import RunOutcome
 from .tasks import TaskSpec

@@ -1,0 +1,46 @@
+"""The public API: ``grade`` and ``check`` over submission folders, keyword-only, with
+``GradeOptions``. The CLI and notebooks call these; they find the folders and hand them to
+an executor (``executors.py``), which runs each through the stages (``pipeline.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from .executors import get_executor
+from .options import GradeOptions, Mode
+from .results import ResultDocument
+from .submission import find_submissions
+
+__all__ = ["GradeOptions", "check", "grade"]
+
+
+def grade(
+    paths: list[Path],
+    *,
+    options: GradeOptions = GradeOptions(),
+    on_done: Callable[[ResultDocument], None] | None = None,
+) -> list[ResultDocument]:
+    """Grade every submission under ``paths`` on its task's hidden split."""
+    return _batch(paths, options, "grade", on_done)
+
+
+def check(
+    paths: list[Path],
+    *,
+    options: GradeOptions = GradeOptions(),
+    on_done: Callable[[ResultDocument], None] | None = None,
+) -> list[ResultDocument]:
+    """The same pipeline on each task's public validation split (for students)."""
+    return _batch(paths, options, "check", on_done)
+
+
+def _batch(
+    paths: list[Path],
+    options: GradeOptions,
+    mode: Mode,
+    on_done: Callable[[ResultDocument], None] | None,
+) -> list[ResultDocument]:
+    folders = find_submissions(paths)
+    executor = get_executor(options.executor)
+    return executor.run(folders, options=options, mode=mode, on_done=on_done)
