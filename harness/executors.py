@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
+from .devices import use_gpu
 from .errors import UserError
 from .options import GradeOptions, Mode
 from .pipeline import (
@@ -241,7 +242,7 @@ class _RayBatch:
         ).remote(sub, files, options, self.backend.name, self.mode)
 
     def _gpu(self, task: TaskSpec) -> bool:
-        if task.device == "cpu" or self.options.gpu is False:
+        if not use_gpu(task.device, self.options.gpu, available=True):
             return False
         if self.options.gpu and not self.cluster_gpus:
             raise UserError(

@@ -18,6 +18,7 @@ import numpy as np
 
 from . import __version__, integrity
 from .data import PreparedSplit, prepare_split
+from .devices import gpu_present, use_gpu
 from .errors import UserError
 from .jobs import eager_job_spec, job_with_files
 from .options import GradeOptions, Mode
@@ -316,11 +317,7 @@ class _Grading(VerifiedStages):
         )
 
     def _gpu(self, task: TaskSpec) -> bool:
-        if task.device == "cpu" or self.options.gpu is False:
-            return False
-        from .sandbox.choose import gpu_present
-
-        return gpu_present()
+        return use_gpu(task.device, self.options.gpu, gpu_present())
 
     def _predict(self, task: TaskSpec, weights: tuple[Path, str]) -> np.ndarray:
         """The eager fallback (tasks that allow it): the submission's code predicts the test
@@ -433,11 +430,9 @@ def reference_documents(task: TaskSpec, results_dir: Path) -> list[ResultDocumen
     """The stored gradings of the task's reference solutions (reads only their files)."""
     import tomllib
 
-    from .settings import settings
-
     docs = []
     for ref in task.references:
-        manifest = settings().home / ref.path / "submission.toml"
+        manifest = task.reference_folder(ref) / "submission.toml"
         try:
             team = tomllib.loads(manifest.read_text()).get("team") or manifest.parent.name
         except (OSError, ValueError):
@@ -460,10 +455,9 @@ def _is_reference(sub: Submission) -> bool:
     """Whether the folder is one of its task's declared reference solutions."""
     if sub.task is None:
         return False
-    from .settings import settings
 
     here = sub.path.resolve()
-    return any((settings().home / ref.path).resolve() == here for ref in sub.task.references)
+    return any(sub.task.reference_folder(ref) == here for ref in sub.task.references)
 
 
 def _describe(backend: Backend) -> dict[str, str | None]:

@@ -126,6 +126,12 @@ class TaskSpec(_Frozen):
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def reference_folder(self, ref: ReferenceSpec) -> Path:
+        """Where a reference lives: ``path`` is relative to the folder that holds the tasks
+        folder (the project: ``tasks/<id>/task.toml`` beside ``reference_solutions/``)."""
+        project = Path(self.source).resolve().parent.parent.parent
+        return (project / ref.path).resolve()
+
 
 def tasks_root() -> Path:
     """The ``tasks/`` folder: ``$HARNESS_TASKS`` or the repository's own."""

@@ -123,7 +123,7 @@ def _validate_one(
     sandbox: str | None,
     tmp: Path,
 ) -> None:
-    folder = (tasks_dir.parent / ref.path).resolve()
+    folder = task.reference_folder(ref)
     if not (folder / "submission.toml").is_file():
         raise UserError(f"{folder}/submission.toml is missing", f"check `path` of {ref.name!r}")
     submission, row.weights = _submission(folder, tmp / "submission")

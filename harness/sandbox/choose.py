@@ -1,17 +1,10 @@
-"""Which backend to use when the user names none, and whether a GPU is here."""
+"""Which backend to use when the user names none."""
 
 from __future__ import annotations
-
-import os
-import shutil
 
 from ..errors import UserError
 from . import backends
 from .base import Backend
-
-
-def gpu_present() -> bool:
-    return os.path.exists("/dev/nvidia0") or shutil.which("nvidia-smi") is not None
 
 
 def choose_backend(mode: str) -> Backend:

@@ -12,7 +12,6 @@ killed), the output folder is watched while it runs, and the wall clock kills it
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
 from functools import cached_property
@@ -25,6 +24,7 @@ import requests.exceptions
 from docker.models.containers import Container
 from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
+from ...devices import gpu_present
 from ...errors import UserError
 from ..base import MOUNTS, RunJob, RunOutcome
 from ..common import SAFE_ENV, host_paths, runner_args, thread_env
@@ -85,7 +85,7 @@ class DockerBackend:
         rlimits = {"fsize": p.output_bytes, "core": 0, "nofile": 1024}
         watch = {**rlimits, "tasks": p.pids}  # the supervisor's process watch (see confine)
         argv = supervised_argv("python3", watch, MOUNTS["code"], runner_args(MOUNTS))
-        gpu = p.gpu and os.path.exists("/dev/nvidiactl")
+        gpu = p.gpu and gpu_present()
         return {
             "command": argv,
             "user": f"{GRADER_UID}:{GRADER_UID}",

@@ -1,0 +1,24 @@
+"""Whether a GPU is here, and whether a grading uses one: the one home of both rules.
+
+A GPU is "here" when the NVIDIA device nodes a sandbox would be given exist (the driver's
+``/dev/nvidiactl`` and at least one ``/dev/nvidia<N>``): ``nvidia-smi`` on the PATH is not
+enough, a container or a bubblewrap sandbox needs the nodes. A grading uses it when its
+task does not pin the CPU, the caller did not say ``gpu=False``, and one is available
+where the grading runs (this machine, or for Ray the cluster).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+
+
+def gpu_present() -> bool:
+    """The NVIDIA device nodes are on this machine."""
+    return os.path.exists("/dev/nvidiactl") and bool(glob.glob("/dev/nvidia[0-9]*"))
+
+
+def use_gpu(task_device: str, asked: bool | None, available: bool) -> bool:
+    """``task_device`` is the task's ``device`` ("auto" or "cpu"); ``asked`` the caller's
+    ``GradeOptions.gpu`` (None: whatever is available)."""
+    return task_device != "cpu" and asked is not False and available
