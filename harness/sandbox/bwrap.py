@@ -30,7 +30,6 @@ import contextlib
 import math
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,15 @@ from pathlib import Path
 
 from .base import MOUNTS, RunJob, RunOutcome, SandboxPolicy
 from .common import SAFE_ENV, host_paths, runner_args, thread_env
-from .confine import LogPump, exit_code_of, output_over, share_folders, supervised_argv, verdict
+from .confine import (
+    LogPump,
+    exit_code_of,
+    kill_group,
+    output_over,
+    share_folders,
+    supervised_argv,
+    verdict,
+)
 
 NOBODY = 65534
 INSIDE_UID = 1000
@@ -131,7 +138,7 @@ class BwrapBackend:
             proc.stdout,
             keep=p.log_bytes,
             budget=p.output_bytes,
-            on_flood=lambda: _kill_group(proc.pid),
+            on_flood=lambda: kill_group(proc.pid),
         )
         timed_out, killed_for = False, ""
         deadline = t0 + p.wall_seconds
@@ -145,7 +152,7 @@ class BwrapBackend:
             killed_for = output_over(job.output_dir, p) or ""
             if killed_for:
                 break
-        _kill_group(proc.pid)
+        kill_group(proc.pid)
         proc.wait()
         wall = time.perf_counter() - t0
         if log.flooded:
@@ -258,8 +265,3 @@ def _read_only(job: RunJob) -> list[Path]:
 
 def _as_nobody() -> bool:
     return os.geteuid() == 0
-
-
-def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)

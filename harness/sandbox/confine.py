@@ -1,91 +1,24 @@
-"""What the isolated backends (bwrap, docker) share: the in-sandbox supervisor, the log
-pump with a flood limit, the output watcher, and the verdict on a finished run.
-
-The supervisor is the sandbox's first process (PID 1 of its PID namespace). It sets the
-resource limits, starts the runner as its child, reaps every process, and exits with the
-runner's status (``128 + N`` when signal N killed it). Nothing inside can kill it: the
-kernel drops a namespace's own signals to its PID 1. When it exits, the kernel kills
-every process left in the namespace.
-
-It also watches the number of tasks (processes and threads) in the namespace, 20 times a
-second: the kernel only makes ``fork`` fail at the process limit (a fork bomb that
-ignores the failures would run on), so reaching the limit ends the run, with
-``PROCESS_LIMIT_EXIT``.
-"""
+"""What the isolated backends (bwrap, docker) share: the argv of the in-sandbox
+supervisor (``harness/runner/supervisor.py``, the sandbox's PID 1), the log pump with a
+flood limit, the output watcher, killing a process group, and the verdict on a finished
+run."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from ..runner.supervisor import PROCESS_LIMIT_EXIT
 from .base import RunStatus, SandboxPolicy
 
 MAX_OUTPUT_FILES = 10_000
 REPORT_MAX_BYTES = 1 << 20
-
-# The supervisor's own exit status when the sandbox reached its process limit (a status of
-# the runner's that equals it is reported as 1, so it cannot be forged by exiting with it).
-PROCESS_LIMIT_EXIT = 250
-
-SUPERVISOR = r"""
-import ctypes, os, resource, sys, time
-spec, argv = sys.argv[1], sys.argv[2:]
-cap = 0
-for item in filter(None, spec.split(",")):
-    name, value = item.split("=")
-    if name == "tasks":
-        cap = int(value)
-    else:
-        limit = getattr(resource, "RLIMIT_" + name.upper())
-        resource.setrlimit(limit, (int(value), int(value)))
-child = os.fork()
-if child == 0:
-    try:
-        os.execvp(argv[0], argv)
-    except OSError as exc:
-        os.write(2, ("sandbox: cannot start %s: %s\n" % (argv[0], exc)).encode())
-    os._exit(127)
-try:
-    ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: the sandbox cannot ptrace us
-except Exception:
-    pass
-
-
-def tasks():
-    n = 0
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                n += len(os.listdir("/proc/" + pid + "/task"))
-            except OSError:
-                pass
-    return n
-
-
-code = 1
-while True:
-    try:
-        pid, status = os.waitpid(-1, os.WNOHANG)
-    except ChildProcessError:
-        break
-    if pid == child:
-        code = os.waitstatus_to_exitcode(status)
-        code = 128 - code if code < 0 else code
-        code = 1 if code == @LIMIT@ else code
-        break
-    if pid:
-        continue
-    if cap and tasks() >= cap - 1:
-        code = @LIMIT@
-        break
-    time.sleep(0.05)
-os._exit(code)
-""".replace("@LIMIT@", str(PROCESS_LIMIT_EXIT))
 
 RUNNER_BOOT = (
     "import sys, runpy; sys.path.insert(0, sys.argv.pop(1)); "
@@ -99,7 +32,14 @@ def supervised_argv(
     """argv for the sandbox's first process: the supervisor, then the runner under it."""
     spec = ",".join(f"{name}={value}" for name, value in rlimits.items())
     runner = [python, "-I", "-u", "-c", RUNNER_BOOT, code_root, *runner_args]
-    return [python, "-I", "-S", "-c", SUPERVISOR, spec, *runner]
+    supervisor = f"{code_root}/harness/runner/supervisor.py"
+    return [python, "-I", "-S", supervisor, spec, *runner]
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL a run's whole process group (gone already, or not ours: nothing to do)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 def exit_code_of(raw: int | None) -> int | None:

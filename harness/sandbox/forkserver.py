@@ -250,6 +250,8 @@ def _receive(chan: socket.socket, *, deadline_raises: bool = False) -> dict[str,
 
 
 def _kill_group(pid: int) -> None:
+    """``confine.kill_group``, again: this module's top level imports the standard library
+    only (it is also the server's script), so it cannot import it."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
 

@@ -13,9 +13,7 @@ killed from here) and the ``RunOutcome`` are the same.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -33,6 +31,7 @@ from .common import (
     runner_root,
     thread_env,
 )
+from .confine import kill_group
 from .forkserver import Finished, ForkServer, ForkServerError
 
 
@@ -126,7 +125,7 @@ def _spawn(argv: list[str], env: dict[str, str], cwd: str, wall: float, cap: int
         proc.wait(timeout=wall)
     except subprocess.TimeoutExpired:
         timed_out = True
-    _kill_group(proc.pid)
+    kill_group(proc.pid)
     proc.wait()
     return Finished(proc.returncode, timed_out, time.perf_counter() - t0, log.text())
 
@@ -141,8 +140,3 @@ _BOOT = (
     "import sys, runpy; sys.path.insert(0, sys.argv.pop(1)); "
     "sys.argv[0] = 'harness.runner'; runpy.run_module('harness.runner', run_name='__main__')"
 )
-
-
-def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
