@@ -27,6 +27,7 @@ from .pipeline import (
     evaluate_submission,
     grade_submission,
     harness_failure,
+    identity_of,
     relocated,
     resolve_backend,
     save_result,
@@ -198,7 +199,9 @@ class _RayBatch:
             if len(flight) >= self.window:
                 break
             i = queue.popleft()
-            sub = loaded.get(i) or load_submission(folders[i], tasks_dir=self.options.tasks_dir)
+            sub = loaded.get(i) or load_submission(
+                folders[i], tasks_dir=self.options.tasks_dir, identity=identity_of(self.options)
+            )
             loaded[i] = sub
             claim = None
             if (sub.task_id, sub.team) not in held:

@@ -42,6 +42,7 @@ from .interpret import (
 )
 from .params import ParamCount, over_limit
 from .results import Flag, Params
+from .safefs import NotPlain, plain_file
 from .tasks import TaskSpec
 
 if TYPE_CHECKING:
@@ -117,7 +118,10 @@ class VerifiedStages:
         verdict = interpret_run(outcome, "export")
         if verdict is None:
             self._reported = reported_count(outcome)
-            return out / PROGRAM
+            try:
+                return plain_file(out, out / PROGRAM)
+            except NotPlain as exc:
+                raise Failed("failed", f"the exported program: {exc}", "export") from None
         if over_limit(self._count, task.parameter_limit):
             self.params = self.params.model_copy(update={"model_reported": reported_count(outcome)})
             raise Failed("over_limit", self._over_message(task), "count", verdict.output)

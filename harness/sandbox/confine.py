@@ -18,14 +18,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from ..safefs import TreeTooLarge, read_under, walk
 from .base import RunStatus, SandboxPolicy
 
 MAX_OUTPUT_FILES = 10_000
+MAX_OUTPUT_DEPTH = 32
 REPORT_MAX_BYTES = 1 << 20
 
 # The supervisor's own exit status when the sandbox reached its process limit (a status of
@@ -167,16 +170,16 @@ class LogPump:
 
 def output_over(folder: Path, policy: SandboxPolicy) -> str | None:
     """The output limit the folder passes, if any (bytes in all, or number of files)."""
-    total = files = 0
-    for dirpath, dirs, names in os.walk(folder):
-        files += len(names) + len(dirs)
-        if files > MAX_OUTPUT_FILES:
-            return f"output limit of {MAX_OUTPUT_FILES} files"
-        for name in names:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(dirpath, name)).st_size
-        if total > policy.output_bytes:
-            return f"output limit of {_mib(policy.output_bytes)}"
+    total = 0
+    try:
+        for _path, info, _depth in walk(
+            folder, max_entries=MAX_OUTPUT_FILES, max_depth=MAX_OUTPUT_DEPTH
+        ):
+            total += info.st_size if stat.S_ISREG(info.st_mode) else 0
+            if total > policy.output_bytes:
+                return f"output limit of {_mib(policy.output_bytes)}"
+    except TreeTooLarge as exc:
+        return f"output limit: {exc}"
     return None
 
 
@@ -188,11 +191,9 @@ def limit_in_report(output_dir: Path, policy: SandboxPolicy) -> str | None:
     give ENOSPC or EFBIG at the disk limits. The runner reports the exception; this reads
     it back (as JSON data only) and names the limit.
     """
-    path = output_dir / "report.json"
     try:
-        if path.is_symlink() or path.stat().st_size > REPORT_MAX_BYTES:
-            return None
-        error = json.loads(path.read_text(encoding="utf-8")).get("error") or {}
+        raw = read_under(output_dir, "report.json", REPORT_MAX_BYTES)
+        error = json.loads(raw.decode("utf-8")).get("error") or {}
         kind, message = str(error.get("type", "")), str(error.get("message", ""))
     except (OSError, ValueError, AttributeError):
         return None
