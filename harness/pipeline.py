@@ -26,6 +26,7 @@ from .identity import Identity, batch_identity, check_unique
 from .interpret import Failed as _Failed
 from .interpret import interpret_run, over_message, read_run
 from .params import count_from_header, to_params
+from .redact import redact
 from .results import Flag, Params, ResultDocument, SandboxInfo, read_result, result_path
 from .safefs import NotPlain, plain_file
 from .safetensors_header import read_header
@@ -477,7 +478,7 @@ class _Grading(VerifiedStages):
             members=list(sub.members),
             mode=self.mode,
             split=self.split.split if self.split else "",
-            message=message,
+            message=redact(message),
             stage=stage,
             violations=list(sub.violations),
             params=self.params,
@@ -496,7 +497,7 @@ class _Grading(VerifiedStages):
         )
 
     def _all_flags(self) -> list[Flag]:
-        flags = list(self.flags)
+        flags = [f.model_copy(update={"message": redact(f.message)}) for f in self.flags]
         if self.sub.ignored:
             flags.append(
                 Flag(

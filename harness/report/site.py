@@ -20,7 +20,7 @@ from ..results import ResultDocument, read_result, write_atomic
 from ..tasks import TaskSpec
 from . import facts, plots
 from .leaderboard import Board, Row, board_frame, build_board, load_gradings
-from .templating import CSS_PATH, render
+from .templating import CSS_PATH, csv_cell, render
 
 
 def render_site(
@@ -291,6 +291,6 @@ def _tables(boards: list[Board], out_dir: Path) -> list[Path]:
         pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["task", "team"])
     )
     csv_path, json_path = out_dir / "leaderboard.csv", out_dir / "leaderboard.json"
-    write_atomic(csv_path, frame.to_csv(index=False))
+    write_atomic(csv_path, frame.map(csv_cell).to_csv(index=False))
     write_atomic(json_path, frame.to_json(orient="records", indent=2) or "[]")
     return [csv_path, json_path]
