@@ -207,7 +207,7 @@ def _limit_of(kind: str, message: str, policy: SandboxPolicy) -> str | None:
     if "errno 11]" in text or "can't start new thread" in text or kind == "BlockingIOError":
         return f"process limit of {policy.pids} processes and threads"
     if "errno 28]" in text or "no space left on device" in text:
-        return f"disk limit: /tmp holds at most {_mib(policy.tmpfs_bytes)}"
+        return f"disk limit: /tmp holds at most {_mib(policy.tmpfs_bytes)} (so does /dev/shm)"
     if "errno 27]" in text or "file too large" in text:
         return f"output limit of {_mib(policy.output_bytes)} per file"
     return None
