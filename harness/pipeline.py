@@ -105,6 +105,19 @@ def check_batch(folders: list[Path], options: GradeOptions) -> None:
     check_unique(folders, identity_of(options))
 
 
+def load_guarded(path: Path, options: GradeOptions) -> Submission:
+    """``load_submission``; a folder that cannot even be read (a tree too deep to walk, an
+    unreadable file) is an invalid submission of the grader's team, never a stopped batch."""
+    identity = identity_of(options)
+    try:
+        return load_submission(path, tasks_dir=options.tasks_dir, identity=identity)
+    except Exception as exc:
+        sub = Submission(path=path, team=identity.team_of(path).name, task_id="unknown")
+        sub.task_id = identity.task or "unknown"
+        sub.broke("folder.readable", f"the folder could not be read ({type(exc).__name__})")
+        return sub
+
+
 def results_root(options: GradeOptions, mode: Mode) -> Path:
     return options.results_dir if mode == "grade" else options.results_dir / "check"
 
@@ -127,7 +140,7 @@ def grade_submission(
     The team's folder is locked meanwhile, so concurrent runs never grade it twice."""
     t0 = time.perf_counter()
     store = store or ResultsStore(options.results_dir)
-    sub = load_submission(path, tasks_dir=options.tasks_dir, identity=identity_of(options))
+    sub = load_guarded(path, options)
     with store.claim(sub.task_id, sub.team, mode):
         grading = _Grading(sub, options, backend, mode)
         grading.store = store

@@ -433,3 +433,18 @@ def test_output_readers_refuse_links_and_deep_trees(tmp_path: Path) -> None:
     with pytest.raises(TreeTooLarge, match="nested"):
         list(walk(out, max_depth=32))
     assert folder_size(out) > 2**60  # past the caps: over any output limit
+
+
+def test_a_folder_too_deep_to_walk_is_invalid_not_a_stopped_batch(
+    tasks: Path, tmp_path: Path
+) -> None:
+    deep = make_submission(tmp_path / "subs", "deep", save=False)
+    other = make_submission(tmp_path / "subs", "other_team", task="nope", save=False)
+    level = deep
+    for _ in range(1500):
+        level = level / "d"
+        os.mkdir(level)
+    options = GradeOptions(sandbox="process", results_dir=tmp_path / "results", tasks_dir=tasks)
+    docs = {d.team: d for d in grade([deep, other], options=options)}
+    assert docs["deep"].status == docs["other_team"].status == "invalid"
+    assert docs["deep"].stage != "harness"

@@ -248,10 +248,12 @@ def share_folders(read_only: list[Path], writable: Path, uid: int | None) -> Non
     handed to it); None when the sandbox runs as the calling user, who owns it already.
     """
     for folder in read_only:
-        for dirpath, _dirs, names in os.walk(folder):
-            _add_mode(Path(dirpath), 0o555)
-            for name in names:
-                _add_mode(Path(dirpath) / name, 0o444)
+        _add_mode(folder, 0o555)
+        for path, info, _depth in walk(folder):
+            if stat.S_ISDIR(info.st_mode):
+                _add_mode(path, 0o555)
+            elif stat.S_ISREG(info.st_mode):
+                _add_mode(path, 0o444)
     if uid is not None and os.geteuid() == 0:
         os.chown(writable, uid, uid)
         os.chmod(writable, 0o700)
