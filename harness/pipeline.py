@@ -22,6 +22,7 @@ from .data import PreparedSplit, prepare_split
 from .eager import eager_job_spec, job_with_files
 from .errors import UserError
 from .export_count import ExportCount
+from .guard import guarded_step, load_or_invalid
 from .identity import Identity, batch_identity, check_unique
 from .interpret import Failed as _Failed
 from .interpret import interpret_run, over_message, read_run
@@ -35,7 +36,7 @@ from .sandbox.choose import choose_backend
 from .scoring import score
 from .staging import Workspace
 from .store import ResultsStore
-from .submission import Submission, find_submissions, is_declared_reference, load_submission
+from .submission import Submission, find_submissions, is_declared_reference
 from .tasks import TaskSpec, load_task
 from .verified import VerifiedStages
 
@@ -106,16 +107,8 @@ def check_batch(folders: list[Path], options: GradeOptions) -> None:
 
 
 def load_guarded(path: Path, options: GradeOptions) -> Submission:
-    """``load_submission``; a folder that cannot even be read (a tree too deep to walk, an
-    unreadable file) is an invalid submission of the grader's team, never a stopped batch."""
-    identity = identity_of(options)
-    try:
-        return load_submission(path, tasks_dir=options.tasks_dir, identity=identity)
-    except Exception as exc:
-        sub = Submission(path=path, team=identity.team_of(path).name, task_id="unknown")
-        sub.task_id = identity.task or "unknown"
-        sub.broke("folder.readable", f"the folder could not be read ({type(exc).__name__})")
-        return sub
+    """The submission at ``path`` as the grader identifies it; never raises."""
+    return load_or_invalid(path, tasks_dir=options.tasks_dir, identity=identity_of(options))
 
 
 def results_root(options: GradeOptions, mode: Mode) -> Path:
@@ -241,23 +234,6 @@ def _report(
     folder = store.team_folder(doc.task, doc.team, doc.mode)
     refs = [r for r in reference_documents(sub.task, options.results_dir) if r.team != doc.team]
     write_submission_report(doc, sub.task, folder, references=refs, instructor=False)
-
-
-def guarded_step(doc: ResultDocument, step: str, action: Callable[[], object]) -> bool:
-    """Run a host stage after the sandbox for one submission; a failure becomes a note
-    in its document (``step_failed``) and the batch goes on. True if it succeeded."""
-    try:
-        action()
-    except Exception as exc:
-        doc.flags.append(
-            Flag(
-                code="step_failed",
-                audience="instructor",
-                message=f"the {step} stage failed: {type(exc).__name__}: {str(exc)[:300]}",
-            )
-        )
-        return False
-    return True
 
 
 class _Grading(VerifiedStages):

@@ -358,7 +358,7 @@ def test_quota_never_aborts_a_batch(tasks: Path, tmp_path: Path) -> None:
 
 
 def test_a_report_that_cannot_be_drawn_is_a_note(tmp_path: Path) -> None:
-    from harness.pipeline import guarded_step
+    from harness.guard import guarded_step
 
     doc = ResultDocument(task="tiny", team="t", status="graded")
 
