@@ -448,3 +448,6 @@ def test_a_folder_too_deep_to_walk_is_invalid_not_a_stopped_batch(
     docs = {d.team: d for d in grade([deep, other], options=options)}
     assert docs["deep"].status == docs["other_team"].status == "invalid"
     assert docs["deep"].stage != "harness"
+    from harness.safefs import remove_tree
+
+    remove_tree(deep)  # pytest's own cleanup recurses
