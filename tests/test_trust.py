@@ -440,14 +440,16 @@ def test_a_folder_too_deep_to_walk_is_invalid_not_a_stopped_batch(
 ) -> None:
     deep = make_submission(tmp_path / "subs", "deep", save=False)
     other = make_submission(tmp_path / "subs", "other_team", task="nope", save=False)
-    level = deep
-    for _ in range(1500):
-        level = level / "d"
-        os.mkdir(level)
-    options = GradeOptions(sandbox="process", results_dir=tmp_path / "results", tasks_dir=tasks)
-    docs = {d.team: d for d in grade([deep, other], options=options)}
-    assert docs["deep"].status == docs["other_team"].status == "invalid"
-    assert docs["deep"].stage != "harness"
     from harness.safefs import remove_tree
 
-    remove_tree(deep)  # pytest's own cleanup recurses
+    level = deep / "tree"
+    try:
+        for _ in range(1500):
+            level = level / "d"
+            os.makedirs(level)
+        options = GradeOptions(sandbox="process", results_dir=tmp_path / "results", tasks_dir=tasks)
+        docs = {d.team: d for d in grade([deep, other], options=options)}
+    finally:
+        remove_tree(deep / "tree")  # pytest's own cleanup recurses: never leave it the tree
+    assert docs["deep"].status == docs["other_team"].status == "invalid"
+    assert docs["deep"].stage != "harness"
