@@ -86,27 +86,25 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corpus]:
     settings.cache_clear()
 
 
-def _host_state(corpus: Corpus, results: Path) -> dict[str, str]:
-    """Modes, owners and contents of everything the attacks aim at, outside ``results``."""
+def _host_state(corpus: Corpus) -> dict[str, str]:
+    """Modes, owners and contents of everything the attacks aim at: ``/root``, ``/tmp``,
+    ``/etc``, ``/``, and every file of the corpus outside the results folders and the
+    harness's own data cache (the submissions, the tasks, the link targets)."""
     state = {}
     for path in HOST_PATHS:
         info = os.lstat(path)
         state[path] = f"{stat.filemode(info.st_mode)} {info.st_uid}"
-    for folder in (corpus.root, Path("/root")):
-        for path in sorted(folder.rglob("*")) if folder == corpus.root else []:
-            if path.is_relative_to(corpus.root / "results-bwrap") or path.is_relative_to(
-                corpus.root / "results-docker"
-            ):
-                continue
-            if path.is_relative_to(corpus.root / "cache"):
-                continue  # the harness's own prepared data: may be added to
-            info = os.lstat(path)
-            kind = stat.filemode(info.st_mode)
-            if stat.S_ISREG(info.st_mode):
-                kind += " " + hashlib.sha256(path.read_bytes()).hexdigest()
-            elif stat.S_ISLNK(info.st_mode):
-                kind += " -> " + os.readlink(path)
-            state[str(path)] = kind
+    skip = [corpus.root / n for n in ("results-bwrap", "results-docker", "cache")]
+    for path in sorted(corpus.root.rglob("*")):
+        if any(path.is_relative_to(s) for s in skip):
+            continue
+        info = os.lstat(path)
+        kind = f"{stat.filemode(info.st_mode)} {info.st_uid}"
+        if stat.S_ISREG(info.st_mode):
+            kind += " " + hashlib.sha256(path.read_bytes()).hexdigest()
+        elif stat.S_ISLNK(info.st_mode):
+            kind += " -> " + os.readlink(path)
+        state[str(path)] = kind
     return state
 
 
@@ -128,9 +126,9 @@ def batch(request: pytest.FixtureRequest, corpus: Corpus) -> Iterator[Batch]:
     alone_options = replace(options, results_dir=results / "alone", reports=False)
     alone = {d.team: d for d in grade([corpus.folders[n] for n in HONEST], options=alone_options)}
     _seed_quota(results)
-    before = _host_state(corpus, results)
+    before = _host_state(corpus)
     docs = grade(sorted(corpus.folders.values()), options=replace(options, jobs=2))
-    after = _host_state(corpus, results)
+    after = _host_state(corpus)
     yield Batch(name, {d.team: d for d in docs}, alone, results, before, after)
 
 
