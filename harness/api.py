@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .executors import get_executor
 from .options import GradeOptions, Mode
+from .pipeline import check_batch
 from .results import ResultDocument
 from .submission import find_submissions
 
@@ -42,5 +43,6 @@ def _batch(
     on_done: Callable[[ResultDocument], None] | None,
 ) -> list[ResultDocument]:
     folders = find_submissions(paths)
+    check_batch(folders, options)
     executor = get_executor(options.executor)
     return executor.run(folders, options=options, mode=mode, on_done=on_done)

@@ -97,6 +97,17 @@ def grading_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             default=DEFAULTS.address,
             help="With --executor ray: the cluster's head, HOST:6379 [default: a local instance].",
         ),
+        click.option(
+            "--task",
+            default=DEFAULTS.task,
+            help="Grade every submission on this task; a manifest naming another is invalid.",
+        ),
+        click.option(
+            "--roster",
+            type=click.Path(path_type=Path, dir_okay=False, exists=True),
+            default=DEFAULTS.roster,
+            help="CSV folder,team,members: each folder's team [default: the folder's name].",
+        ),
         click.option("--debug", is_flag=True, help="Show tracebacks."),
     ]
     for option in reversed(options):
@@ -123,6 +134,8 @@ def _grade(mode: str, paths: tuple[Path, ...], **kw: Any) -> None:
         reports=not kw["no_reports"],
         executor=kw["executor"],
         address=kw["address"],
+        task=kw["task"],
+        roster=kw["roster"],
     )
     run = api.grade if mode == "grade" else api.check
     from .submission import find_submissions
@@ -259,6 +272,16 @@ def leaderboard_cmd(results_dir: Path, out_dir: Path, reveal_private: bool, debu
     err_console.print(
         f"wrote {len(written)} files to {out_dir} ({view} view); open {out_dir / 'index.html'}"
     )
+    _print_ignored(results_dir)
+
+
+def _print_ignored(results_dir: Path) -> None:
+    """Results the leaderboard left out, each with its reason (the site is still written)."""
+    from .console import err_console
+    from .report.site import ignored_results
+
+    for path, reason in ignored_results(results_dir):
+        err_console.print(f"ignored {path}: {reason}", highlight=False, markup=False)
 
 
 @cli.command("validate-references")

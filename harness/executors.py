@@ -27,6 +27,7 @@ from .pipeline import (
     evaluate_submission,
     grade_submission,
     harness_failure,
+    load_guarded,
     relocated,
     resolve_backend,
     save_result,
@@ -36,7 +37,7 @@ from .registry import Registry
 from .results import ResultDocument
 from .sandbox import Backend, get_backend
 from .store import Claim, ResultsStore
-from .submission import Submission, content_hash, load_submission
+from .submission import Submission, content_hash
 from .tasks import TaskSpec
 
 OnDone = Callable[[ResultDocument], None]
@@ -198,7 +199,7 @@ class _RayBatch:
             if len(flight) >= self.window:
                 break
             i = queue.popleft()
-            sub = loaded.get(i) or load_submission(folders[i], tasks_dir=self.options.tasks_dir)
+            sub = loaded.get(i) or load_guarded(folders[i], self.options)
             loaded[i] = sub
             claim = None
             if (sub.task_id, sub.team) not in held:

@@ -22,3 +22,5 @@ class GradeOptions:
     gpu: bool | None = None  # None: use a GPU when the task allows and one is present
     executor: str = "local"  # where gradings run: "local" (this machine) or "ray"
     address: str | None = None  # the Ray cluster; None starts a local Ray instance
+    task: str | None = None  # `--task`: the one task this batch grades (manifests must agree)
+    roster: Path | None = None  # `--roster`: folder,team,members; else team = folder name

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .safefs import NotPlain, read_under
 
 MAX_REPORT = 2**20
 
@@ -16,11 +19,8 @@ class BadOutput(Exception):
 
 
 def read_report(output: Path) -> dict[str, Any] | None:
-    path = output / "report.json"
     try:
-        if path.is_symlink() or not path.is_file() or path.stat().st_size > MAX_REPORT:
-            return None
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_under(output, "report.json", MAX_REPORT).decode("utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -28,16 +28,19 @@ def read_report(output: Path) -> dict[str, Any] | None:
 
 def read_predictions(output: Path, count: int, kind: str, num_classes: int) -> np.ndarray:
     """The predictions as float32: (N,) for regression, (N, classes) for classification."""
-    path = output / "predictions.npy"
-    if path.is_symlink() or not path.is_file():
-        raise BadOutput("the run wrote no predictions")
     width = 1 if kind == "regression" else num_classes
     limit = 4 * count * width + 4096
-    if path.stat().st_size > limit:
-        raise BadOutput("the predictions file is larger than the outputs can be")
     try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
+        raw = read_under(output, "predictions.npy", limit)
+    except NotPlain as exc:
+        if "larger than" in str(exc):
+            raise BadOutput("the predictions file is larger than the outputs can be") from None
+        raise BadOutput("the run wrote no predictions (as a plain file)") from None
+    except OSError:
+        raise BadOutput("the run wrote no predictions") from None
+    try:
+        array = np.load(io.BytesIO(raw), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
         raise BadOutput(f"the predictions file is not a plain .npy array ({exc})") from None
     expected = (count,) if kind == "regression" else (count, num_classes)
     if array.dtype != np.float32 or array.shape != expected:

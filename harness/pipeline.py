@@ -20,22 +20,44 @@ from . import __version__, integrity
 from .data import PreparedSplit, prepare_split
 from .devices import gpu_present, use_gpu
 from .errors import UserError
+from .guard import guarded_step, load_or_invalid
+from .identity import Identity, batch_identity, check_unique
 from .jobs import eager_job_spec, job_with_files
 from .options import GradeOptions, Mode
 from .params import count_from_header, to_params
 from .program import ExportCount
+from .redact import redact
 from .results import Flag, Params, ResultDocument, SandboxInfo, read_result, result_path
+from .safefs import NotPlain, plain_file
 from .safetensors_header import read_header
 from .sandbox import Backend, RunJob, SandboxPolicy, get_backend
 from .sandbox.choose import choose_backend
 from .scoring import score
 from .staging import Workspace
 from .store import ResultsStore
-from .submission import Submission, load_submission
-from .tasks import TaskSpec
+from .submission import Submission, is_declared_reference
+from .tasks import TaskSpec, load_task
 from .verdicts import Failed as _Failed
 from .verdicts import interpret_run, over_message, read_run
 from .verified import VerifiedStages
+
+
+def identity_of(options: GradeOptions) -> Identity:
+    """Who and what the batch grades, from the grader's options (never the manifests)."""
+    return batch_identity(options.task, options.roster)
+
+
+def check_batch(folders: list[Path], options: GradeOptions) -> None:
+    """Operator mistakes that stop a batch before it starts: an unknown pinned task, a
+    roster that does not read, two folders that would write one team's result."""
+    if options.task is not None:
+        load_task(options.task, options.tasks_dir)
+    check_unique(folders, identity_of(options))
+
+
+def load_guarded(path: Path, options: GradeOptions) -> Submission:
+    """The submission at ``path`` as the grader identifies it; never raises."""
+    return load_or_invalid(path, tasks_dir=options.tasks_dir, identity=identity_of(options))
 
 
 def results_root(options: GradeOptions, mode: Mode) -> Path:
@@ -60,7 +82,7 @@ def grade_submission(
     The team's folder is locked meanwhile, so concurrent runs never grade it twice."""
     t0 = time.perf_counter()
     store = store or ResultsStore(options.results_dir)
-    sub = load_submission(path, tasks_dir=options.tasks_dir)
+    sub = load_guarded(path, options)
     with store.claim(sub.task_id, sub.team, mode):
         grading = _Grading(sub, options, backend, mode)
         grading.store = store
@@ -144,14 +166,23 @@ def save_result(
     *,
     executor: str = "local",
 ) -> None:
-    """Record a new grading (document, then row), then its report."""
-    store.record(doc, executor=executor)
+    """Write the grading's report, then record it (document, then row). A report that
+    cannot be written is a note in the document, never an exception; so is a store that
+    cannot record it (the batch goes on, the document is still returned)."""
     if options.reports and sub.task is not None:
-        from .report import write_submission_report
+        guarded_step(doc, "report", lambda: _report(doc, sub, options, store))
+    guarded_step(doc, "store", lambda: store.record(doc, executor=executor))
 
-        folder = store.team_folder(doc.task, doc.team, doc.mode)
-        refs = [r for r in reference_documents(sub.task, options.results_dir) if r.team != doc.team]
-        write_submission_report(doc, sub.task, folder, references=refs, instructor=False)
+
+def _report(
+    doc: ResultDocument, sub: Submission, options: GradeOptions, store: ResultsStore
+) -> None:
+    from .report import write_submission_report
+
+    assert sub.task is not None
+    folder = store.team_folder(doc.task, doc.team, doc.mode)
+    refs = [r for r in reference_documents(sub.task, options.results_dir) if r.team != doc.team]
+    write_submission_report(doc, sub.task, folder, references=refs, instructor=False)
 
 
 class _Grading(VerifiedStages):
@@ -193,7 +224,7 @@ class _Grading(VerifiedStages):
             except integrity.QuotaExceeded as exc:  # not graded: the last result stands
                 last = read_result(result_path(self.options.results_dir, sub.task.id, sub.team))
                 if last is None:
-                    raise
+                    return self._over_quota(exc)
                 self.cached = True
                 note = Flag(
                     code="quota",
@@ -216,6 +247,15 @@ class _Grading(VerifiedStages):
             return doc
         doc = self._scored(task, outputs)
         doc.details["integrity"] = self._evidence
+        return doc
+
+    def _over_quota(self, exc: UserError) -> ResultDocument:
+        """Over the daily quota with no earlier result: a document that says so (never
+        reused as a grading, never counted against the quota), and the batch goes on."""
+        self.cache_key = ""
+        self.sub.broke("quota.daily", f"{exc.message}: not graded ({exc.hint})")
+        doc = self._invalid()
+        doc.stage = "quota"
         return doc
 
     def _invalid(self) -> ResultDocument:
@@ -291,7 +331,10 @@ class _Grading(VerifiedStages):
         verdict = interpret_run(outcome, "convert")
         if verdict is not None:
             raise _Failed(verdict.status, verdict.message, verdict.stage, verdict.output)
-        return out / "weights.safetensors"
+        try:
+            return plain_file(out, out / "weights.safetensors")
+        except NotPlain as exc:
+            raise _Failed("failed", f"the converted weights: {exc}", "weights") from None
 
     def _job(
         self,
@@ -366,10 +409,10 @@ class _Grading(VerifiedStages):
             task=sub.task_id,
             team=sub.team,
             status=status,
-            members=list(sub.manifest.members) if sub.manifest else [],
+            members=list(sub.members),
             mode=self.mode,
             split=self.split.split if self.split else "",
-            message=message,
+            message=redact(message),
             stage=stage,
             violations=list(sub.violations),
             params=self.params,
@@ -388,7 +431,7 @@ class _Grading(VerifiedStages):
         )
 
     def _all_flags(self) -> list[Flag]:
-        flags = list(self.flags)
+        flags = [f.model_copy(update={"message": redact(f.message)}) for f in self.flags]
         if self.sub.ignored:
             flags.append(
                 Flag(
@@ -452,12 +495,7 @@ def _write_up(sub: Submission) -> dict[str, str]:
 
 
 def _is_reference(sub: Submission) -> bool:
-    """Whether the folder is one of its task's declared reference solutions."""
-    if sub.task is None:
-        return False
-
-    here = sub.path.resolve()
-    return any(sub.task.reference_folder(ref) == here for ref in sub.task.references)
+    return is_declared_reference(sub)
 
 
 def _describe(backend: Backend) -> dict[str, str | None]:

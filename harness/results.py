@@ -97,7 +97,11 @@ class ResultDocument(_Doc):
 
 
 def result_path(results_dir: Path, task: str, team: str) -> Path:
-    return results_dir / task / team / "result.json"
+    """``RESULTS/<task>/<team>/result.json``; ValueError unless both are safe folder names
+    (the store, the reports and the leaderboard build every path of a result here)."""
+    from .identity import path_component
+
+    return results_dir / path_component(task, "task") / path_component(team, "team") / "result.json"
 
 
 def write_atomic(path: Path, text: str) -> None:

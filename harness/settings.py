@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tomllib
 from dataclasses import dataclass
@@ -37,17 +38,28 @@ def _find_home() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
+def seed_of(secret: object) -> int:
+    """The seed a course secret stands for: an integer (or a string of one) is itself, as
+    it always was, so existing hidden splits stay the same; any other string is hashed
+    (SHA-256, first 8 bytes), so ``HARNESS_SECRET_SEED=course-secret-2026`` works."""
+    text = str(secret).strip()
+    try:
+        return int(text)
+    except ValueError:
+        return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
+
+
 def _secret() -> tuple[int | None, str]:
     env = os.environ.get("HARNESS_SECRET_SEED")
     if env:
-        return int(env), "HARNESS_SECRET_SEED"
+        return seed_of(env), "HARNESS_SECRET_SEED"
     config = Path(
         os.environ.get("HARNESS_CONFIG", Path.home() / ".config" / "harness" / "config.toml")
     )
     if config.is_file():
         data = tomllib.loads(config.read_text())
         if "secret_seed" in data:
-            return int(data["secret_seed"]), str(config)
+            return seed_of(data["secret_seed"]), str(config)
     return None, "public fallback"
 
 

@@ -6,10 +6,13 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .safefs import NotPlain, remove_tree
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ class Workspace:
         for rel, src in pairs:
             dest = target / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dest)
+            _copy_plain(src, dest)
             os.chmod(dest, 0o444)
         for folder in sorted({p.parent for p in target.rglob("*")} | {target}):
             os.chmod(folder, 0o555)
@@ -56,9 +59,19 @@ class Workspace:
         return folder
 
     def close(self) -> None:
-        for dirpath, dirnames, _ in os.walk(self.root):
-            for d in dirnames:
-                with contextlib.suppress(OSError):
-                    os.chmod(os.path.join(dirpath, d), 0o755)
-        os.chmod(self.root, 0o755)
-        shutil.rmtree(self.root, ignore_errors=True)
+        """Remove the workspace, whatever a sandbox left in it: links are removed, never
+        followed; any depth (``safefs.remove_tree``)."""
+        with contextlib.suppress(OSError):
+            remove_tree(self.root)
+
+
+def _copy_plain(src: Path, dest: Path) -> None:
+    """Copy a regular file, refusing a link as the source (an output a sandbox wrote may be
+    handed to the next run: it must never bring a host file with it)."""
+    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotPlain(f"{src.name} is not a regular file")
+        os.set_blocking(fd, True)
+        with open(dest, "xb") as out:
+            shutil.copyfileobj(fh, out, 2**20)

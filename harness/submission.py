@@ -18,15 +18,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import UserError
+from .identity import TEAM_RE, Identity, Team
 from .results import Violation
 from .spec_errors import field_path
-from .tasks import TaskSpec, load_task
+from .tasks import TASK_ID_RE, TaskSpec, load_task
 
 MANIFEST = "submission.toml"
 MAX_TOTAL = 50 * 2**20
 MAX_PYTHON = 2**20
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")
-TEAM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss")
 HISTORY_OPTIONAL = ("train_acc", "val_acc")
 
@@ -81,14 +81,25 @@ class Submission:
     violations: list[Violation] = field(default_factory=list)
     history: list[dict[str, float]] = field(default_factory=list)
     hash: str = ""
+    members: list[str] = field(default_factory=list)  # the roster's, else the manifest's
 
     def broke(self, rule: str, message: str) -> None:
         self.violations.append(Violation(rule=rule, message=message))
 
 
-def load_submission(path: Path, *, tasks_dir: Path | None = None) -> Submission:
-    """Read and check a submission folder. Never raises for a broken submission."""
-    sub = Submission(path=path, team=_safe_team(path.name), task_id="unknown")
+def load_submission(
+    path: Path, *, tasks_dir: Path | None = None, identity: Identity | None = None
+) -> Submission:
+    """Read and check a submission folder. Never raises for a broken submission.
+
+    The team and the task come from the grader (``identity``: the folder's name or the
+    roster, the pinned task); the manifest may only agree with them."""
+    identity = identity or Identity()
+    team = identity.team_of(path)
+    sub = Submission(path=path, team=team.name, task_id=identity.task or "unknown")
+    sub.members = list(team.members)
+    if team.problem is not None:
+        sub.broke(*team.problem)
     if not path.is_dir():
         sub.broke("folder.exists", f"{path} is not a folder")
         return sub
@@ -97,20 +108,18 @@ def load_submission(path: Path, *, tasks_dir: Path | None = None) -> Submission:
     if manifest is None:
         return sub
     sub.manifest = manifest
-    sub.task_id = manifest.task
-    if manifest.team is not None:
-        if TEAM_RE.fullmatch(manifest.team):
-            sub.team = manifest.team
-        else:
-            sub.broke(
-                "manifest.team",
-                f"{MANIFEST}: team {manifest.team!r} must be 1-64 letters, digits, '.', '_' or '-'",
-            )
+    if not team.members:
+        sub.members = list(manifest.members)
+    task_id = _task_id(sub, manifest, identity)
+    if task_id is None:
+        return sub
     try:
-        sub.task = load_task(manifest.task, tasks_dir)
+        sub.task = load_task(task_id, tasks_dir)
     except UserError as exc:
         sub.broke("manifest.task", f"{MANIFEST}: field `task`: {exc.message} ({exc.hint})")
         return sub
+    sub.task_id = sub.task.id
+    _check_team(sub, manifest, team)
     _check_model(sub, manifest, sub.task)
     _check_training(sub, manifest, sub.task)
     if not sub.violations:
@@ -118,9 +127,50 @@ def load_submission(path: Path, *, tasks_dir: Path | None = None) -> Submission:
     return sub
 
 
-def _safe_team(name: str) -> str:
-    cleaned = re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip(".-_") or "unnamed"
-    return cleaned[:64]
+def _task_id(sub: Submission, manifest: Manifest, identity: Identity) -> str | None:
+    """The task to grade on: the pinned one (the manifest must name it), or the manifest's
+    when it is a task id; None (and a broken rule) otherwise."""
+    if identity.task is not None:
+        if manifest.task != identity.task:
+            sub.broke(
+                "manifest.task",
+                f"{MANIFEST}: field `task`: names {manifest.task[:80]!r}, but this batch "
+                f"grades task {identity.task!r}; hand it in for {identity.task!r}",
+            )
+            return None
+        return identity.task
+    if not TASK_ID_RE.fullmatch(manifest.task):
+        sub.broke(
+            "manifest.task",
+            f"{MANIFEST}: field `task`: {manifest.task[:80]!r} is not a task id "
+            "(1-64 lowercase letters, digits or '-', the name of a task; never a path)",
+        )
+        return None
+    return manifest.task
+
+
+def _check_team(sub: Submission, manifest: Manifest, team: Team) -> None:
+    """The manifest's ``team`` may only agree with the grader's. A declared reference
+    solution of its task (listed by the task file, not by the submission) keeps its own."""
+    if is_declared_reference(sub) and manifest.team and TEAM_RE.fullmatch(manifest.team):
+        sub.team = manifest.team
+        return
+    if manifest.team is None or manifest.team == team.name or team.problem is not None:
+        return
+    where = "the roster" if team.from_roster else "the folder name"
+    sub.broke(
+        "manifest.team",
+        f"{MANIFEST}: field `team`: {manifest.team[:80]!r} is not this submission's team "
+        f"{team.name!r} (from {where}); remove the field or make it {team.name!r}",
+    )
+
+
+def is_declared_reference(sub: Submission) -> bool:
+    """Whether the folder is one of its task's declared reference solutions."""
+    if sub.task is None or not sub.task.references:
+        return False
+    here = sub.path.resolve()
+    return any(sub.task.reference_folder(ref) == here for ref in sub.task.references)
 
 
 def _walk(root: Path) -> list[Path]:
@@ -181,10 +231,6 @@ def _read_manifest(sub: Submission) -> Manifest | None:
             msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
             rule = f"manifest.{str(err['loc'][0]) if err['loc'] else 'schema'}"
             sub.broke(rule, f"{MANIFEST}: field `{where}`: {msg}")
-        if isinstance(data.get("team"), str) and TEAM_RE.fullmatch(data["team"]):
-            sub.team = data["team"]
-        if isinstance(data.get("task"), str):
-            sub.task_id = data["task"]
         return None
 
 

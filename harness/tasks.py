@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import tomllib
 from functools import cache
 from pathlib import Path
@@ -194,8 +195,18 @@ def _load_cached(path: str, mtime_ns: int) -> TaskSpec:
     return load_task_file(Path(path))
 
 
+TASK_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+
+
 def load_task(task_id: str, root: Path | None = None) -> TaskSpec:
+    """The task ``task_id`` of the tasks folder; the id is checked before it becomes a path."""
     root = root or tasks_root()
+    if not isinstance(task_id, str) or not TASK_ID_RE.fullmatch(task_id):
+        raise UserError(
+            f"{str(task_id)[:80]!r} is not a task id",
+            "a task id is 1-64 lowercase letters, digits or '-' (the name of a folder "
+            "under tasks/), never a path",
+        )
     path = root / task_id / "task.toml"
     if not path.is_file():
         known = sorted(p.parent.name for p in root.glob("*/task.toml"))

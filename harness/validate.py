@@ -32,6 +32,7 @@ from rich.table import Table
 from .api import GradeOptions, grade
 from .data import providers
 from .errors import UserError
+from .identity import TEAM_RE
 from .metrics import METRICS
 from .results import ResultDocument
 from .tasks import ReferenceSpec, TaskSpec, all_tasks
@@ -127,6 +128,7 @@ def _validate_one(
     if not (folder / "submission.toml").is_file():
         raise UserError(f"{folder}/submission.toml is missing", f"check `path` of {ref.name!r}")
     submission, row.weights = _submission(folder, tmp / "submission")
+    roster = _roster(folder, submission, tmp / "roster.csv")
 
     def run(root: Path | None, name: str) -> ResultDocument:
         options = GradeOptions(
@@ -136,6 +138,7 @@ def _validate_one(
             tasks_dir=tasks_dir,
             force=True,
             reports=False,
+            roster=roster,
         )
         [doc] = grade([submission], options=options)
         return doc
@@ -243,6 +246,16 @@ if out.endswith(".safetensors"):
 else:
     torch.save(state, out)
 """
+
+
+def _roster(folder: Path, submission: Path, path: Path) -> Path:
+    """A reference is graded as the team its manifest names (the instructor's own word,
+    given as a roster), whatever folder it is graded from."""
+    manifest = tomllib.loads((folder / "submission.toml").read_text(encoding="utf-8"))
+    team = manifest.get("team")
+    team = team if isinstance(team, str) and TEAM_RE.fullmatch(team) else folder.name
+    path.write_text(f"folder,team\n{submission.name},{team}\n", encoding="utf-8")
+    return path
 
 
 def _submission(folder: Path, copy: Path) -> tuple[Path, Weights]:

@@ -34,6 +34,7 @@ from .params import ParamCount, over_limit
 from .program import CheckError, Expect, check_program, count_program
 from .results import Flag, Params
 from .runner.contract import torch_mismatch
+from .safefs import NotPlain, plain_file
 from .tasks import TaskSpec
 from .verdicts import (
     Failed,
@@ -121,7 +122,10 @@ class VerifiedStages:
             if wrong_torch is not None:  # the grader's setup, not the submission: re-graded
                 raise Failed("failed", wrong_torch, "harness")
             self._reported = reported_count(outcome)
-            return out / PROGRAM
+            try:
+                return plain_file(out, out / PROGRAM)
+            except NotPlain as exc:
+                raise Failed("failed", f"the exported program: {exc}", "export") from None
         if over_limit(self._count, task.parameter_limit):
             self.params = self.params.model_copy(update={"model_reported": reported_count(outcome)})
             raise Failed("over_limit", self._over_message(task), "count", verdict.output)

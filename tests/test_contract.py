@@ -88,8 +88,10 @@ def test_unreadable_manifest_still_writes_a_document_under_the_folder_name(
     folder = make_submission(tmp_path / "subs", "Team Seven")
     (folder / "submission.toml").write_bytes(b"\xff\xfe not toml")
     doc = _grade_one(folder, tmp_path, env)
-    assert doc.status == "invalid" and doc.team == "Team_Seven"
-    assert (tmp_path / "results" / "unknown" / "Team_Seven" / "result.json").is_file()
+    # a folder name that is no team name: its own quarantined team, never another's
+    assert doc.status == "invalid" and doc.team.startswith("Team_Seven-")
+    assert {"folder.name", "manifest.toml"} <= {v.rule for v in doc.violations}
+    assert (tmp_path / "results" / "unknown" / doc.team / "result.json").is_file()
 
 
 def test_symlink_inside_the_folder_is_allowed(env: Path, tmp_path: Path) -> None:

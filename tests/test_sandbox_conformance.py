@@ -452,3 +452,61 @@ def test_the_dockerfile_builds_on_a_base_image_given_as_argument(backend_cache) 
         assert out.decode().strip() == "1000"
     finally:
         client.images.remove(tag, force=True)
+
+
+# Call the kernel's administrative interfaces directly (numbers of this architecture).
+_SYSCALLS = """
+import ctypes, errno, json, platform
+NUMBERS = {
+    "x86_64": {"keyctl": 250, "add_key": 248, "bpf": 321, "mount": 165, "unshare": 272,
+               "setns": 308, "perf_event_open": 298, "userfaultfd": 323, "kexec_load": 246,
+               "ptrace": 101},
+    "aarch64": {"keyctl": 219, "add_key": 217, "bpf": 280, "mount": 40, "unshare": 97,
+                "setns": 268, "perf_event_open": 241, "userfaultfd": 282, "kexec_load": 104,
+                "ptrace": 117},
+}[platform.machine()]
+libc = ctypes.CDLL(None, use_errno=True)
+found = {}
+for name, number in NUMBERS.items():
+    ctypes.set_errno(0)
+    args = (16, 0, 0, 0, 0) if name == "ptrace" else (0, 0, 0, 0, 0)  # PTRACE_ATTACH pid 0
+    result = libc.syscall(number, *args)
+    found[name] = errno.errorcode.get(ctypes.get_errno(), "?") if result == -1 else "allowed"
+status = open("/proc/self/status").read().split("Seccomp:")[1].split()[0]
+found["seccomp_mode"] = status
+raise RuntimeError("PROBE" + json.dumps(found))
+"""
+# docker's default profile denies these (ptrace it allows on kernels >= 4.8, and bwrap's
+# filter denies it too)
+DENIED_EVERYWHERE = (
+    "keyctl",
+    "add_key",
+    "bpf",
+    "mount",
+    "unshare",
+    "setns",
+    "perf_event_open",
+    "userfaultfd",
+    "kexec_load",
+)
+
+
+@pytest.mark.parametrize("name", ISOLATED)
+def test_the_kernels_admin_calls_fail_with_eperm(name, backend_cache, tmp_path) -> None:
+    found = _findings(_run(name, backend_cache, tmp_path, _SYSCALLS))
+    assert found["seccomp_mode"] == "2"  # a seccomp filter is installed
+    assert {call: found[call] for call in DENIED_EVERYWHERE} == dict.fromkeys(
+        DENIED_EVERYWHERE, "EPERM"
+    )
+    if name == "bwrap":
+        assert found["ptrace"] == "EPERM"
+
+
+@pytest.mark.parametrize("name", ISOLATED)
+def test_dev_shm_is_capped_like_tmp(name, backend_cache, tmp_path) -> None:
+    probe = (
+        "with open('/dev/shm/fill', 'wb') as fh:\n    while True:\n        fh.write(bytes(2**20))\n"
+    )
+    outcome = _run(name, backend_cache, tmp_path, probe, output_bytes=32 * 2**20)
+    assert outcome.status == "killed", outcome.log[-2000:]
+    assert "disk limit" in outcome.reason

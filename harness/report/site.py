@@ -16,11 +16,11 @@ from typing import Any
 
 import pandas as pd
 
-from ..results import ResultDocument, write_atomic
+from ..results import ResultDocument, read_result, write_atomic
 from ..tasks import TaskSpec
 from . import facts, plots
 from .leaderboard import Board, Row, board_frame, build_board, load_gradings
-from .templating import CSS_PATH, render
+from .templating import CSS_PATH, csv_cell, render
 
 
 def render_site(
@@ -37,9 +37,7 @@ def render_site(
     """
     gradings = load_gradings(results_dir)
     if tasks is None:
-        from ..tasks import load_task
-
-        tasks = {task_id: load_task(task_id) for task_id in sorted(gradings)}
+        tasks, _ = known_tasks(gradings)
     view = "private" if reveal_private else "public"
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [_copy_css(out_dir)]
@@ -53,6 +51,37 @@ def render_site(
     written.append(_write(out_dir / "index.html", _index(boards, reveal_private)))
     written += _tables(boards, out_dir)
     return written
+
+
+def known_tasks(
+    gradings: Mapping[str, list[ResultDocument]],
+) -> tuple[dict[str, TaskSpec], list[tuple[str, str]]]:
+    """The tasks of the results that load from the tasks folder, and (task, reason) for
+    each one that does not: its results are left out, never the whole site."""
+    from ..errors import UserError
+    from ..tasks import load_task
+
+    found: dict[str, TaskSpec] = {}
+    ignored: list[tuple[str, str]] = []
+    for task_id in sorted(gradings):
+        try:
+            found[task_id] = load_task(task_id)
+        except UserError as exc:
+            ignored.append((task_id, exc.message))
+    return found, ignored
+
+
+def ignored_results(results_dir: Path) -> list[tuple[str, str]]:
+    """(path, reason) for every result a leaderboard leaves out: documents that do not
+    read, and documents of tasks the tasks folder does not have."""
+    out: list[tuple[str, str]] = []
+    for path in sorted(results_dir.glob("*/*/result.json")):
+        if read_result(path) is None:
+            out.append((str(path), "not a readable result document of this schema version"))
+    _, unknown = known_tasks(load_gradings(results_dir))
+    for task_id, reason in unknown:
+        out.append((str(results_dir / task_id), f"results of task {task_id!r}: {reason}"))
+    return out
 
 
 def page_name(task_id: str) -> str:
@@ -262,6 +291,6 @@ def _tables(boards: list[Board], out_dir: Path) -> list[Path]:
         pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["task", "team"])
     )
     csv_path, json_path = out_dir / "leaderboard.csv", out_dir / "leaderboard.json"
-    write_atomic(csv_path, frame.to_csv(index=False))
+    write_atomic(csv_path, frame.map(csv_cell).to_csv(index=False))
     write_atomic(json_path, frame.to_json(orient="records", indent=2) or "[]")
     return [csv_path, json_path]

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..results import ResultDocument, write_atomic
+from ..results import Flag, ResultDocument, write_atomic
 from ..tasks import TaskSpec
 from . import plots
 from .context import report_context
@@ -89,12 +89,26 @@ def _figures(
     if doc.status == "graded" and task.kind == "regression":
         _regression_figures(doc.details, figs)
     if doc.history:
-        figs.add(
-            "training",
-            plots.training(curves(doc.history), findings, figs.folder / "training_curves.png"),
-            "Training and validation loss per epoch; what they show is listed below.",
-            "From the submitted history.csv.",
-        )
+        try:  # the student's own numbers: a plot that cannot be drawn is a note, not a crash
+            drawn = plots.training(
+                curves(doc.history), findings, figs.folder / "training_curves.png"
+            )
+        except Exception as exc:
+            doc.flags.append(
+                Flag(
+                    code="plot_failed",
+                    audience="student",
+                    message="the training curves could not be drawn from the submitted "
+                    f"history ({type(exc).__name__}); the rest of the report stands",
+                )
+            )
+        else:
+            figs.add(
+                "training",
+                drawn,
+                "Training and validation loss per epoch; what they show is listed below.",
+                "From the submitted history.csv.",
+            )
     return figs.sections, figs.written
 
 

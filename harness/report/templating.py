@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,25 @@ HERE = Path(__file__).parent
 CSS_PATH = HERE / "static" / "style.css"
 
 
+MD_SPECIAL = re.compile(r"([\\`\[\]|])")
+CSV_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def md_cell(value: Any) -> str:
-    """Text safe inside a Markdown table cell: no pipes, no line breaks, no raw HTML."""
-    text = str(value).replace("\\", "\\\\").replace("|", "\\|")
+    """Student text made inert in Markdown (a table cell or a line): no pipes, no line
+    breaks, no raw HTML, no link, image or code span (``[``, ``]`` and backticks are
+    backslash-escaped: ``![x](http://...)`` shows as text, nothing is fetched)."""
+    text = MD_SPECIAL.sub(r"\\\1", str(value))
     text = text.replace("<", "&lt;").replace(">", "&gt;")
     return " ".join(text.split())
+
+
+def csv_cell(value: Any) -> Any:
+    """A cell no spreadsheet runs as a formula: text starting with = + - @ tab or CR gets a
+    leading apostrophe (numbers stay numbers). Every CSV the harness writes uses it."""
+    if isinstance(value, str) and value.startswith(CSV_TRIGGERS):
+        return "'" + value
+    return value
 
 
 @cache

@@ -50,6 +50,7 @@ from .confine import (
     supervised_argv,
     verdict,
 )
+from .seccomp import program_fd
 
 NOBODY = 65534
 INSIDE_UID = 1000
@@ -83,7 +84,7 @@ class BwrapBackend:
         binds = [Bind(p, p) for p in _python_prefixes(self.python)]
         with ExitStack() as stack:
             argv = self._argv(stack, binds, _env(1.0), 1 << 20)
-            proc = _popen([*argv, self.python, "-I", "-c", "pass"])
+            proc = _popen([*argv, self.python, "-I", "-c", "pass"], _fds(argv))
             out = proc.communicate(timeout=60)[0].decode(errors="replace").strip()
         if proc.returncode != 0:
             return "bwrap cannot create a sandbox here: " + (out.splitlines() or ["?"])[-1]
@@ -104,7 +105,7 @@ class BwrapBackend:
         with ExitStack() as stack:
             argv = self._argv(stack, binds, _env(p.cpus), p.tmpfs_bytes)
             t0 = time.perf_counter()
-            proc = _popen(argv + inside)
+            proc = _popen(argv + inside, _fds(argv))
             return self._supervise(job, proc, t0)
 
     def _argv(
@@ -126,6 +127,11 @@ class BwrapBackend:
                 argv += ["--ro-bind", path, path]
         argv += ["--proc", "/proc", "--dev", "/dev"]
         argv += ["--size", str(tmpfs), "--perms", "1777", "--tmpfs", "/tmp"]
+        # POSIX shared memory: capped like /tmp (docker: shm_size), not bwrap's open /dev tmpfs
+        argv += ["--size", str(tmpfs), "--perms", "1777", "--tmpfs", "/dev/shm"]
+        seccomp_fd = program_fd()
+        stack.callback(os.close, seccomp_fd)
+        argv += ["--seccomp", str(seccomp_fd)]
         for bind in binds:
             argv += ["--bind" if bind.writable else "--ro-bind", bind.source, bind.target]
         # the root is bwrap's own tmpfs, unbounded: nothing may be written there
@@ -212,7 +218,7 @@ def _rmdir(path: Path) -> None:
         path.rmdir()  # never recursive: in the host's namespace the stage folders are empty
 
 
-def _popen(argv: list[str]) -> subprocess.Popen[bytes]:
+def _popen(argv: list[str], fds: tuple[int, ...] = ()) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,
@@ -220,7 +226,13 @@ def _popen(argv: list[str]) -> subprocess.Popen[bytes]:
         stderr=subprocess.STDOUT,
         start_new_session=True,
         env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+        pass_fds=fds,
     )
+
+
+def _fds(argv: list[str]) -> tuple[int, ...]:
+    """The descriptors bwrap reads its options from (``--seccomp FD``), kept open for it."""
+    return tuple(int(argv[i + 1]) for i, a in enumerate(argv[:-1]) if a == "--seccomp")
 
 
 def _rlimits(p: SandboxPolicy) -> dict[str, int]:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import atexit
-import contextlib
 import os
 import shutil
+import stat
 import tempfile
 import threading
 from functools import cache
 from pathlib import Path
 from typing import IO
 
+from ..safefs import TreeTooLarge, walk
 from .base import MOUNTS, RunJob
 
 RUNNER_SOURCE = Path(__file__).resolve().parent.parent / "runner"
@@ -116,9 +117,12 @@ class CappedLog:
 
 
 def folder_size(folder: Path) -> int:
+    """Bytes in the regular files below ``folder`` (links not followed); past the caps on
+    entries or depth, more than any output limit."""
     total = 0
-    for dirpath, _dirs, files in os.walk(folder):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(dirpath, name)).st_size
+    try:
+        for _path, info, _depth in walk(folder):
+            total += info.st_size if stat.S_ISREG(info.st_mode) else 0
+    except TreeTooLarge:
+        return 1 << 62
     return total

@@ -9,15 +9,18 @@ import contextlib
 import json
 import os
 import signal
+import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
 from ..runner.supervisor import PROCESS_LIMIT_EXIT
+from ..safefs import TreeTooLarge, read_under, walk
 from .base import RunStatus, SandboxPolicy
 
 MAX_OUTPUT_FILES = 10_000
+MAX_OUTPUT_DEPTH = 32
 REPORT_MAX_BYTES = 1 << 20
 
 RUNNER_BOOT = (
@@ -107,16 +110,16 @@ class LogPump:
 
 def output_over(folder: Path, policy: SandboxPolicy) -> str | None:
     """The output limit the folder passes, if any (bytes in all, or number of files)."""
-    total = files = 0
-    for dirpath, dirs, names in os.walk(folder):
-        files += len(names) + len(dirs)
-        if files > MAX_OUTPUT_FILES:
-            return f"output limit of {MAX_OUTPUT_FILES} files"
-        for name in names:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(dirpath, name)).st_size
-        if total > policy.output_bytes:
-            return f"output limit of {_mib(policy.output_bytes)}"
+    total = 0
+    try:
+        for _path, info, _depth in walk(
+            folder, max_entries=MAX_OUTPUT_FILES, max_depth=MAX_OUTPUT_DEPTH
+        ):
+            total += info.st_size if stat.S_ISREG(info.st_mode) else 0
+            if total > policy.output_bytes:
+                return f"output limit of {_mib(policy.output_bytes)}"
+    except TreeTooLarge as exc:
+        return f"output limit: {exc}"
     return None
 
 
@@ -128,11 +131,9 @@ def limit_in_report(output_dir: Path, policy: SandboxPolicy) -> str | None:
     give ENOSPC or EFBIG at the disk limits. The runner reports the exception; this reads
     it back (as JSON data only) and names the limit.
     """
-    path = output_dir / "report.json"
     try:
-        if path.is_symlink() or path.stat().st_size > REPORT_MAX_BYTES:
-            return None
-        error = json.loads(path.read_text(encoding="utf-8")).get("error") or {}
+        raw = read_under(output_dir, "report.json", REPORT_MAX_BYTES)
+        error = json.loads(raw.decode("utf-8")).get("error") or {}
         kind, message = str(error.get("type", "")), str(error.get("message", ""))
     except (OSError, ValueError, AttributeError):
         return None
@@ -146,7 +147,7 @@ def _limit_of(kind: str, message: str, policy: SandboxPolicy) -> str | None:
     if "errno 11]" in text or "can't start new thread" in text or kind == "BlockingIOError":
         return f"process limit of {policy.pids} processes and threads"
     if "errno 28]" in text or "no space left on device" in text:
-        return f"disk limit: /tmp holds at most {_mib(policy.tmpfs_bytes)}"
+        return f"disk limit: /tmp holds at most {_mib(policy.tmpfs_bytes)} (so does /dev/shm)"
     if "errno 27]" in text or "file too large" in text:
         return f"output limit of {_mib(policy.output_bytes)} per file"
     return None
@@ -187,10 +188,12 @@ def share_folders(read_only: list[Path], writable: Path, uid: int | None) -> Non
     handed to it); None when the sandbox runs as the calling user, who owns it already.
     """
     for folder in read_only:
-        for dirpath, _dirs, names in os.walk(folder):
-            _add_mode(Path(dirpath), 0o555)
-            for name in names:
-                _add_mode(Path(dirpath) / name, 0o444)
+        _add_mode(folder, 0o555)
+        for path, info, _depth in walk(folder):
+            if stat.S_ISDIR(info.st_mode):
+                _add_mode(path, 0o555)
+            elif stat.S_ISREG(info.st_mode):
+                _add_mode(path, 0o444)
     if uid is not None and os.geteuid() == 0:
         os.chown(writable, uid, uid)
         os.chmod(writable, 0o700)
