@@ -25,6 +25,7 @@ from .export_count import ExportCount
 from .interpret import Failed as _Failed
 from .interpret import interpret_run, over_message, read_run
 from .params import count_from_header, to_params
+from .ranking import hidden_split_of
 from .results import Flag, Params, ResultDocument, SandboxInfo, read_result, result_path
 from .safetensors_header import read_header
 from .sandbox import Backend, RunJob, SandboxPolicy, get_backend
@@ -430,6 +431,7 @@ class _Grading(VerifiedStages):
             flags=self._all_flags(),
             timing=dict(self.timing),
             sandbox=self.sandbox,
+            hidden_split=hidden_split_of(self.split, self.mode),
             submission_path=str(sub.path),
             submission_hash=sub.hash,
             task_spec_hash=sub.task.spec_hash if sub.task else "",

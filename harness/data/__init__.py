@@ -14,6 +14,7 @@ import json
 import shutil
 import tempfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Protocol
 
@@ -42,6 +43,9 @@ class DatasetProvider(Protocol):
     def prepare(self, source: SplitSource) -> tuple[np.ndarray, np.ndarray]:
         """The split as (uint8 images N x C x H x W, labels). Raise UserError on bad data."""
 
+    def uses_seed(self, source: SplitSource) -> bool:
+        """Whether the split's content depends on ``source.seed`` (generated, or carved)."""
+
 
 providers: Registry[DatasetProvider] = Registry("dataset provider")
 
@@ -54,6 +58,16 @@ class PreparedSplit:
     count: int
     key: str  # content key: part of every cache key downstream
     public_fallback_seed: bool = False
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """The split's identity for result documents: a slow one-way digest of ``key``.
+
+        The key already holds only a digest of the seed; PBKDF2 on top makes guessing a
+        small seed from a published fingerprint cost a tenth of a second per guess.
+        """
+        digest = hashlib.pbkdf2_hmac("sha256", self.key.encode(), b"harness hidden split", 100_000)
+        return digest.hex()[:16]
 
     @property
     def inputs_dir(self) -> Path:
@@ -109,6 +123,7 @@ def prepare_split(
     provider = providers.get(task.dataset.provider)
     seed, fallback = _seed_for(task, split)
     source = SplitSource(task=task, split=split, seed=seed, data_root=data_root)
+    fallback = fallback and provider.uses_seed(source)
     fingerprint = {
         "provider": task.dataset.provider,
         "options": task.dataset.options,
@@ -162,6 +177,9 @@ class _LazyProvider:
 
     def prepare(self, source: SplitSource) -> tuple[np.ndarray, np.ndarray]:
         return self._load().prepare(source)
+
+    def uses_seed(self, source: SplitSource) -> bool:
+        return self._load().uses_seed(source)
 
 
 def _register_builtin() -> None:
