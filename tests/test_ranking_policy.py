@@ -30,18 +30,21 @@ FALLBACK = "fa11bac05eed0000"
 
 # the scenario: graded with the public fallback seed, then HARNESS_SECRET_SEED was
 # set and most teams were graded again; kilo's fallback grading scored best
+DAY1, DAY4 = "2026-03-01T09:00:00+00:00", "2026-03-04T09:00:00+00:00"
 SCENARIO = [
-    rd.Team("kilo", 0.95, seed=21, split=FALLBACK, public_seed=True, graded_at="2026-03-01T09:00:00+00:00"),
-    rd.Team("kilo", 0.80, seed=22, graded_at="2026-03-04T09:00:00+00:00"),
+    rd.Team("kilo", 0.95, seed=21, split=FALLBACK, public_seed=True, graded_at=DAY1),
+    rd.Team("kilo", 0.80, seed=22, graded_at=DAY4),
     rd.Team("lima", 0.90, seed=23, graded_at="2026-03-04T10:00:00+00:00"),
     # graded on the current split, but without isolation
     rd.Team("mike", 0.97, seed=24, sandbox="process", graded_at="2026-03-04T11:00:00+00:00"),
     # only ever graded on the fallback seed
-    rd.Team("oscar", 0.96, seed=25, split=FALLBACK, public_seed=True, graded_at="2026-03-01T10:00:00+00:00"),
+    rd.Team("oscar", 0.96, seed=25, split=FALLBACK, public_seed=True, graded_at=DAY1),
     # graded on an earlier private split, before the instructor replaced it
     rd.Team("papa", 0.93, seed=26, split=OLD_SPLIT, graded_at="2026-02-20T10:00:00+00:00"),
-    rd.Team("quebec", status="failed", stage="predict", message="the model raised in forward", graded_at="2026-03-04T12:00:00+00:00"),
-]  # fmt: skip
+    rd.Team(
+        "quebec", status="failed", stage="predict", message="raised in forward", graded_at=DAY4
+    ),
+]
 
 
 @pytest.fixture(scope="module")
