@@ -257,9 +257,10 @@ def test_interval_chart_zooms_to_the_ranked_teams() -> None:
         ("ref", 0.86, None, True),
         ("3. c", 0.88, (0.86, 0.90), False),
         ("4. d", 0.016, (0.01, 0.02), False),
+        ("far ref", 0.30, None, True),
     ]
     (lo, hi), outside = zoom_range(rows)
-    assert outside == [4]  # the 1.6 % team is noted, not plotted at scale
+    assert outside == [4, 5]  # the 1.6 % team and the far reference are noted, not plotted
     assert 0.80 < lo < 0.86 and 0.94 < hi < 1.0
     assert (hi - lo) < 0.2  # not a 0-100 % axis
     # no outlier when the teams spread evenly
