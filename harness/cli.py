@@ -190,7 +190,7 @@ def history_cmd(team: str, task: str | None, results_dir: Path, as_json: bool, d
     table = Table(*columns, title=f"{team}: {len(rows)} grading(s)")
     for row in rows:
         table.add_row(*(str(row[c]) for c in columns))
-    Console().print(table)
+    Console(width=max(Console().width, 160)).print(table)
 
 
 @cli.group("data")
