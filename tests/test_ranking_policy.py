@@ -311,3 +311,69 @@ def test_team_documents_keep_their_fields(scenario) -> None:
     )
     assert doc.sandbox is not None and doc.sandbox.isolated
     assert doc.hidden_split is not None and doc.hidden_split.fingerprint == rd.CURRENT_SPLIT
+
+
+# -- the hidden split's identity ------------------------------------------------------
+
+
+def _small_correlation():
+    import tomllib
+
+    from harness.tasks import TaskSpec
+
+    path = rd.ROOT / "tasks" / "correlation" / "task.toml"
+    data = tomllib.loads(path.read_text())
+    data["dataset"]["options"].update(train_size=8, validation_size=8, test_size=12)
+    return TaskSpec.model_validate({**data, "source": str(path), "spec_hash": "x"})
+
+
+@pytest.fixture
+def seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from harness.settings import settings
+
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HARNESS_CONFIG", str(tmp_path / "no-config.toml"))
+
+    def use(seed: int | None) -> None:
+        if seed is None:
+            monkeypatch.delenv("HARNESS_SECRET_SEED", raising=False)
+        else:
+            monkeypatch.setenv("HARNESS_SECRET_SEED", str(seed))
+        settings.cache_clear()
+
+    yield use
+    settings.cache_clear()
+
+
+def test_fingerprint_names_the_split_not_the_seed(seeded) -> None:
+    from harness.data import prepare_split
+    from harness.ranking import hidden_split_of
+
+    task = _small_correlation()
+    seeded(None)
+    fallback = hidden_split_of(prepare_split(task, "test"), "grade")
+    seeded(31337)
+    first = hidden_split_of(prepare_split(task, "test"), "grade")
+    again = hidden_split_of(prepare_split(task, "test"), "grade")
+    seeded(31338)
+    other = hidden_split_of(prepare_split(task, "test"), "grade")
+    assert fallback and first and again and other
+    assert fallback.public_seed and not first.public_seed
+    assert first == again  # the same split, the same identity
+    assert len({fallback.fingerprint, first.fingerprint, other.fingerprint}) == 3
+    assert "31337" not in first.fingerprint and len(first.fingerprint) == 16
+    assert hidden_split_of(prepare_split(task, "validation"), "check") is None
+
+
+def test_a_split_from_files_is_not_on_the_fallback_seed(seeded, tmp_path: Path) -> None:
+    """Only a split generated from the seed is on the public fallback seed."""
+    from harness.data import SplitSource, providers
+
+    seeded(None)
+    task = _small_correlation()
+    source = SplitSource(task, "test", 424242, None)
+    assert providers.get("correlation").uses_seed(source)
+    cifar = rd.task("cifar10")
+    hidden = SplitSource(cifar, "test", 424242, tmp_path)
+    assert not providers.get("cifar10").uses_seed(hidden)  # the official or a private test set
+    assert providers.get("cifar10").uses_seed(SplitSource(cifar, "validation", 0, tmp_path))
