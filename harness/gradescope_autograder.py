@@ -63,13 +63,13 @@ if ! python3 -m pip --version >/dev/null 2>&1; then
         exit 1
     fi
 fi
-FROM=()
-if [ -d wheels ]; then FROM=(--no-index --find-links wheels); fi
+FROM=(--no-compile)  # byte-compiling pandas and matplotlib costs more than it saves here
+if [ -d wheels ]; then FROM+=(--no-index --find-links wheels); fi
 if ! python3 -c 'import torch' 2>/dev/null; then
     if [ -d wheels ]; then
         "${{PIP[@]}}" install "${{FROM[@]}}" torch
     else
-        "${{PIP[@]}}" install torch --index-url https://download.pytorch.org/whl/cpu
+        "${{PIP[@]}}" install "${{FROM[@]}}" torch --index-url https://download.pytorch.org/whl/cpu
     fi
 fi
 "${{PIP[@]}}" install "${{FROM[@]}}" -r requirements.txt

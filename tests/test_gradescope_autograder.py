@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -149,10 +148,22 @@ def test_folder_has_what_gradescope_needs(autograder: Path) -> None:
     assert (autograder / "config.toml").stat().st_mode & 0o077 == 0  # the seed: owner only
 
 
+def test_a_broken_upload_still_gets_a_results_json(tmp_path: Path) -> None:
+    """What ``run_autograder`` runs, on an upload without submission.toml (on the host)."""
+    from harness.gradescope_autograder import run
+
+    (tmp_path / "upload").mkdir()
+    (tmp_path / "upload" / "notes.txt").write_text("forgot everything")
+    out = tmp_path / "results" / "results.json"
+    assert run("correlation", tmp_path / "upload", out, sandbox="process", data_root=None) == 0
+    failed = json.loads(out.read_text())
+    validate(failed)
+    assert failed["score"] == 0 and failed["max_score"] == 100
+    assert "submission.toml" in failed["tests"][0]["output"]
+    assert failed["stdout_visibility"] == "hidden"
+
+
 def test_run_autograder_in_a_gradescope_like_container(autograder: Path, tmp_path: Path) -> None:
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    (broken / "notes.txt").write_text("forgot everything")
     results = tmp_path / "results"
     results.mkdir()
     script = (
@@ -160,20 +171,13 @@ def test_run_autograder_in_a_gradescope_like_container(autograder: Path, tmp_pat
         "cp /autograder/source/run_autograder /autograder/run_autograder; "
         "bash /autograder/source/setup.sh > /autograder/setup.log 2>&1 "
         "|| { tail -20 /autograder/setup.log; exit 1; }; "
-        "for sub in sample broken; do "
-        "  rm -rf /autograder/submission /autograder/results; "
-        "  cp -r /mnt/uploads/$sub /autograder/submission; "
-        "  /autograder/run_autograder > /mnt/results/$sub.stdout 2>&1; "
-        "  cp /autograder/results/results.json /mnt/results/$sub.json; "
-        "done"
+        "cp -r /mnt/upload /autograder/submission; "
+        "/autograder/run_autograder > /mnt/results/sample.stdout 2>&1; "
+        "cp /autograder/results/results.json /mnt/results/sample.json"
     )
-    uploads = tmp_path / "uploads"
-    uploads.mkdir()
-    shutil.copytree(SAMPLE, uploads / "sample")
-    shutil.copytree(broken, uploads / "broken")
     run = subprocess.run(
         ["docker", "run", "--rm", "--user", "0", "--network", "none"]
-        + ["-v", f"{autograder}:/mnt/source:ro", "-v", f"{uploads}:/mnt/uploads:ro"]
+        + ["-v", f"{autograder}:/mnt/source:ro", "-v", f"{SAMPLE}:/mnt/upload:ro"]
         + ["-v", f"{results}:/mnt/results", default_tag("cpu"), "bash", "-c", script],
         capture_output=True,
         text=True,
@@ -196,7 +200,3 @@ def test_run_autograder_in_a_gradescope_like_container(autograder: Path, tmp_pat
     assert "(public part)" in sample["output"]
     assert all(t["visibility"] == "visible" for n, t in tests.items() if t is not final)
     assert {e["name"] for e in sample["leaderboard"]} >= {"MSE", "Parameters"}
-
-    failed = json.loads((results / "broken.json").read_text())
-    validate(failed)
-    assert failed["score"] == 0 and "submission.toml" in failed["tests"][0]["output"]
