@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from .results import HiddenSplit, ResultDocument
+from .results import HiddenSplit, ResultDocument, graded_when
 
 if TYPE_CHECKING:
     from .data import PreparedSplit
@@ -50,9 +50,7 @@ def current_split(docs: Iterable[ResultDocument]) -> str | None:
     trusted = [d for d in docs if d.mode == "grade" and _trusted(d)]
     if not trusted:
         return None
-    from .report.facts import when
-
-    newest = max(trusted, key=when)
+    newest = max(trusted, key=graded_when)
     assert newest.hidden_split is not None
     return newest.hidden_split.fingerprint
 

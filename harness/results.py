@@ -112,6 +112,16 @@ class ResultDocument(_Doc):
         return self.model_dump_json(indent=2)
 
 
+def graded_when(doc: ResultDocument) -> datetime:
+    """``graded_at`` as an aware datetime (naive stamps are taken as UTC; unreadable ones
+    sort first)."""
+    try:
+        stamp = datetime.fromisoformat(doc.graded_at)
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+
+
 def result_path(results_dir: Path, task: str, team: str) -> Path:
     return results_dir / task / team / "result.json"
 
