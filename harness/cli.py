@@ -173,7 +173,11 @@ def check_cmd(paths: tuple[Path, ...], **kw: Any) -> None:
 @click.option("--debug", is_flag=True)
 @friendly
 def history_cmd(team: str, task: str | None, results_dir: Path, as_json: bool, debug: bool) -> None:
-    """List every grading run of TEAM recorded in the results store, oldest first."""
+    """List every grading run of TEAM recorded in the results store, oldest first.
+
+    Each row shows the hidden split's fingerprint (never the seed; "public seed" when it was
+    generated from the public fallback seed) and the sandbox it ran in.
+    """
     from rich.console import Console
     from rich.table import Table
 
@@ -185,11 +189,21 @@ def history_cmd(team: str, task: str | None, results_dir: Path, as_json: bool, d
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    columns = ("graded_at", "task", "mode", "status", "metrics", "submission", "document")
+    columns = (
+        "graded_at",
+        "task",
+        "mode",
+        "status",
+        "metrics",
+        "split",
+        "sandbox",
+        "submission",
+        "document",
+    )
     table = Table(*columns, title=f"{team}: {len(rows)} grading(s)")
     for row in rows:
         table.add_row(*(str(row[c]) for c in columns))
-    Console().print(table)
+    Console(width=max(Console().width, 160)).print(table)
 
 
 @cli.group("data")
@@ -282,6 +296,126 @@ def _print_ignored(results_dir: Path) -> None:
 
     for path, reason in ignored_results(results_dir):
         err_console.print(f"ignored {path}: {reason}", highlight=False, markup=False)
+
+
+@cli.command("gradebook")
+@click.argument("task_id")
+@click.option(
+    "--results",
+    "results_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=DEFAULTS.results_dir,
+    show_default=True,
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("gradebook"),
+    show_default=True,
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "gradescope"]),
+    default="csv",
+    show_default=True,
+    help="csv: one row per team; gradescope: one results.json per team.",
+)
+@click.option(
+    "--view",
+    type=click.Choice(["all", "private", "public"]),
+    default="all",
+    show_default=True,
+    help="Which part of the hidden split the points are computed on.",
+)
+@click.option("--debug", is_flag=True)
+@friendly
+def gradebook_cmd(
+    task_id: str, results_dir: Path, out_dir: Path, fmt: str, view: str, debug: bool
+) -> None:
+    """Write TASK's grades (team, members, status, metric, points, graded_at) by its points rule."""
+    from .console import err_console
+    from .gradebook import write_gradebook
+    from .report.leaderboard import load_gradings
+    from .tasks import load_task
+
+    task = load_task(task_id)
+    if not results_dir.is_dir():
+        raise UserError(
+            f"{results_dir}: no results folder", "grade submissions first, or --results"
+        )
+    docs = load_gradings(results_dir).get(task.id, [])
+    written = write_gradebook(docs, task, out_dir, fmt=fmt, view=view)  # type: ignore[arg-type]
+    err_console.print(f"wrote {len(written)} file(s) to {out_dir} ({fmt}, {view} view)")
+
+
+@cli.command("gradescope")
+@click.argument("task_id")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="The autograder folder to write (zip its contents for Gradescope).",
+)
+@click.option(
+    "--data-root",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=None,
+    help="Copy this datasets folder in (tasks whose hidden split comes from files).",
+)
+@click.option(
+    "--wheels",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=None,
+    help="A folder of wheels: setup.sh then installs offline from it.",
+)
+@click.option(
+    "--sandbox",
+    type=click.Choice(["auto", "bwrap", "process"]),
+    default="auto",
+    show_default=True,
+    help="auto: bubblewrap when it works in Gradescope's container, else process.",
+)
+@click.option("--no-seed", is_flag=True, help="Leave the secret seed out of the folder.")
+@click.option("--debug", is_flag=True)
+@friendly
+def gradescope_cmd(
+    task_id: str,
+    out_dir: Path,
+    data_root: Path | None,
+    wheels: Path | None,
+    sandbox: str,
+    no_seed: bool,
+    debug: bool,
+) -> None:
+    """Write a Gradescope autograder folder for TASK: setup.sh, run_autograder, task, references."""
+    from .console import err_console
+    from .gradescope_autograder import build_autograder
+    from .settings import settings
+    from .tasks import load_task
+
+    task = load_task(task_id)
+    build_autograder(
+        task,
+        out_dir,
+        data_root=data_root,
+        wheels=wheels,
+        sandbox=sandbox,
+        include_seed=not no_seed,
+    )
+    if settings().secret_seed is None or no_seed:
+        err_console.print(
+            "note: no secret seed in the folder: a generated hidden split will use the public "
+            "fallback seed (set HARNESS_SECRET_SEED before `grade gradescope`)",
+            highlight=False,
+        )
+    err_console.print(
+        f"wrote the autograder to {out_dir}; upload a zip of its contents: "
+        f"(cd {out_dir} && zip -r ../autograder.zip .)",
+        highlight=False,
+    )
 
 
 @cli.command("validate-references")

@@ -26,6 +26,7 @@ from .jobs import eager_job_spec, job_with_files
 from .options import GradeOptions, Mode
 from .params import count_from_header, to_params
 from .program import ExportCount
+from .ranking import hidden_split_of
 from .redact import redact
 from .results import Flag, Params, ResultDocument, SandboxInfo, read_result, result_path
 from .safefs import NotPlain, plain_file
@@ -421,6 +422,7 @@ class _Grading(VerifiedStages):
             flags=self._all_flags(),
             timing=dict(self.timing),
             sandbox=self.sandbox,
+            hidden_split=hidden_split_of(self.split, self.mode),
             submission_path=str(sub.path),
             submission_hash=sub.hash,
             task_spec_hash=sub.task.spec_hash if sub.task else "",

@@ -34,6 +34,9 @@ class LazyProvider:
     def prepare(self, source: Any) -> Any:
         return self.load().prepare(source)
 
+    def uses_seed(self, source: Any) -> bool:
+        return bool(self.load().uses_seed(source))
+
 
 providers: Registry[LazyProvider] = Registry("dataset provider")
 providers.add("correlation", LazyProvider("harness.data.correlation", "PROVIDER"))

@@ -15,7 +15,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# version 1 documents (before ``hidden_split``) are still read: the field is then None
+READABLE_VERSIONS = (1, 2)
 Status = Literal["graded", "invalid", "over_limit", "failed", "timeout", "killed"]
 STATUSES: tuple[str, ...] = ("graded", "invalid", "over_limit", "failed", "timeout", "killed")
 
@@ -54,6 +56,19 @@ class SandboxInfo(_Doc):
     device: str | None = None
 
 
+class HiddenSplit(_Doc):
+    """Which hidden split a grading scored on, without the seed or the labels.
+
+    ``fingerprint`` is a one-way digest of the prepared split's content key (seed digest,
+    provider options, private files' sizes and times): equal fingerprints mean the same
+    split. ``public_seed`` says the split was generated from the public fallback seed,
+    which students can regenerate.
+    """
+
+    fingerprint: str
+    public_seed: bool = False
+
+
 class Flag(_Doc):
     """Something the instructor should look at; does not change the status."""
 
@@ -83,6 +98,7 @@ class ResultDocument(_Doc):
     flags: list[Flag] = Field(default_factory=list)
     timing: dict[str, float] = Field(default_factory=dict)
     sandbox: SandboxInfo | None = None
+    hidden_split: HiddenSplit | None = None  # None: recorded before version 2, or a check
     student_output: str = ""  # the submission's own stdout/traceback: instructor view only
     submission_path: str = ""
     submission_hash: str = ""
@@ -94,6 +110,16 @@ class ResultDocument(_Doc):
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
+
+
+def graded_when(doc: ResultDocument) -> datetime:
+    """``graded_at`` as an aware datetime (naive stamps are taken as UTC; unreadable ones
+    sort first)."""
+    try:
+        stamp = datetime.fromisoformat(doc.graded_at)
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
 
 def result_path(results_dir: Path, task: str, team: str) -> Path:
@@ -129,7 +155,7 @@ def read_result(path: Path) -> ResultDocument | None:
     """The document at ``path``, or None when it is missing, truncated or not of this schema."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        if data.get("schema_version") != SCHEMA_VERSION:
+        if data.get("schema_version") not in READABLE_VERSIONS:
             return None
         return ResultDocument.model_validate(data)
     except (OSError, ValueError, ValidationError, AttributeError):

@@ -33,7 +33,7 @@ from typing import Any
 from .results import ResultDocument, read_result, result_path, write_atomic
 
 STORE_NAME = "grades.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the hidden split's fingerprint and the sandbox of each grading
 BUSY_TIMEOUT_MS = 60_000
 
 _SCHEMA = """
@@ -55,7 +55,11 @@ CREATE TABLE IF NOT EXISTS gradings (
     recorded_at TEXT NOT NULL,
     executor TEXT NOT NULL,
     doc_path TEXT NOT NULL UNIQUE,
-    doc_sha256 TEXT NOT NULL
+    doc_sha256 TEXT NOT NULL,
+    hidden_split TEXT NOT NULL DEFAULT '',
+    public_seed INTEGER NOT NULL DEFAULT 0,
+    sandbox TEXT NOT NULL DEFAULT '',
+    isolated INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS gradings_by_key ON gradings (cache_key);
 CREATE INDEX IF NOT EXISTS gradings_by_team ON gradings (team, task);
@@ -63,8 +67,15 @@ CREATE INDEX IF NOT EXISTS gradings_by_team ON gradings (team, task);
 _COLUMNS = (
     "id, task, team, mode, status, stage, message, submission_hash, task_spec_hash, "
     "harness_version, cache_key, metrics, timing, graded_at, recorded_at, executor, "
-    "doc_path, doc_sha256"
+    "doc_path, doc_sha256, hidden_split, public_seed, sandbox, isolated"
 )
+# columns added after version 1, with their definitions (for stores created before them)
+_ADDED = {
+    "hidden_split": "TEXT NOT NULL DEFAULT ''",
+    "public_seed": "INTEGER NOT NULL DEFAULT 0",
+    "sandbox": "TEXT NOT NULL DEFAULT ''",
+    "isolated": "INTEGER NOT NULL DEFAULT 0",
+}
 
 
 @dataclass(frozen=True)
@@ -89,6 +100,10 @@ class GradingRow:
     executor: str
     doc_path: Path  # absolute
     doc_sha256: str
+    hidden_split: str = ""  # the fingerprint, "" when not recorded (a check, or before v2)
+    public_seed: bool = False
+    sandbox: str = ""
+    isolated: bool = False
 
     def summary(self) -> dict[str, Any]:
         """The row for people: short hashes, metrics as text, whether the document is intact."""
@@ -100,6 +115,12 @@ class GradingRow:
             "metrics": metrics or self.message[:60],
             "submission": self.submission_hash[:8],
             "document": "intact" if intact else "missing or changed",
+            "split": (self.hidden_split[:8] + (" (public seed)" if self.public_seed else ""))
+            if self.hidden_split
+            else "not recorded",
+            "sandbox": (self.sandbox + ("" if self.isolated else " (not isolated)"))
+            if self.sandbox
+            else "not recorded",
         }
 
     def document(self) -> ResultDocument | None:
@@ -243,6 +264,10 @@ class ResultsStore:
             "executor": executor,
             "doc_path": self._relative(path),
             "doc_sha256": sha,
+            "hidden_split": doc.hidden_split.fingerprint if doc.hidden_split else "",
+            "public_seed": int(bool(doc.hidden_split and doc.hidden_split.public_seed)),
+            "sandbox": doc.sandbox.backend if doc.sandbox else "",
+            "isolated": int(bool(doc.sandbox and doc.sandbox.isolated)),
         }
         names = ", ".join(values)
         marks = ", ".join(f":{k}" for k in values)
@@ -302,6 +327,7 @@ class ResultsStore:
         values = list(row)
         values[11], values[12] = json.loads(values[11]), json.loads(values[12])
         values[16] = self.results_dir / values[16]
+        values[19], values[21] = bool(values[19]), bool(values[21])
         return GradingRow(*values)
 
 
@@ -309,6 +335,10 @@ def _create(db: sqlite3.Connection) -> None:
     for statement in _SCHEMA.split(";"):
         if statement.strip():
             db.execute(statement)
+    have = {row[1] for row in db.execute("PRAGMA table_info(gradings)")}
+    for name, definition in _ADDED.items():  # a version 1 store gains the new columns
+        if name not in have:
+            db.execute(f"ALTER TABLE gradings ADD COLUMN {name} {definition}")
 
 
 @contextlib.contextmanager

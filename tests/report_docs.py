@@ -20,12 +20,21 @@ from typing import Any
 import numpy as np
 
 from harness.metrics import METRICS, bootstrap_interval
-from harness.results import Flag, LayerCount, Params, ResultDocument, write_result
+from harness.results import (
+    Flag,
+    HiddenSplit,
+    LayerCount,
+    Params,
+    ResultDocument,
+    SandboxInfo,
+    write_result,
+)
 from harness.scoring import predicted, score, view_masks
 from harness.tasks import TaskSpec, load_task
 
 ROOT = Path(__file__).resolve().parent.parent
 N_TEST = 2000
+CURRENT_SPLIT = "5e1ec7ed5p117000"
 
 
 def task(task_id: str) -> TaskSpec:
@@ -137,6 +146,9 @@ class Team:
     message: str = ""  # "{counted}" and "{limit}" are filled in
     stage: str | None = None
     student_output: str = ""
+    sandbox: str = "docker"  # "process" is not isolated: such gradings are stale
+    split: str = CURRENT_SPLIT  # the hidden split's fingerprint
+    public_seed: bool = False
 
 
 def document(spec: TaskSpec, t: Team) -> ResultDocument:
@@ -157,6 +169,8 @@ def document(spec: TaskSpec, t: Team) -> ResultDocument:
         reference=t.reference,
         submission_hash=hashlib.sha256(f"{t.team}{t.graded_at}".encode()).hexdigest(),
         student_output=t.student_output,
+        sandbox=SandboxInfo(backend=t.sandbox, isolated=t.sandbox != "process"),
+        hidden_split=HiddenSplit(fingerprint=t.split, public_seed=t.public_seed),
         flags=[
             Flag(code="secret_probe", message="instructor-only flag text"),
             Flag(

@@ -42,7 +42,7 @@ def test_json_prints_only_the_documents_and_exit_0(env: Path, tmp_path: Path) ->
     assert out.returncode == 0, out.stderr
     docs = json.loads(out.stdout)  # nothing else on stdout
     assert [d["status"] for d in docs] == ["graded"]
-    assert docs[0]["schema_version"] == 1 and docs[0]["metrics"]["mse"] >= 0
+    assert docs[0]["schema_version"] == 2 and docs[0]["metrics"]["mse"] >= 0
 
 
 def test_exit_1_when_any_submission_is_not_graded(env: Path, tmp_path: Path) -> None:

@@ -45,4 +45,7 @@ def test_demo_grades_and_beats_predicting_zero(shared_cache: Path, tmp_path: Pat
     assert mse < 0.33 / 10
     assert doc["params"]["counted"] == 299_841 and doc["params"]["limit"] == 2_000_000
     assert any(f["code"] == "public_seed" for f in doc["flags"])  # no secret seed set here
+    # the document says which hidden split and sandbox it came from (the ranking policy)
+    assert doc["hidden_split"]["public_seed"] and len(doc["hidden_split"]["fingerprint"]) == 16
+    assert doc["sandbox"]["backend"] == "process" and not doc["sandbox"]["isolated"]
     assert (tmp_path / "results" / "correlation" / "team42" / "report.html").is_file()

@@ -453,3 +453,15 @@ def test_a_folder_too_deep_to_walk_is_invalid_not_a_stopped_batch(
         remove_tree(deep / "tree")  # pytest's own cleanup recurses: never leave it the tree
     assert docs["deep"].status == docs["other_team"].status == "invalid"
     assert docs["deep"].stage != "harness"
+
+
+def test_the_gradebook_csv_neutralises_formulas_students_wrote() -> None:
+    """``members`` come from the manifest: in the gradebook they are text, never a formula."""
+    from harness.gradebook import COLUMNS, gradebook_csv
+
+    row = {column: "" for column in COLUMNS}
+    row.update(team="team-a", members='=HYPERLINK("http://x","y"); @SUM(1)', note="+cmd")
+    text = gradebook_csv([row])
+    line = text.splitlines()[1]
+    assert "'=HYPERLINK" in line and "'+cmd" in line
+    assert ",=" not in line and ',"=' not in line

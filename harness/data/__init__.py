@@ -14,6 +14,7 @@ import json
 import shutil
 import tempfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Protocol
 
@@ -42,6 +43,9 @@ class DatasetProvider(Protocol):
     def prepare(self, source: SplitSource) -> tuple[np.ndarray, np.ndarray]:
         """The split as (uint8 images N x C x H x W, labels). Raise UserError on bad data."""
 
+    def uses_seed(self, source: SplitSource) -> bool:
+        """Whether the split's content depends on ``source.seed`` (generated, or carved)."""
+
 
 # the registry of providers by name lives below the task spec (it checks names there)
 __all__ = ["DatasetProvider", "PreparedSplit", "SplitSource", "prepare_split", "providers"]
@@ -55,6 +59,16 @@ class PreparedSplit:
     count: int
     key: str  # content key: part of every cache key downstream
     public_fallback_seed: bool = False
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """The split's identity for result documents: a slow one-way digest of ``key``.
+
+        The key already holds only a digest of the seed; PBKDF2 on top makes guessing a
+        small seed from a published fingerprint cost a tenth of a second per guess.
+        """
+        digest = hashlib.pbkdf2_hmac("sha256", self.key.encode(), b"harness hidden split", 100_000)
+        return digest.hex()[:16]
 
     @property
     def inputs_dir(self) -> Path:
@@ -110,6 +124,7 @@ def prepare_split(
     provider = providers.get(task.dataset.provider)
     seed, fallback = _seed_for(task, split)
     source = SplitSource(task=task, split=split, seed=seed, data_root=data_root)
+    fallback = fallback and provider.uses_seed(source)
     fingerprint = {
         "provider": task.dataset.provider,
         "options": task.dataset.options,

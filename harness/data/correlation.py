@@ -296,6 +296,9 @@ class CorrelationProvider:
             }
         return info
 
+    def uses_seed(self, source: SplitSource) -> bool:
+        return layout_folder(source) is None  # an instructor's folder is not generated
+
     def prepare(self, source: SplitSource) -> tuple[np.ndarray, np.ndarray]:
         shape = source.task.input_shape
         folder = layout_folder(source)

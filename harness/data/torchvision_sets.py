@@ -106,6 +106,10 @@ class TorchvisionProvider:
             "files": [_stat(p) for p in [*paths, self.dataset_dir(root) / FIXTURE_MARKER]],
         }
 
+    def uses_seed(self, source: SplitSource) -> bool:
+        # the hidden split is the official (or a private) test set; public ones are carved
+        return source.split != source.task.splits.hidden
+
     def prepare(self, source: SplitSource) -> tuple[np.ndarray, np.ndarray]:
         task, root = source.task, data_root_of(source)
         if source.split == task.splits.hidden:

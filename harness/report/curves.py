@@ -7,10 +7,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-# a validation loss this much above its lowest value, for at least this many epochs
-# after it while the training loss still falls, reads as overfitting
-OVERFIT_RISE = 0.02
-OVERFIT_EPOCHS = 2
+# the whole curve decides: the last epoch's validation loss against its lowest value.
+# This much above it (relative) while the training loss still fell reads as overfitting;
+# between SLIGHT_RISE and OVERFIT_RISE it is named as a slight rise
+OVERFIT_RISE = 0.10
+SLIGHT_RISE = 0.02
 # a training loss this much above its lowest value at the end reads as a rising loss
 TRAIN_RISE = 0.10
 
@@ -110,39 +111,45 @@ def _diverged(c: Curves) -> float | None:
 
 
 def _overfit(c: Curves, best: int, said: list[str]) -> float | None:
-    after = [
-        (e, v, t)
-        for e, v, t in zip(
-            c.epochs[best + 1 :], c.val_loss[best + 1 :], c.train_loss[best + 1 :], strict=True
-        )
-        if math.isfinite(v)
-    ]
-    threshold = c.val_loss[best] * (1 + OVERFIT_RISE) if c.val_loss[best] > 0 else 0.0
-    above = [row for row in after if row[1] > threshold]
-    train_best = c.train_loss[best]
-    last_train = next((t for _, _, t in reversed(after) if math.isfinite(t)), math.nan)
-    if len(above) < OVERFIT_EPOCHS or not after or after[-1][1] <= threshold:
-        if after:
-            said.append(
-                "Validation loss did not rise for long after its lowest point: "
-                "no sign of overfitting."
-            )
-        else:
-            said.append(
-                "Validation loss was still at its lowest in the last epoch: no sign of overfitting."
-            )
-        return None
-    if not (math.isfinite(train_best) and last_train < train_best):
+    """Overfitting judged on the whole curve: the best epoch against the last one."""
+    finite = [i for i, v in enumerate(c.val_loss) if math.isfinite(v)]
+    last = finite[-1]
+    if last == best:
         said.append(
-            f"Validation loss rose after epoch {_ep(c.epochs[best])} while training loss did not "
-            "fall: training as a whole stopped improving."
+            "Validation loss was still at its lowest in the last epoch: no sign of overfitting."
         )
         return None
-    end_epoch, end_val, _ = after[-1]
+    best_val, end_val = c.val_loss[best], c.val_loss[last]
+    if best_val > 0:
+        rise = (end_val - best_val) / best_val
+    else:
+        rise = math.inf if end_val > best_val else 0.0
+    b, e = _ep(c.epochs[best]), _ep(c.epochs[last])
+    pct = "more than 1000 %" if rise > 10 else f"{rise * 100:.0f} %"
+    if rise < SLIGHT_RISE:
+        said.append(
+            f"Validation loss ended within {SLIGHT_RISE * 100:.0f} % of its lowest point: "
+            "no sign of overfitting."
+        )
+        return None
+    if rise < OVERFIT_RISE:
+        said.append(
+            f"Validation loss ended {pct} above its lowest (epoch {b}): a slight rise, "
+            "not clear overfitting."
+        )
+        return None
+    train_best, last_train = c.train_loss[best], c.train_loss[last]
+    if not (math.isfinite(train_best) and math.isfinite(last_train) and last_train < train_best):
+        said.append(
+            f"Validation loss rose {pct} after epoch {b} while training loss did not fall: "
+            "training as a whole stopped improving."
+        )
+        return None
     said.append(
-        f"Overfitting: after epoch {_ep(c.epochs[best])} validation loss rose to {_v(end_val)} "
-        f"(epoch {_ep(end_epoch)}) while training loss kept falling ({_v(train_best)} to "
-        f"{_v(last_train)}); the weights from epoch {_ep(c.epochs[best])} would generalize better."
+        f"Overfitting: after epoch {b} validation loss rose to {_v(end_val)} (epoch {e}), "
+        f"{pct} above its lowest ({_v(best_val)}), while training loss kept falling "
+        f"({_v(train_best)} to {_v(last_train)}); the weights from epoch {b} would "
+        "generalize better."
     )
     return c.epochs[best]
 

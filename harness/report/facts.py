@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from ..results import ResultDocument
+from ..results import ResultDocument, graded_when
 from ..tasks import TaskSpec
 
 VIEWS = ("public", "private", "all")
@@ -85,11 +85,7 @@ def fmt_seconds(s: float | None) -> str:
 
 def when(doc: ResultDocument) -> datetime:
     """``graded_at`` as an aware datetime (naive stamps are taken as UTC)."""
-    try:
-        stamp = datetime.fromisoformat(doc.graded_at)
-    except ValueError:
-        return datetime.min.replace(tzinfo=UTC)
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+    return graded_when(doc)
 
 
 def fmt_when(doc: ResultDocument, *, zone: bool = True) -> str:

@@ -11,24 +11,18 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..points import points_for
 from ..results import ResultDocument
 from ..tasks import TaskSpec
 from . import facts
 from .curves import analyse
 
 
-def points(doc: ResultDocument, task: TaskSpec) -> float:
-    """The points the primary metric earns (0 unless the status is ``graded``)."""
-    value = doc.metrics.get(task.metrics.primary)
-    if doc.status != "graded" or value is None or not math.isfinite(value):
+def points(doc: ResultDocument, task: TaskSpec, view: str = "all") -> float:
+    """The points the primary metric earns on one view (0 unless the status is ``graded``)."""
+    if doc.status != "graded":
         return 0.0
-    g = task.grading
-    if g.full_marks_at == g.zero_marks_at:
-        good = not facts.better(task.metrics.primary, g.full_marks_at, value)
-        fraction = 1.0 if good else 0.0
-    else:
-        fraction = (value - g.zero_marks_at) / (g.full_marks_at - g.zero_marks_at)
-    return round(g.max_score * min(1.0, max(0.0, fraction)), 2)
+    return points_for(task, facts.view_metrics(doc, task, view).get(task.metrics.primary))
 
 
 def scoring_rule(task: TaskSpec) -> str:
@@ -44,27 +38,47 @@ def missing_training(doc: ResultDocument, task: TaskSpec) -> list[str]:
     return [k for k in task.required_training if doc.training.get(k) in (None, "", [], {})]
 
 
-def gradescope_results(doc: ResultDocument, task: TaskSpec) -> dict[str, Any]:
-    """The ``results.json`` Gradescope reads from ``/autograder/results/``."""
+def gradescope_results(
+    doc: ResultDocument, task: TaskSpec, *, deadline_passed: bool = False
+) -> dict[str, Any]:
+    """The ``results.json`` Gradescope reads from ``/autograder/results/``.
+
+    Before the deadline a student sees the public part of the hidden split only: the
+    final score (computed on the whole split, private part included) is in a test, and
+    a top-level ``score``, whose ``visibility`` is ``after_due_date``; the public part's
+    test is ``visible``, and so is the leaderboard, which holds public-part values.
+    ``stdout_visibility`` is ``hidden``: the autograder's own log never reaches students.
+    ``deadline_passed`` makes everything visible (a gradebook written after the deadline).
+    """
     primary = task.metrics.primary
     score = points(doc, task)
-    value = doc.metrics.get(primary)
-    metric_out = (
-        f"{facts.label(primary)}: {facts.fmt(primary, value)} "
-        f"{facts.fmt_interval(primary, facts.view_interval(doc, task, 'all', primary))}".strip()
-        if doc.status == "graded"
-        else f"Not graded: status {doc.status}."
-    )
+    private = facts.effective_view(task, "public") != "all" and not deadline_passed
+    later = "after_due_date" if private else "visible"
+    metric_out = _metric_text(doc, task, "all")
     tests: list[dict[str, Any]] = [
         _test(
             "Submission status", doc.status == "graded", f"{doc.status}: {doc.message}".strip(": ")
         ),
+    ]
+    if facts.effective_view(task, "public") != "all":
+        pct = round(task.leaderboard.public_fraction * 100)
+        tests.append(
+            _test(
+                f"{facts.label(primary)} on the public {pct} % of the hidden test split",
+                doc.status == "graded",
+                f"{_metric_text(doc, task, 'public')}\nThe public part is what the leaderboard "
+                "shows before the deadline; the points come from the whole hidden split and "
+                "are shown after the deadline.",
+            )
+        )
+    tests += [
         _test(
             f"{facts.label(primary)} on the hidden test split",
             doc.status == "graded",
             f"{metric_out}\n{scoring_rule(task)}",
             score=score,
             max_score=task.grading.max_score,
+            visibility=later,
         ),
         _test("Parameter count", doc.status != "over_limit", _params_text(doc, task)),
     ]
@@ -78,20 +92,40 @@ def gradescope_results(doc: ResultDocument, task: TaskSpec) -> dict[str, Any]:
         tests.append(_test("Training record", not missing, text))
     if doc.history:
         tests.append(_test("Training curves", True, " ".join(analyse(doc.history).statements)))
+    board_view = "private" if deadline_passed else "public"
+    shown = _metric_text(doc, task, "public") if private else metric_out
     out: dict[str, Any] = {
         "score": score,
         "max_score": task.grading.max_score,
-        "output": f"{task.title}: {metric_out}",
+        "visibility": later,
+        "stdout_visibility": "hidden",
+        "output": f"{task.title}: {shown}",
         "tests": tests,
-        "leaderboard": _leaderboard(doc, task),
+        "leaderboard": _leaderboard(doc, task, board_view),
     }
     if "total_s" in doc.timing:
         out["execution_time"] = round(doc.timing["total_s"], 1)
     return out
 
 
+def _metric_text(doc: ResultDocument, task: TaskSpec, view: str) -> str:
+    if doc.status != "graded":
+        return f"Not graded: status {doc.status}."
+    primary = task.metrics.primary
+    value = facts.view_metrics(doc, task, view).get(primary)
+    part = "" if facts.effective_view(task, view) == "all" else f" ({view} part)"
+    interval = facts.fmt_interval(primary, facts.view_interval(doc, task, view, primary))
+    return f"{facts.label(primary)}{part}: {facts.fmt(primary, value)} {interval}".strip()
+
+
 def _test(
-    name: str, passed: bool, output: str, *, score: float = 0.0, max_score: float = 0.0
+    name: str,
+    passed: bool,
+    output: str,
+    *,
+    score: float = 0.0,
+    max_score: float = 0.0,
+    visibility: str = "visible",
 ) -> dict[str, Any]:
     return {
         "name": name,
@@ -99,7 +133,7 @@ def _test(
         "max_score": max_score,
         "status": "passed" if passed else "failed",
         "output": output,
-        "visibility": "visible",
+        "visibility": visibility,
     }
 
 
@@ -110,12 +144,15 @@ def _params_text(doc: ResultDocument, task: TaskSpec) -> str:
     return f"{counted} parameters; the limit is {task.parameter_limit:,}."
 
 
-def _leaderboard(doc: ResultDocument, task: TaskSpec) -> list[dict[str, Any]]:
+def _leaderboard(doc: ResultDocument, task: TaskSpec, view: str) -> list[dict[str, Any]]:
+    """Gradescope's leaderboard columns: the metrics on one view (the public part before
+    the deadline, so the board never shows what the private part scored)."""
     if doc.status != "graded":
         return []
+    values = facts.view_metrics(doc, task, view)
     entries: list[dict[str, Any]] = []
     for name in task.metrics.report:
-        value = doc.metrics.get(name)
+        value = values.get(name)
         if value is None or not math.isfinite(value):
             continue
         entry: dict[str, Any] = {"name": facts.label(name), "value": float(f"{value:.6g}")}

@@ -3,6 +3,8 @@
 Rules (the published contract of ``grade leaderboard``):
 
 - Only ``grade``-mode documents of the task count; ``check`` runs never rank.
+- Only gradings of the current hidden split under an isolating sandbox count
+  (``harness.ranking``); a team with none is listed as stale, with the reason.
 - Each team has one counted grading: the best graded one by the primary metric on the
   view, or the latest one when the task says ``leaderboard.count = "latest"``.
 - Ranked by the primary metric in its direction; ties go to fewer counted parameters,
@@ -24,12 +26,14 @@ from typing import Literal
 
 import pandas as pd
 
+from ..points import points_for
+from ..ranking import current_split, stale_reason
 from ..results import ResultDocument, read_result
 from ..tasks import TaskSpec
 from . import facts
 
 View = Literal["public", "private", "all"]
-RowKind = Literal["ranked", "reference", "unranked"]
+RowKind = Literal["ranked", "reference", "unranked", "stale"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class Row:
     rank: int | None = None
     tied: bool = False  # interval overlaps the leader's
     gradings: int = 1  # how many gradings the team has
+    reason: str = ""  # why a stale row's grading does not count
 
     @property
     def team(self) -> str:
@@ -56,6 +61,8 @@ class Board:
     references: list[Row]
     unranked: list[Row]
     history: list[ResultDocument] = field(default_factory=list)  # every grading, newest first
+    stale: list[Row] = field(default_factory=list)  # teams with no grading that counts
+    current_split: str | None = None  # fingerprint of the hidden split that counts
 
     @property
     def primary(self) -> str:
@@ -67,7 +74,7 @@ class Board:
 
     @property
     def teams(self) -> int:
-        return len(self.ranked) + len(self.unranked)
+        return len(self.ranked) + len(self.unranked) + len(self.stale)
 
     def table(self) -> list[Row]:
         """Ranked rows with the reference rows placed at their value."""
@@ -86,6 +93,10 @@ class Board:
 
     def counted(self, doc: ResultDocument) -> bool:
         return any(row.doc is doc for row in (*self.ranked, *self.references, *self.unranked))
+
+    def stale_reason(self, doc: ResultDocument) -> str | None:
+        """Why ``doc`` does not count for this board (None when it may)."""
+        return None if doc.reference else stale_reason(doc, self.current_split)
 
 
 def load_gradings(results_dir: Path) -> dict[str, list[ResultDocument]]:
@@ -123,10 +134,19 @@ def build_board(docs: Iterable[ResultDocument], task: TaskSpec, *, view: str = "
     for doc in mine:
         (refs if doc.reference else teams)[doc.team].append(doc)
 
+    current = current_split(mine)
     candidates: list[Row] = []
     unranked: list[Row] = []
+    stale: list[Row] = []
     for gradings in teams.values():
-        row = _row(_pick(gradings, task, view, task.leaderboard.count), task, view)
+        counting = [d for d in gradings if stale_reason(d, current) is None]
+        if not counting:
+            latest = max(gradings, key=facts.when)
+            reason = stale_reason(latest, current) or ""
+            row = _row(latest, task, view)
+            stale.append(_with(row, kind="stale", gradings=len(gradings), reason=reason))
+            continue
+        row = _row(_pick(counting, task, view, task.leaderboard.count), task, view)
         row = _with(row, gradings=len(gradings))
         (candidates if row.kind == "ranked" else unranked).append(row)
     references = [
@@ -136,8 +156,9 @@ def build_board(docs: Iterable[ResultDocument], task: TaskSpec, *, view: str = "
     ranked = _rank(candidates, task.metrics.primary)
     unranked.sort(key=lambda r: (r.doc.status, r.team))
     references.sort(key=lambda r: _order_key(r, task.metrics.primary))
+    stale.sort(key=lambda r: r.team)
     history = sorted(mine, key=facts.when, reverse=True)
-    return Board(task, view, ranked, references, unranked, history)
+    return Board(task, view, ranked, references, unranked, history, stale, current)
 
 
 def _pick(
@@ -204,7 +225,7 @@ def board_frame(board: Board) -> pd.DataFrame:
     """One row per team and reference, in the page's order, for gradebooks."""
     task = board.task
     records = []
-    for row in (*board.table(), *board.unranked):
+    for row in (*board.table(), *board.unranked, *board.stale):
         doc = row.doc
         record: dict[str, object] = {
             "task": task.id,
@@ -219,6 +240,8 @@ def board_frame(board: Board) -> pd.DataFrame:
             "primary_low": row.interval[0] if row.interval else None,
             "primary_high": row.interval[1] if row.interval else None,
             "tied_with_leader": row.tied,
+            "points": row_points(row, task),
+            "max_points": task.grading.max_score,
         }
         for name in task.metrics.report:
             record[name] = row.metrics.get(name)
@@ -230,6 +253,9 @@ def board_frame(board: Board) -> pd.DataFrame:
                 "images_per_s": doc.timing.get("images_per_s"),
                 "gradings": row.gradings,
                 "graded_at": doc.graded_at,
+                "stale_reason": row.reason,
+                "hidden_split": doc.hidden_split.fingerprint if doc.hidden_split else None,
+                "sandbox": doc.sandbox.backend if doc.sandbox else None,
             }
         )
         records.append(record)
@@ -239,6 +265,11 @@ def board_frame(board: Board) -> pd.DataFrame:
         frame["parameters"] = frame["parameters"].astype("Int64")
         frame["parameter_limit"] = frame["parameter_limit"].astype("Int64")
     return frame
+
+
+def row_points(row: Row, task: TaskSpec) -> float:
+    """The task's points for a row's value on its board's view: 0 unless ranked."""
+    return points_for(task, row.value) if row.kind in ("ranked", "reference") else 0.0
 
 
 def leaderboard_frame(

@@ -262,7 +262,7 @@ def _loss_panel(ax: object, c: Curves, found: Findings) -> None:
     ax.grid(alpha=0.3)
     if len(c.epochs) <= 20:
         ax.set_xticks(c.epochs)
-    ax.legend(framealpha=0.9)
+    _legend_below(ax)
 
 
 def _acc_panel(ax: object, c: Curves) -> None:
@@ -295,11 +295,51 @@ def _acc_panel(ax: object, c: Curves) -> None:
     ax.grid(alpha=0.3)
     if len(c.epochs) <= 20:
         ax.set_xticks(c.epochs)
-    ax.legend(loc="lower right", framealpha=0.9)
+    _legend_below(ax)
+
+
+def _legend_below(ax: Any) -> None:
+    """The legend under the axes, outside the plotting area: it can never cover a point."""
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=2, frameon=False)
 
 
 def _short(text: str, width: int = 32) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def zoom_range(
+    rows: Sequence[tuple[str, float, tuple[float, float] | None, bool]],
+) -> tuple[tuple[float, float], list[int]]:
+    """The x range that shows the ranked teams, and the rows left off it (outliers).
+
+    An extreme value is left off while its gap to the next value exceeds three times the
+    span of the values that remain (at least two remain, at most a third are left off):
+    one team at 1.6 % must not squash twenty teams near 90 % into one column. A reference
+    solution within three spans of the teams' range widens it; one farther off is left off.
+    """
+    ranked = sorted(v for _n, v, _i, ref in rows if not ref and math.isfinite(v))
+    kept = list(ranked)
+    most = max(1, len(ranked) // 3) if len(ranked) >= 3 else 0
+    while len(kept) > 2 and len(ranked) - len(kept) < most:
+        low_gap, high_gap = kept[1] - kept[0], kept[-1] - kept[-2]
+        gap, rest = (low_gap, kept[1:]) if low_gap >= high_gap else (high_gap, kept[:-1])
+        if gap <= 3 * (rest[-1] - rest[0]):
+            break
+        kept = rest
+    if not kept:
+        kept = [v for _n, v, _i, _r in rows if math.isfinite(v)] or [0.0, 1.0]
+    lo, hi = min(kept), max(kept)
+    span = hi - lo
+    for _n, v, _i, ref in rows:  # a reference near the teams stays on the chart
+        if ref and lo - 3 * span <= v <= hi + 3 * span:
+            lo, hi = min(lo, v), max(hi, v)
+    for _n, v, interval, _ref in rows:
+        if interval is not None and lo <= v <= hi:
+            lo, hi = min(lo, interval[0]), max(hi, interval[1])
+    pad = 0.08 * (hi - lo) if hi > lo else (abs(hi) * 0.05 or 0.05)
+    lo, hi = lo - pad, hi + pad
+    outside = [i for i, (_n, v, _i, _r) in enumerate(rows) if not lo <= v <= hi]
+    return (lo, hi), outside
 
 
 @_styled
@@ -311,25 +351,51 @@ def intervals(
     title: str,
     tick_format: Callable[[float], str] | None = None,
 ) -> Path:
-    """A forest plot: one line per team (label, value, interval, is_reference), best on top."""
+    """A forest plot: one line per team (label, value, interval, is_reference), best on top.
+
+    The x axis spans the ranked teams (``zoom_range``); a row off that range is drawn as an
+    arrow at the edge with its value, and named under the chart.
+    """
     n = len(rows)
-    fig = _figure(7.6, max(2.6, 0.42 * n + 1.5))
+    fig = _figure(7.6, max(2.6, 0.42 * n + 1.7))
     ax = fig.add_subplot()
+    (lo, hi), outside = zoom_range(rows)
+    show = tick_format or (lambda x: f"{x:.4g}")
     for i, (_name, value, interval, is_ref) in enumerate(rows):
         color = "#7f7f7f" if is_ref else "#4c72b0"
+        if i in outside:
+            left = value < lo
+            edge = lo if left else hi
+            ax.annotate(
+                f"{'◀ ' if left else ''}{show(value)}{'' if left else ' ▶'}",
+                (edge, i),
+                xytext=(4 if left else -4, 0),
+                textcoords="offset points",
+                ha="left" if left else "right",
+                va="center",
+                fontsize=9,
+                color=color,
+            )
+            continue
         if interval is not None:
-            ax.hlines(i, interval[0], interval[1], color=color, linewidth=2.2)
+            ax.hlines(i, max(lo, interval[0]), min(hi, interval[1]), color=color, linewidth=2.2)
         ax.plot([value], [i], marker="D" if is_ref else "o", color=color, markersize=6)
+    ax.set_xlim(lo, hi)
     leader = next((r for r in rows if not r[3]), None)
     if leader is not None and leader[2] is not None:
-        lo, hi = leader[2]
-        ax.axvspan(lo, hi, color="#4c72b0", alpha=0.10, label="leader's 95 % interval")
+        band_lo, band_hi = leader[2]
+        ax.axvspan(band_lo, band_hi, color="#4c72b0", alpha=0.10, label="leader's 95 % interval")
         fig.legend(loc="outside lower center", frameon=False)
     ax.set_yticks(range(n), labels=[_short(r[0]) for r in rows])
-    ax.invert_yaxis()
+    ax.set_ylim(n - 0.4, -0.6)  # best on top, the last row clear of the x axis
     if tick_format is not None:
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: tick_format(x)))
-    ax.set_xlabel(metric)
+    label = metric
+    if outside:
+        names = ", ".join(f"{_short(rows[i][0], 24)} ({show(rows[i][1])})" for i in outside[:4])
+        more = f" and {len(outside) - 4} more" if len(outside) > 4 else ""
+        label += f"\nOff the chart's range (arrows): {names}{more}"
+    ax.set_xlabel(label)
     ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, path)

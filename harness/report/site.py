@@ -16,10 +16,12 @@ from typing import Any
 
 import pandas as pd
 
+from ..ranking import policy_statement
 from ..results import ResultDocument, read_result, write_atomic
 from ..tasks import TaskSpec
 from . import facts, plots
-from .leaderboard import Board, Row, board_frame, build_board, load_gradings
+from .gradescope import scoring_rule
+from .leaderboard import Board, Row, board_frame, build_board, load_gradings, row_points
 from .templating import CSS_PATH, csv_cell, render
 
 
@@ -186,6 +188,10 @@ def _task_page(board: Board, public: Board | None, out_dir: Path) -> list[Path]:
         revealed=public is not None,
         figure=figure,
         count_rule="best" if task.leaderboard.count == "best" else "latest",
+        policy=policy_statement(task.leaderboard.count),
+        stale=[_stale_row(r, board) for r in board.stale],
+        max_points=f"{task.grading.max_score:g}",
+        points_rule=scoring_rule(task),
         updated=_last_update(board.history),
     )
     written.append(_write(out_dir / page_name(task.id), html))
@@ -246,6 +252,7 @@ def _display_row(row: Row, board: Board, public_ranks: Mapping[str, int | None])
         "gradings": row.gradings,
         "graded_at": facts.fmt_when(doc, zone=False),
         "public_rank": public_ranks.get(row.team),
+        "points": f"{row_points(row, task):g}",
     }
 
 
@@ -270,6 +277,18 @@ def _unranked_row(row: Row, board: Board) -> dict[str, Any]:
     }
 
 
+def _stale_row(row: Row, board: Board) -> dict[str, Any]:
+    doc = row.doc
+    return {
+        "team": row.team,
+        "value": facts.fmt(board.primary, row.value),
+        "reason": row.reason,
+        "sandbox": doc.sandbox.backend if doc.sandbox else "not recorded",
+        "gradings": row.gradings,
+        "graded_at": facts.fmt_when(doc, zone=False),
+    }
+
+
 def _history(board: Board) -> list[dict[str, Any]]:
     primary, task = board.primary, board.task
     return [
@@ -279,6 +298,7 @@ def _history(board: Board) -> list[dict[str, Any]]:
             "status": doc.status,
             "value": facts.fmt(primary, facts.view_metrics(doc, task, board.view).get(primary)),
             "counted": board.counted(doc),
+            "stale": board.stale_reason(doc) or "",
         }
         for doc in board.history
     ]
