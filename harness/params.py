@@ -96,4 +96,7 @@ def to_params(count: ParamCount, limit: int | None) -> Params:
 
 
 def over_limit(count: ParamCount, limit: int | None) -> bool:
-    return limit is not None and count.counted > limit
+    """The weights file's count against the limit (the rule: ``counting.over_limit``)."""
+    from .counting import over_limit as rule
+
+    return rule(count.counted, limit)

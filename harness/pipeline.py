@@ -18,12 +18,14 @@ from typing import Literal
 import numpy as np
 
 from . import __version__, integrity
+from .counting import over_message
+from .counting import params_over_limit as over_limit_params
 from .data import PreparedSplit, prepare_split
 from .eager import eager_job_spec, job_with_files
 from .errors import UserError
 from .export_count import ExportCount
 from .interpret import Failed as _Failed
-from .interpret import interpret_run, over_message, read_run
+from .interpret import interpret_run, read_run
 from .params import count_from_header, to_params
 from .results import Flag, Params, ResultDocument, SandboxInfo, read_result, result_path
 from .safetensors_header import read_header
@@ -472,10 +474,6 @@ def share_cores(task: TaskSpec, jobs: int) -> TaskSpec:
     if cpus == task.limits.cpus:
         return task
     return task.model_copy(update={"limits": task.limits.model_copy(update={"cpus": cpus})})
-
-
-def over_limit_params(params: Params) -> bool:
-    return params.counted is not None and params.limit is not None and params.counted > params.limit
 
 
 def reference_documents(task: TaskSpec, results_dir: Path) -> list[ResultDocument]:

@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import integrity
+from . import integrity, regenerate
+from .counting import apart_flag, count_checked, source_values, verified_params
+from .counting import over_limit as over_the_limit
 from .data import PreparedSplit, prepare_split
 from .eager import (
     CANARY,
@@ -30,7 +32,7 @@ from .eager import (
     predict_job_spec,
 )
 from .export_check import CheckError, Expect, check_program
-from .export_count import count_program
+from .export_types import Program
 from .interpret import (
     Failed,
     RunData,
@@ -38,8 +40,8 @@ from .interpret import (
     read_run,
     reported_count,
     verified_flags,
-    verified_params,
 )
+from .outputs import read_report
 from .params import ParamCount, over_limit
 from .results import Flag, Params
 from .tasks import TaskSpec
@@ -139,21 +141,52 @@ class VerifiedStages:
         )
         self._program = self.workspace.root / "checked.pt2"
         try:
-            checked, literals = check_program(program, self._program, expect)
+            checked, _ = check_program(program, self._program, expect)
         except CheckError as exc:
             if over_limit(self._count, task.parameter_limit):
                 raise Failed("over_limit", self._over_message(task), "count") from None
             raise Failed(
                 "failed", f"the exported program was refused: {exc.message}", "check"
             ) from None
-        count = count_program(checked, literals, task.integrity.allowance)
+        count = count_checked(checked, task, frozenset(), 0)
+        self.timing["check_s"] = round(time.perf_counter() - t, 4)
+        names = regenerate.candidates(count)
+        if names:  # buffers that may be structural: does the code alone rebuild them?
+            found = self._regenerated(task, checked, names)
+            if found:
+                values = source_values(self.sub.path, self.sub.files)
+                count = count_checked(checked, task, found, values)
         file = self.params
         self.params = verified_params(file, count, self._reported, task.parameter_limit)
         self.flags.extend(verified_flags(count, file, self._reported, task.integrity.allowance))
-        self.timing["check_s"] = round(time.perf_counter() - t, 4)
-        limit = self.params.limit
-        if limit is not None and (self.params.counted or 0) > limit:
+        apart = apart_flag(count)
+        self.flags.extend([apart] if apart else [])
+        if over_the_limit(self.params.counted, self.params.limit):
             raise Failed("over_limit", self._over_message(task, count), "count")
+
+    def _regenerated(self, task: TaskSpec, checked: Program, names: list[str]) -> frozenset[str]:
+        """The rebuild run (the submission's code, no weights file, no inputs): which of
+        ``names`` the code alone regenerates bit-identically. A failed run proves nothing."""
+        assert self.sub.manifest is not None
+        declared = self.sub.manifest.model.weights
+        files = [f for f in self.sub.files if f != declared]
+        sub_dir = self.workspace.stage("rebuild-sub", self.sub.path, files)
+        spec = {
+            "phase": "rebuild",
+            "entrypoint": self.sub.manifest.model.entrypoint,
+            "threads": max(1, int(task.limits.cpus)),
+        }
+        job = self.workspace.job("rebuild-job", spec)
+        out = self.workspace.output("rebuild-out")
+        no_inputs = self.workspace.stage("rebuild-inputs", self.sub.path, [])
+        outcome = self.backend.run(
+            self._job(task, sub_dir, job, out, code=True, inputs=no_inputs, gpu=False)
+        )
+        self.timing["rebuild_s"] = round(outcome.wall_seconds, 4)
+        if interpret_run(outcome, "build") is not None:
+            return frozenset()
+        report = read_report(out) or {}
+        return regenerate.regenerated(self._program, checked, names, report)
 
     def _run_program(self, task: TaskSpec) -> np.ndarray:
         """Phase B: the checked program predicts; no submission code is mounted."""

@@ -277,7 +277,7 @@ def build_model():
         "source_literals",
         "800 weights as float literals in the source, spread over the computation",
         "over_limit",
-        "800 float literals in the graph",
+        "values in literals in the graph",
         code="""
 WEIGHTS = [((i * 7919) % 1000) / 1000.0 - 0.5 for i in range(800)]
 
