@@ -80,7 +80,9 @@ class ExportCount:
         return sum(r.layer.numel for r in self.rows if r.group == group)
 
     def names(self, group: str, limit: int = 3) -> list[str]:
-        return [r.layer.name for r in self.rows if r.group == group][:limit]
+        """The first names in ``group``; a 64-bit tensor says it counts per 32 bits."""
+        rows = [r for r in self.rows if r.group == group][:limit]
+        return [r.layer.name + (" 64-bit, per 32 bits" if r.words > 1 else "") for r in rows]
 
     def uncounted(self) -> set[str]:
         """Names of stored tensors that are not counted (structural or unused)."""

@@ -76,15 +76,20 @@ def probe_flags(
     outputs: np.ndarray,
     noisy: np.ndarray | None,
     canary: tuple[np.ndarray, np.ndarray] | None = None,
+    first: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[list[Flag], dict[str, float]]:
-    """Flags for a large gap, and the probe's scores for ``details``."""
+    """Flags for a large gap, and the probe's scores for ``details``. ``canary``: the
+    canaries' (labels, outputs); ``first``: (labels, outputs) of the inputs the noisy
+    probe repeats, when they are not the hidden split's (canaries mixed in)."""
     flags: list[Flag] = []
     scores: dict[str, float] = {}
     name = task.metrics.primary
     limit = task.integrity.probe_gap
     if noisy is not None and len(noisy):
         m = len(noisy)
-        clean, shaken = primary(task, labels[:m], outputs[:m]), primary(task, labels[:m], noisy)
+        ref_labels, ref_outputs = first if first is not None else (labels, outputs)
+        clean = primary(task, ref_labels[:m], ref_outputs[:m])
+        shaken = primary(task, ref_labels[:m], noisy)
         scores |= {"clean": clean, "noisy": shaken, "count": float(m)}
         if fraction(task, clean) - fraction(task, shaken) > limit:
             flags.append(
@@ -101,8 +106,10 @@ def probe_flags(
         if fraction(task, hidden) - fraction(task, canary_score) > limit:
             flags.append(
                 _memorized(
-                    f"{name} {hidden:.4g} on the hidden split but {canary_score:.4g} on the "
-                    "never-released canary split: the model may have been trained on the test set"
+                    f"{name} {hidden:.4g} on the hidden images but {canary_score:.4g} on "
+                    f"{len(canary[0])} canary images drawn from the secret seed and mixed into "
+                    "them: the model recognizes the hidden images (memorized answers, e.g. a "
+                    "nearest-neighbour lookup) rather than reading them"
                 )
             )
     return flags, scores

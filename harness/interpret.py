@@ -246,11 +246,21 @@ class RunData:
                 message=(
                     f"nondeterministic output: predictions changed by up to {diff:.3g} when "
                     f"{det.get('checked', 0)} inputs were predicted again in another order and "
-                    "batch composition; outputs must not depend on randomness or on the other "
-                    "inputs in a batch"
+                    "batch composition; outputs must not depend on randomness, on earlier "
+                    f"calls or on the other inputs in a batch{_which(det)}"
                 ),
             )
         ]
+
+
+def _which(det: dict[str, Any]) -> str:
+    """`` (12 images differ: 64, 65, ...)`` from the runner's determinism report."""
+    images = det.get("images")
+    if not isinstance(images, list) or not images:
+        return ""
+    shown = ", ".join(str(int(i)) for i in images[:10] if isinstance(i, int))
+    more = ", ..." if int(det.get("differ", 0) or 0) > 10 else ""
+    return f" ({det.get('differ', len(images))} images differ: {shown}{more})"
 
 
 def read_run(

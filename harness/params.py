@@ -1,6 +1,6 @@
 """Count parameters from a weights file's header, per SUBMISSION_FORMAT.md "Parameter count".
 
-Every stored value counts, except normalization layers' running statistics, which are
+Every stored value counts (64-bit values twice: per 32 bits), except normalization layers' running statistics, which are
 reported apart (``buffers``). A tensor is a running statistic only when its name *and*
 its shape say so, so capacity cannot hide behind a name:
 
@@ -23,6 +23,7 @@ from .results import LayerCount, Params
 from .safetensors_header import FLOAT_DTYPES, INT_DTYPES, SafetensorsHeader, TensorEntry
 
 _RUNNING = ("running_mean", "running_var")
+WIDE = frozenset({"F64", "I64", "U64"})  # values wider than 32 bits count per 32 bits
 _TRACKED = "num_batches_tracked"
 
 
@@ -72,7 +73,7 @@ def count_from_header(header: SafetensorsHeader) -> ParamCount:
         if stat:
             buffers += entry.numel
         else:
-            counted += entry.numel
+            counted += entry.numel * (2 if entry.dtype in WIDE else 1)
         per_layer.append(
             LayerCount(
                 name=entry.name,

@@ -25,7 +25,7 @@ from .eager import eager_job_spec, job_with_files
 from .errors import UserError
 from .export_count import ExportCount
 from .interpret import Failed as _Failed
-from .interpret import interpret_run, read_run
+from .interpret import interpret_run
 from .params import count_from_header, to_params
 from .results import Flag, Params, ResultDocument, SandboxInfo, read_result, result_path
 from .safetensors_header import read_header
@@ -385,18 +385,19 @@ class _Grading(VerifiedStages):
         spec = eager_job_spec(task, self.sub.manifest, name, probe)
         job = job_with_files(self.workspace, "eager-job", spec, job_files)
         out = self.workspace.output("eager-out")
-        outcome = self.backend.run(self._job(task, sub_dir, job, out, code=True))
+        job_run = self._job(task, sub_dir, job, out, code=True, inputs=self._probe_inputs())
+        outcome = self.backend.run(job_run)
         self.timing["sandbox_s"] = round(outcome.wall_seconds, 4)
         verdict = interpret_run(outcome, "eager", show_text=self.mode != "grade")
         if verdict is not None:
             raise _Failed(verdict.status, verdict.message, verdict.stage, verdict.output)
-        run = read_run(outcome, task, self.split.count, self._probe_counts(probe))
+        run = self._read_run(outcome, task, probe)
         self.timing.update(run.timing)
         self.params = run.params(self.params, task)
         self.flags.extend(run.flags(self.params, task))
         if over_limit_params(self.params):
             raise _Failed("over_limit", self._over_message(task), "count")
-        self._probe(task, run, self._canary_split)
+        self._probe(task, run)
         return run.outputs
 
     def _scored(self, task: TaskSpec, outputs: np.ndarray) -> ResultDocument:
