@@ -1,8 +1,9 @@
 """Honest scores: the memorization probe, evidence for the duplicates report, the quota.
 
 - Probe: phase B predicts the first inputs again with imperceptible noise (a gray level
-  or so) and, where the task names one, a canary split; a score that collapses under the
-  noise, or is far better on the hidden split than on the canary, is flagged for the
+  or so), and the hidden inputs carry canaries (``harness.canary``: fresh images from the
+  secret seed, mixed in at secret positions); a score that collapses under the noise, or
+  is far better on the hidden images than on the canaries, is flagged for the
   instructor. Gaps are measured on the task's grading scale (``full_marks_at`` to
   ``zero_marks_at``), so one threshold fits every metric and direction.
 - Evidence: each grading stores a digest of its weights, a small fixed-position sample

@@ -1,8 +1,9 @@
 """Count parameters from a weights file's header, per SUBMISSION_FORMAT.md "Parameter count".
 
-Every stored value counts (64-bit values twice: per 32 bits), except normalization layers' running statistics, which are
-reported apart (``buffers``). A tensor is a running statistic only when its name *and*
-its shape say so, so capacity cannot hide behind a name:
+Every stored value counts (a 64-bit value twice: per 32 bits), except normalization
+layers' running statistics, which are reported apart (``buffers``). A tensor is a
+running statistic only when its name *and* its shape say so, so capacity cannot hide
+behind a name:
 
 - ``<prefix>.running_mean`` / ``<prefix>.running_var``: a 1-D floating tensor with a
   sibling of the same prefix and the same shape: ``weight``, ``bias`` or the other

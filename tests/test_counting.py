@@ -142,20 +142,43 @@ def _levit() -> nn.Module:
 
 
 HONEST = [
-    ("unused_batchnorm2d_300", UnusedBatchNorm, (2, 3, 8, 8), 601, 0),
-    ("googlenet_style_aux_head", AuxHead, (2, 3, 8, 8), 10, 16),
-    ("520_conv_bn_relu_blocks", Blocks, (2, 3, 4, 4), 520, 2080),
-    ("registered_normalisation_buffer", NormalisationBuffer, (2, 3, 8, 8), 0, 0),
-    ("timm_swin_relative_position_index_attn_mask", _swin, (1, 3, 56, 56), 0, 0),
-    ("timm_levit_attention_bias_idxs", _levit, (1, 3, 32, 32), None, None),
+    pytest.param(
+        "unused_batchnorm2d_300", UnusedBatchNorm, (2, 3, 8, 8), 601, 0, id="unused_batchnorm2d_300"
+    ),
+    pytest.param(
+        "googlenet_style_aux_head", AuxHead, (2, 3, 8, 8), 10, 16, id="googlenet_style_aux_head"
+    ),
+    pytest.param(
+        "520_conv_bn_relu_blocks", Blocks, (2, 3, 4, 4), 520, 2080, id="520_conv_bn_relu_blocks"
+    ),
+    pytest.param(
+        "registered_normalisation_buffer",
+        NormalisationBuffer,
+        (2, 3, 8, 8),
+        0,
+        0,
+        id="registered_normalisation_buffer",
+    ),
+    pytest.param(
+        "timm_swin_relative_position_index_attn_mask",
+        _swin,
+        (1, 3, 56, 56),
+        0,
+        0,
+        id="timm_swin_relative_position_index_attn_mask",
+    ),
+    pytest.param(
+        "timm_levit_attention_bias_idxs",
+        _levit,
+        (1, 3, 32, 32),
+        None,
+        None,
+        id="timm_levit_attention_bias_idxs",
+    ),
 ]
 
 
-@pytest.mark.parametrize(
-    ("name", "factory", "shape", "unused", "stats"),
-    HONEST,
-    ids=lambda v: v if isinstance(v, str) else "",
-)
+@pytest.mark.parametrize(("name", "factory", "shape", "unused", "stats"), HONEST)
 def test_honest_models_count_exactly_their_parameters(
     name: str,
     factory: Callable[[], nn.Module],

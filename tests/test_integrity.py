@@ -518,4 +518,5 @@ def test_canaries_from_the_secret_seed_are_mixed_in_and_scored(corpus: dict[str,
     lookup = corpus["docs"]["nn_lookup"]
     assert lookup.metrics["mse"] < 1e-6  # perfect on the hidden images it memorized
     scores = lookup.details["integrity"]["probe"]
-    assert scores["canary"] > 0.05 and scores["noisy"] < 1e-6  # noise alone misses it
+    assert scores["canary"] > 0.05  # the canaries give it away
+    assert abs(scores["noisy"] - scores["clean"]) < 1e-3  # noise alone misses it

@@ -662,8 +662,7 @@ def build_model():
         "over_limit",
         "buffers the code rebuilds from literals in its source",
         code="""
-TABLE = [((i * 7919) % 1000) / 1000.0 - 0.5 for i in range(2000)]
-TABLE = TABLE + [0.25, 0.75, 0.125] + [0.5] * 0
+TABLE = @TABLE@
 
 
 class Spelled(Net):
@@ -862,6 +861,9 @@ def source(c: Case, table: dict[str, float]) -> str:
     code = case("hash_lookup").code if c.code == "@SAME_AS_hash_lookup@" else c.code
     text = c.before + BASE + textwrap.dedent(code)
     text = text.replace("@ANSWERS@", repr(table))
+    if "@TABLE@" in text:  # 2,000 trained-looking weights, spelled out in the source
+        weights = np.sin(np.arange(2000) * 0.37).astype(np.float32)
+        text = text.replace("@TABLE@", repr([round(float(w), 6) for w in weights]))
     if "@BLOB@" in text:
         import base64
 
