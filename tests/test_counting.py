@@ -251,6 +251,17 @@ def test_values_wider_than_32_bits_count_per_32_bits(tmp_path: Path) -> None:
     assert "64-bit" in count.names("buffer")[0]
 
 
+def test_the_weights_file_counts_64_bit_values_per_32_bits(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from harness.params import count_from_header
+    from harness.safetensors_header import read_header
+
+    tensors = {"w": torch.zeros(10), "codes": torch.zeros(10, dtype=torch.int64)}
+    save_file(tensors, str(tmp_path / "w.safetensors"))
+    assert count_from_header(read_header(tmp_path / "w.safetensors")).counted == 10 + 20
+
+
 # -- phase B is a pure function ---------------------------------------------------------
 def _schemas() -> list[tuple[str, Any]]:
     out = []
