@@ -117,7 +117,9 @@ def apart_flag(count: ExportCount) -> Flag | None:
         ("unused", "stored tensors the output never reads"),
     ):
         total = count.group_total(group)
-        if total:
+        if group == "regenerated":  # less what the source spelled out (counted)
+            total -= count.group_total(SOURCE)
+        if total > 0:
             parts.append(f"{total:,} values in {label} ({', '.join(count.names(group))})")
     if not parts:
         return None
