@@ -326,3 +326,54 @@ def test_source_values_counts_literals_and_blobs(tmp_path: Path) -> None:
     assert source_values(tmp_path, ["model.py", "broken.py", "weights.safetensors"]) == (
         3 + 100 + 100
     )
+
+
+# -- canaries ---------------------------------------------------------------------------
+def test_canaries_come_from_the_secret_seed_and_mix_at_secret_positions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+    from subkit import write_task
+
+    from harness import canary
+    from harness.data import prepare_split
+    from harness.settings import settings
+    from harness.tasks import load_task
+
+    write_task(tmp_path / "tasks")
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    task = load_task("tiny", tmp_path / "tasks")
+    drawn = {}
+    for seed in ("1", "2"):
+        monkeypatch.setenv("HARNESS_SECRET_SEED", seed)
+        settings.cache_clear()
+        result = canary.draw(task, 8)
+        assert result is not None
+        drawn[seed] = result
+    try:
+        images, labels = drawn["1"]
+        assert images.shape == (8, 1, 150, 150) and labels.shape == (8,)
+        assert not np.array_equal(images, drawn["2"][0])  # another secret, other canaries
+        public = prepare_split(task, "validation").images()
+        assert not any(np.array_equal(img, p) for img in images for p in public)
+        hidden = prepare_split(task, task.splits.hidden)
+        mixed = canary.mix(hidden, images, labels, tmp_path / "mixed", "key")
+        inputs = np.load(mixed.inputs_dir / "inputs.npy")
+        assert sorted([*mixed.hidden_at, *mixed.canary_at]) == list(range(hidden.count + 8))
+        assert np.array_equal(inputs[mixed.hidden_at], hidden.images())
+        assert np.array_equal(mixed.labels(hidden.labels())[mixed.canary_at], labels)
+    finally:
+        settings.cache_clear()
+
+
+def test_a_public_test_set_says_memorization_cannot_be_excluded() -> None:
+    from harness import canary
+    from harness.tasks import load_task
+
+    root = Path(__file__).resolve().parent.parent / "tasks"
+    for name in ("mnist", "cifar10"):
+        task = load_task(name, root)
+        assert canary.draw(task, 64) is None
+        flag = canary.public_test_set_flag(task, None)
+        assert flag is not None and "memorization cannot be excluded" in flag.message
+    assert canary.public_test_set_flag(load_task("correlation", root), None) is None
