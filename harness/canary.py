@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import PreparedSplit
+from .errors import UserError
 from .results import Flag
 from .settings import settings
 from .tasks import TaskSpec
@@ -55,16 +56,26 @@ def _seed(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
 
 
-def draw(task: TaskSpec, count: int) -> tuple[np.ndarray, np.ndarray] | None:
+def draw(
+    task: TaskSpec, count: int, data_root: Path | None = None
+) -> tuple[np.ndarray, np.ndarray] | None:
     """``count`` fresh labelled images from the secret seed, or None when the task's
-    data is not generated (or the hidden split is an instructor's folder)."""
+    data is not generated, or its hidden split is an instructor's folder (generated
+    canaries would not look like those images)."""
     if count <= 0 or task.dataset.provider not in GENERATED:
         return None
     secret, _ = settings().hidden_seed()
     seed = _seed("canary", secret, task.id) % 2**63
-    from .data.correlation import SIZE, generate
+    from .data import SplitSource
+    from .data.correlation import SIZE, generate, layout_folder
 
     if tuple(task.input_shape) != (1, SIZE, SIZE):
+        return None
+    hidden = SplitSource(task, task.splits.hidden, secret, data_root)
+    try:
+        if data_root is not None and layout_folder(hidden) is not None:
+            return None
+    except UserError:  # no instructor folder for the hidden split
         return None
     return generate(seed, "canary", 0, count)
 

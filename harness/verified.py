@@ -217,7 +217,7 @@ class VerifiedStages:
         self._mixed = None
         if self.mode != "grade":
             return None, {}
-        drawn = canary.draw(task, task.integrity.canaries)
+        drawn = canary.draw(task, task.integrity.canaries, self.options.data_root)
         if drawn is not None:
             folder = self.workspace.root / "mixed-inputs"
             self._mixed = canary.mix(self.split, *drawn, folder, self.cache_key)
