@@ -1,8 +1,9 @@
 """Honest scores: the memorization probe, evidence for the duplicates report, the quota.
 
 - Probe: phase B predicts the first inputs again with imperceptible noise (a gray level
-  or so) and, where the task names one, a canary split; a score that collapses under the
-  noise, or is far better on the hidden split than on the canary, is flagged for the
+  or so), and the hidden inputs carry canaries (``harness.canary``: fresh images from the
+  secret seed, mixed in at secret positions); a score that collapses under the noise, or
+  is far better on the hidden images than on the canaries, is flagged for the
   instructor. Gaps are measured on the task's grading scale (``full_marks_at`` to
   ``zero_marks_at``), so one threshold fits every metric and direction.
 - Evidence: each grading stores a digest of its weights, a small fixed-position sample
@@ -76,15 +77,20 @@ def probe_flags(
     outputs: np.ndarray,
     noisy: np.ndarray | None,
     canary: tuple[np.ndarray, np.ndarray] | None = None,
+    first: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[list[Flag], dict[str, float]]:
-    """Flags for a large gap, and the probe's scores for ``details``."""
+    """Flags for a large gap, and the probe's scores for ``details``. ``canary``: the
+    canaries' (labels, outputs); ``first``: (labels, outputs) of the inputs the noisy
+    probe repeats, when they are not the hidden split's (canaries mixed in)."""
     flags: list[Flag] = []
     scores: dict[str, float] = {}
     name = task.metrics.primary
     limit = task.integrity.probe_gap
     if noisy is not None and len(noisy):
         m = len(noisy)
-        clean, shaken = primary(task, labels[:m], outputs[:m]), primary(task, labels[:m], noisy)
+        ref_labels, ref_outputs = first if first is not None else (labels, outputs)
+        clean = primary(task, ref_labels[:m], ref_outputs[:m])
+        shaken = primary(task, ref_labels[:m], noisy)
         scores |= {"clean": clean, "noisy": shaken, "count": float(m)}
         if fraction(task, clean) - fraction(task, shaken) > limit:
             flags.append(
@@ -101,8 +107,10 @@ def probe_flags(
         if fraction(task, hidden) - fraction(task, canary_score) > limit:
             flags.append(
                 _memorized(
-                    f"{name} {hidden:.4g} on the hidden split but {canary_score:.4g} on the "
-                    "never-released canary split: the model may have been trained on the test set"
+                    f"{name} {hidden:.4g} on the hidden images but {canary_score:.4g} on "
+                    f"{len(canary[0])} canary images drawn from the secret seed and mixed into "
+                    "them: the model recognizes the hidden images (memorized answers, e.g. a "
+                    "nearest-neighbour lookup) rather than reading them"
                 )
             )
     return flags, scores

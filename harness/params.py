@@ -1,8 +1,9 @@
 """Count parameters from a weights file's header, per SUBMISSION_FORMAT.md "Parameter count".
 
-Every stored value counts, except normalization layers' running statistics, which are
-reported apart (``buffers``). A tensor is a running statistic only when its name *and*
-its shape say so, so capacity cannot hide behind a name:
+Every stored value counts (a 64-bit value twice: per 32 bits), except normalization
+layers' running statistics, which are reported apart (``buffers``). A tensor is a
+running statistic only when its name *and* its shape say so, so capacity cannot hide
+behind a name:
 
 - ``<prefix>.running_mean`` / ``<prefix>.running_var``: a 1-D floating tensor with a
   sibling of the same prefix and the same shape: ``weight``, ``bias`` or the other
@@ -23,6 +24,7 @@ from .results import LayerCount, Params
 from .safetensors_header import FLOAT_DTYPES, INT_DTYPES, SafetensorsHeader, TensorEntry
 
 _RUNNING = ("running_mean", "running_var")
+WIDE = frozenset({"F64", "I64", "U64"})  # values wider than 32 bits count per 32 bits
 _TRACKED = "num_batches_tracked"
 
 
@@ -72,7 +74,7 @@ def count_from_header(header: SafetensorsHeader) -> ParamCount:
         if stat:
             buffers += entry.numel
         else:
-            counted += entry.numel
+            counted += entry.numel * (2 if entry.dtype in WIDE else 1)
         per_layer.append(
             LayerCount(
                 name=entry.name,
@@ -96,4 +98,7 @@ def to_params(count: ParamCount, limit: int | None) -> Params:
 
 
 def over_limit(count: ParamCount, limit: int | None) -> bool:
-    return limit is not None and count.counted > limit
+    """The weights file's count against the limit (the rule: ``counting.over_limit``)."""
+    from .counting import over_limit as rule
+
+    return rule(count.counted, limit)

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, integrity
+from .counting import over_message
+from .counting import params_over_limit as over_limit_params
 from .data import PreparedSplit, prepare_split
 from .devices import gpu_present, use_gpu
 from .errors import UserError
@@ -39,7 +41,7 @@ from .store import ResultsStore
 from .submission import Submission, is_declared_reference
 from .tasks import TaskSpec, load_task
 from .verdicts import Failed as _Failed
-from .verdicts import interpret_run, over_message, read_run
+from .verdicts import interpret_run
 from .verified import VerifiedStages
 
 
@@ -375,18 +377,19 @@ class _Grading(VerifiedStages):
         spec = eager_job_spec(task, self.sub.manifest, name, probe)
         job = job_with_files(self.workspace, "eager-job", spec, job_files)
         out = self.workspace.output("eager-out")
-        outcome = self.backend.run(self._job(task, sub_dir, job, out, code=True))
+        job_run = self._job(task, sub_dir, job, out, code=True, inputs=self._probe_inputs())
+        outcome = self.backend.run(job_run)
         self.timing["sandbox_s"] = round(outcome.wall_seconds, 4)
         verdict = interpret_run(outcome, "eager", show_text=self.mode != "grade")
         if verdict is not None:
             raise _Failed(verdict.status, verdict.message, verdict.stage, verdict.output)
-        run = read_run(outcome, task, self.split.count, self._probe_counts(probe))
+        run = self._read_run(outcome, task, probe)
         self.timing.update(run.timing)
         self.params = run.params(self.params, task)
         self.flags.extend(run.flags(self.params, task))
         if over_limit_params(self.params):
             raise _Failed("over_limit", self._over_message(task), "count")
-        self._probe(task, run, self._canary_split)
+        self._probe(task, run)
         return run.outputs
 
     def _scored(self, task: TaskSpec, outputs: np.ndarray) -> ResultDocument:
@@ -465,10 +468,6 @@ def share_cores(task: TaskSpec, jobs: int) -> TaskSpec:
     if cpus == task.limits.cpus:
         return task
     return task.model_copy(update={"limits": task.limits.model_copy(update={"cpus": cpus})})
-
-
-def over_limit_params(params: Params) -> bool:
-    return params.counted is not None and params.limit is not None and params.counted > params.limit
 
 
 def reference_documents(task: TaskSpec, results_dir: Path) -> list[ResultDocument]:

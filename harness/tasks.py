@@ -70,7 +70,9 @@ class IntegritySpec(_Frozen):
     probe_count: int = Field(256, ge=0)
     probe_amplitude: int = Field(1, ge=1, le=16)
     probe_gap: float = Field(0.1, gt=0, le=1)
-    canary: str | None = None  # a split never released to students, scored for the probe
+    # canaries: fresh images from the secret seed mixed into the hidden inputs (generated
+    # tasks only; harness/canary.py), flagged when they score `probe_gap` below the hidden
+    canaries: int = Field(64, ge=0)
 
 
 class LeaderboardSpec(_Frozen):

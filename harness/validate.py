@@ -30,6 +30,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .api import GradeOptions, grade
+from .counting import over_limit
 from .data import providers
 from .errors import UserError
 from .identity import TEAM_RE
@@ -185,13 +186,7 @@ def _scored(row: Row, doc: ResultDocument, task: TaskSpec) -> bool:
 
 def _verdict(doc: ResultDocument, task: TaskSpec) -> str:
     """The status, with a graded run over the limit counted as ``over_limit``."""
-    counted = doc.params.counted
-    if (
-        doc.status == "graded"
-        and task.parameter_limit
-        and counted
-        and counted > task.parameter_limit
-    ):
+    if doc.status == "graded" and over_limit(doc.params.counted, task.parameter_limit):
         return "over_limit"
     return doc.status
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .counting import over_message, verified_params  # noqa: F401  (their home: counting)
 from .outputs import BadOutput, read_predictions, read_report
 from .program.count import ExportCount, describe, largest, named_groups
 from .results import Flag, LayerCount, Params
@@ -245,11 +246,21 @@ class RunData:
                 message=(
                     f"nondeterministic output: predictions changed by up to {diff:.3g} when "
                     f"{det.get('checked', 0)} inputs were predicted again in another order and "
-                    "batch composition; outputs must not depend on randomness or on the other "
-                    "inputs in a batch"
+                    "batch composition; outputs must not depend on randomness, on earlier "
+                    f"calls or on the other inputs in a batch{_which(det)}"
                 ),
             )
         ]
+
+
+def _which(det: dict[str, Any]) -> str:
+    """`` (12 images differ: 64, 65, ...)`` from the runner's determinism report."""
+    images = det.get("images")
+    if not isinstance(images, list) or not images:
+        return ""
+    shown = ", ".join(str(int(i)) for i in images[:10] if isinstance(i, int))
+    more = ", ..." if int(det.get("differ", 0) or 0) > 10 else ""
+    return f" ({det.get('differ', len(images))} images differ: {shown}{more})"
 
 
 def read_run(
@@ -285,21 +296,6 @@ def read_run(
     return RunData(outputs=outputs, report=report, timing=timing, probe=noisy, canary=canary)
 
 
-def verified_params(
-    file: Params, count: ExportCount, reported: int | None, limit: int | None
-) -> Params:
-    """The result's ``params`` from the exported program's count (the file's when larger)."""
-    return Params(
-        counted=max(count.counted, file.counted or 0),
-        limit=limit,
-        weights_file=file.weights_file,
-        buffers=count.norm_stats,
-        model_reported=reported,
-        verified=True,
-        per_layer=count.per_layer,
-    )
-
-
 def verified_flags(
     count: ExportCount, file: Params, reported: int | None, allowance: int
 ) -> list[Flag]:
@@ -328,29 +324,6 @@ def verified_flags(
             )
         )
     return flags
-
-
-def over_message(
-    params: Params, task: TaskSpec, count: ExportCount | None, file_counted: int
-) -> str:
-    """The over-limit message, naming where values outside the weights file came from."""
-    text = (
-        f"{params.counted:,} parameters counted; task {task.id} allows at most "
-        f"{task.parameter_limit:,}"
-    )
-    if count is not None:
-        groups = named_groups(count)
-        text += f", including {describe(groups)}" if groups else f" (largest: {largest(count)})"
-        if count.counted > file_counted:
-            text += f" (the weights file alone counts {file_counted:,})"
-    reported = params.model_reported
-    held = count.parameters if count is not None else file_counted  # values in parameters
-    if reported is not None and reported < held:
-        text += (
-            f"; the model's own count says {reported:,}, but the harness counts the weights "
-            "and the exported program, not what the model's code reports"
-        )
-    return text + " (see the per-layer table)"
 
 
 def reported_count(outcome: RunOutcome) -> int | None:

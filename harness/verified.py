@@ -19,10 +19,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import integrity
-from .data import PreparedSplit, prepare_split
+from . import canary, integrity, regenerate
+from .canary import Mixed
+from .counting import apart_flag, count_checked, source_values, verified_params
+from .counting import over_limit as over_the_limit
+from .data import PreparedSplit
 from .jobs import (
-    CANARY,
     PROGRAM,
     export_batch,
     export_job_spec,
@@ -31,7 +33,8 @@ from .jobs import (
 )
 from .outputs import read_report
 from .params import ParamCount, over_limit
-from .program import CheckError, Expect, check_program, count_program
+from .program.check import CheckError, Expect, check_program
+from .program.records import Program
 from .results import Flag, Params
 from .runner.contract import torch_mismatch
 from .safefs import NotPlain, plain_file
@@ -43,13 +46,12 @@ from .verdicts import (
     read_run,
     reported_count,
     verified_flags,
-    verified_params,
 )
 
 if TYPE_CHECKING:
     from .options import GradeOptions, Mode
     from .program import ExportCount
-    from .sandbox import Backend, RunJob
+    from .sandbox import Backend, RunJob, RunOutcome
     from .staging import Workspace
     from .submission import Submission
 
@@ -72,7 +74,8 @@ class VerifiedStages:
     _reported: int | None = None
     _batch: int = 1
     _program: Path
-    _canary_split: PreparedSplit | None = None
+    _mixed: Mixed | None = None
+    _mixed_outputs: np.ndarray
 
     if TYPE_CHECKING:
 
@@ -147,21 +150,52 @@ class VerifiedStages:
         )
         self._program = self.workspace.root / "checked.pt2"
         try:
-            checked, literals = check_program(program, self._program, expect)
+            checked, _ = check_program(program, self._program, expect)
         except CheckError as exc:
             if over_limit(self._count, task.parameter_limit):
                 raise Failed("over_limit", self._over_message(task), "count") from None
             raise Failed(
                 "failed", f"the exported program was refused: {exc.message}", "check"
             ) from None
-        count = count_program(checked, literals, task.integrity.allowance)
+        count = count_checked(checked, task, frozenset(), 0)
+        self.timing["check_s"] = round(time.perf_counter() - t, 4)
+        names = regenerate.candidates(count)
+        if names:  # buffers that may be structural: does the code alone rebuild them?
+            found = self._regenerated(task, checked, names)
+            if found:
+                values = source_values(self.sub.path, self.sub.files)
+                count = count_checked(checked, task, found, values)
         file = self.params
         self.params = verified_params(file, count, self._reported, task.parameter_limit)
         self.flags.extend(verified_flags(count, file, self._reported, task.integrity.allowance))
-        self.timing["check_s"] = round(time.perf_counter() - t, 4)
-        limit = self.params.limit
-        if limit is not None and (self.params.counted or 0) > limit:
+        apart = apart_flag(count)
+        self.flags.extend([apart] if apart else [])
+        if over_the_limit(self.params.counted, self.params.limit):
             raise Failed("over_limit", self._over_message(task, count), "count")
+
+    def _regenerated(self, task: TaskSpec, checked: Program, names: list[str]) -> frozenset[str]:
+        """The rebuild run (the submission's code, no weights file, no inputs): which of
+        ``names`` the code alone regenerates bit-identically. A failed run proves nothing."""
+        assert self.sub.manifest is not None
+        declared = self.sub.manifest.model.weights
+        files = [f for f in self.sub.files if f != declared]
+        sub_dir = self.workspace.stage("rebuild-sub", self.sub.path, files)
+        spec = {
+            "phase": "rebuild",
+            "entrypoint": self.sub.manifest.model.entrypoint,
+            "threads": max(1, int(task.limits.cpus)),
+        }
+        job = self.workspace.job("rebuild-job", spec)
+        out = self.workspace.output("rebuild-out")
+        no_inputs = self.workspace.stage("rebuild-inputs", self.sub.path, [])
+        outcome = self.backend.run(
+            self._job(task, sub_dir, job, out, code=True, inputs=no_inputs, gpu=False)
+        )
+        self.timing["rebuild_s"] = round(outcome.wall_seconds, 4)
+        if interpret_run(outcome, "build") is not None:
+            return frozenset()
+        report = read_report(out) or {}
+        return regenerate.regenerated(self._program, checked, names, report)
 
     def _run_program(self, task: TaskSpec) -> np.ndarray:
         """Phase B: the checked program predicts; no submission code is mounted."""
@@ -172,47 +206,72 @@ class VerifiedStages:
         job = job_with_files(self.workspace, "predict-job", spec, files)
         empty = self.workspace.stage("predict-sub", self.sub.path, [])
         out = self.workspace.output("predict-out")
-        outcome = self.backend.run(self._job(task, empty, job, out, code=False))
+        job_run = self._job(task, empty, job, out, code=False, inputs=self._probe_inputs())
+        outcome = self.backend.run(job_run)
         self.timing["sandbox_s"] = round(outcome.wall_seconds, 4)
         verdict = interpret_run(outcome, "predict")
         if verdict is not None:
             raise Failed(verdict.status, verdict.message, verdict.stage, verdict.output)
-        run = read_run(outcome, task, self.split.count, self._probe_counts(probe))
+        run = self._read_run(outcome, task, probe)
         self.timing.update(run.timing)
         self.flags.extend(run.determinism_flags())
-        self._probe(task, run, self._canary_split)
+        self._probe(task, run)
         return run.outputs
 
     def _probe_job(self, task: TaskSpec) -> tuple[dict[str, object] | None, dict[str, Path]]:
-        """The probe a hidden-set run carries, and the files it needs in the job folder."""
+        """The probe a hidden-set run carries; canaries drawn from the secret seed are mixed
+        into its inputs (``harness.canary``), or a note says why they cannot be."""
         assert self.split is not None
-        self._canary_split = None
+        self._mixed = None
         if self.mode != "grade":
             return None, {}
-        canary = None
-        if task.integrity.canary is not None:
-            canary = prepare_split(task, task.integrity.canary, data_root=self.options.data_root)
-        self._canary_split = canary
-        probe = integrity.probe_spec(task, self.split.count, self.cache_key, canary is not None)
-        files = {CANARY: canary.inputs_path} if probe and canary else {}
-        return probe, files
+        drawn = canary.draw(task, task.integrity.canaries, self.options.data_root)
+        if drawn is not None:
+            folder = self.workspace.root / "mixed-inputs"
+            self._mixed = canary.mix(self.split, *drawn, folder, self.cache_key)
+        else:
+            note = canary.public_test_set_flag(task, self.options.data_root)
+            self.flags.extend([note] if note else [])
+        count = self._mixed.count if self._mixed is not None else self.split.count
+        return integrity.probe_spec(task, count, self.cache_key, False), {}
+
+    def _probe_inputs(self) -> Path | None:
+        """The folder a prediction run reads: the mixed inputs, or None (the split's)."""
+        return self._mixed.inputs_dir if self._mixed is not None else None
 
     def _probe_counts(self, probe: dict[str, object] | None) -> tuple[int, int]:
-        if probe is None:
-            return 0, 0
-        canary = self._canary_split.count if self._canary_split is not None else 0
-        return int(str(probe["count"])), canary
+        return (0, 0) if probe is None else (int(str(probe["count"])), 0)
 
-    def _probe(self, task: TaskSpec, run: RunData, canary: PreparedSplit | None = None) -> None:
+    def _read_run(
+        self, outcome: RunOutcome, task: TaskSpec, probe: dict[str, object] | None
+    ) -> RunData:
+        """The run's data, with the canaries' outputs taken out of the hidden ones."""
+        assert self.split is not None
+        mixed = self._mixed
+        run = read_run(
+            outcome, task, mixed.count if mixed else self.split.count, self._probe_counts(probe)
+        )
+        if mixed is not None:
+            self._mixed_outputs = run.outputs
+            run.canary = run.outputs[mixed.canary_at]
+            run.outputs = run.outputs[mixed.hidden_at]
+            det = run.report.get("determinism")
+            if isinstance(det, dict) and isinstance(det.get("images"), list):
+                where = {int(p): i for i, p in enumerate(mixed.hidden_at)}
+                det["images"] = sorted(where[p] for p in det["images"] if p in where)
+        return run
+
+    def _probe(self, task: TaskSpec, run: RunData) -> None:
         """Memorization flags from the probe's outputs; evidence for the duplicates report."""
         assert self.split is not None
         if self.mode != "grade":
             return
         labels = self.split.labels()
-        pair = None
-        if canary is not None and run.canary is not None:
-            pair = (canary.labels(), run.canary)
-        flags, scores = integrity.probe_flags(task, labels, run.outputs, run.probe, pair)
+        pair = first = None
+        if self._mixed is not None and run.canary is not None:
+            pair = (self._mixed.canary_labels, run.canary)
+            first = (self._mixed.labels(labels), self._mixed_outputs)
+        flags, scores = integrity.probe_flags(task, labels, run.outputs, run.probe, pair, first)
         self.flags.extend(flags)
         self._evidence["probe"] = scores
         self._evidence["predictions"] = integrity.predictions_evidence(task, run.outputs)

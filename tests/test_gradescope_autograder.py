@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from harness.sandbox.docker.image import default_tag
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]

@@ -87,8 +87,8 @@ def test_an_honest_archive_passes_and_its_clean_copy_holds_no_pickle(
     honest_archive: Path, tmp_path: Path
 ) -> None:
     clean = tmp_path / "clean.pt2"
-    program, literals = check_program(honest_archive, clean, EXPECT)
-    count = count_program(program, literals, allowance=1024)
+    program, _ = check_program(honest_archive, clean, EXPECT)
+    count = count_program(program, 1024)
     model = _tiny()
     assert count.counted == sum(p.numel() for p in model.parameters()) == 305
     with zipfile.ZipFile(clean) as zf:
@@ -245,13 +245,13 @@ def test_reference_solutions_count_exactly_their_parameters(
     path = _export(model, (2, *shape), tmp_path / "program.pt2")
     classes = 0 if name == "correlation" else 10
     kind = "regression" if name == "correlation" else "classification"
-    program, literals = check_program(
+    program, _ = check_program(
         path, tmp_path / "clean.pt2", Expect((2, *shape), kind, classes, 2**28)
     )
-    count = count_program(program, literals, allowance=1024)
+    count = count_program(program, 1024, input_width=shape[0])
     assert count.counted == count.parameters == sum(p.numel() for p in model.parameters())
     stats = sum(b.numel() for n, b in model.named_buffers())
-    assert count.norm_stats == stats  # batch-norm statistics, reported apart
+    assert count.norm_stats + count.unused == stats  # statistics (and unused counters), apart
     _same_outputs(model, tmp_path / "clean.pt2", (2, *shape))
 
 
@@ -506,27 +506,16 @@ def test_malformed_programs_are_refused_not_crashed_on(
 
 
 @pytest.mark.slow
-def test_a_canary_split_is_predicted_and_compared(corpus: dict[str, Any]) -> None:
-    """The probe's canary: a split the task names is predicted in phase B and scored here
-    (the validation split stands in for a never-released one)."""
-    root: Path = corpus["root"]
-    tasks = Path(corpus["task"].source).parent.parent
-    text = (tasks / build_cheats.TASK / "task.toml").read_text()
-    (tasks / "cheats-canary").mkdir()
-    text = text.replace(f'id = "{build_cheats.TASK}"', 'id = "cheats-canary"')
-    (tasks / "cheats-canary" / "task.toml").write_text(
-        text.replace("[integrity]", '[integrity]\ncanary = "validation"')
-    )
-    folder = root / "extra" / "canary"
-    folder.mkdir(parents=True)
-    honest = corpus["folders"]["honest"]
-    for name in ("model.py", "weights.safetensors"):
-        (folder / name).write_bytes((honest / name).read_bytes())
-    manifest = (honest / "submission.toml").read_text().replace('"honest"', '"canary"')
-    (folder / "submission.toml").write_text(manifest.replace(build_cheats.TASK, "cheats-canary"))
-    [doc] = grade([folder], options=corpus["options"])
-    assert doc.status == "graded", doc.message
-    probe = doc.details["integrity"]["probe"]
+def test_canaries_from_the_secret_seed_are_mixed_in_and_scored(corpus: dict[str, Any]) -> None:
+    """Canaries drawn from the secret seed are shuffled into the hidden inputs and scored
+    apart: an honest model scores alike on both, a memorized lookup does not."""
+    honest = corpus["docs"]["honest"]
+    probe = honest.details["integrity"]["probe"]
     assert {"clean", "noisy", "hidden", "canary"} <= set(probe)
-    assert probe["hidden"] == pytest.approx(doc.metrics["mse"])
-    assert not any(f.code == "memorization" for f in doc.flags)
+    assert probe["hidden"] == pytest.approx(honest.metrics["mse"])
+    assert not any(f.code == "memorization" for f in honest.flags)
+    lookup = corpus["docs"]["nn_lookup"]
+    assert lookup.metrics["mse"] < 1e-6  # perfect on the hidden images it memorized
+    scores = lookup.details["integrity"]["probe"]
+    assert scores["canary"] > 0.05  # the canaries give it away
+    assert abs(scores["noisy"] - scores["clean"]) < 1e-3  # noise alone misses it

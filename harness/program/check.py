@@ -154,7 +154,7 @@ def _payloads(
         reach = offset + sum((s - 1) * st for s, st in zip(sizes, strides, strict=True))
         if 0 not in sizes and reach >= storage:
             _fail(f"tensor {name[:60]!r} reaches past the end of its storage")
-        out[name] = Payload(name, member, dtype, sizes, storage)
+        out[name] = Payload(name, member, dtype, sizes, storage, strides, offset)
     return out
 
 
@@ -182,6 +182,8 @@ def check_program(source: Path, target: Path, expect: Expect) -> tuple[Program, 
                 "constants config",
             )
             program, literals, clean = check_model(model, weights, constants, expect)
+            _io_names(program, clean)
+            check_purity(program)
             _write_clean(zf, root, members, clean, target)
     except (zipfile.BadZipFile, EOFError, OSError, struct.error, NotImplementedError) as exc:
         _fail(f"the exported program is not a valid zip archive ({str(exc)[:120]})")
@@ -213,3 +215,69 @@ def _write_clean(
                 with zf.open(info) as src, out.open(name, "w", force_zip64=True) as dst:
                     shutil.copyfileobj(src, dst, 2**20)
         out.writestr(f"{root}/{SAMPLE_INPUTS}", b"")
+
+
+def _io_names(program: Program, model: dict[str, Any]) -> None:
+    """Record the graph's names of the model's input and output (both checked)."""
+    signature = model["graph_module"]["signature"]
+    for spec in signature["input_specs"]:
+        if "user_input" in spec:
+            program.user_input = spec["user_input"]["arg"]["as_tensor"]["name"]
+    program.output = signature["output_specs"][0]["user_output"]["arg"]["as_tensor"]["name"]
+
+
+# -- phase B is a pure function: which writes are safe ----------------------------------
+# overloads whose schema writes into an argument but whose name does not say so
+# (tests/test_counting.py checks this list against torch's schemas for every allowed name)
+WRITES = frozenset({
+    "max.dim_max", "min.dim_min", "sort.values", "sort.values_stable", "topk.values",
+    "sort.int", "sort.float", "sort.Tensor", "sort.bool", "sort.str", "sort.any",
+})  # fmt: skip
+
+
+def writes_into_argument(target: str) -> bool:
+    """Whether the overload ``torch.ops.aten.<name>.<overload>`` writes into an argument
+    that is not its first (``.out`` variants and their kin): never allowed."""
+    name, _, overload = target.removeprefix("torch.ops.aten.").partition(".")
+    outish = (
+        overload == "out" or overload.startswith(("out_", "values")) or overload.endswith("_out")
+    )
+    return outish or f"{name}.{overload}" in WRITES
+
+
+def in_place(target: str) -> bool:
+    """Whether the overload writes into its first argument (``relu_``, ``add_``)."""
+    name = target.removeprefix("torch.ops.aten.").partition(".")[0]
+    return name.endswith("_") and not name.startswith("_")
+
+
+def check_purity(program: Program) -> None:
+    """Phase B must be a pure function of its input: refuse every overload that writes
+    into an argument it was given (``.out`` variants, anything whose schema writes),
+    except an in-place write (``relu_``, ``add_``) into a value computed in the graph
+    itself, never into a stored tensor or a view of one."""
+    from .graph import VIEWS, _op_name
+    from .records import _short
+
+    stored = set(program.placeholders.values())
+    for node in program.nodes:
+        target = node["target"]
+        if writes_into_argument(target):
+            _fail(
+                f"the program writes into a tensor it was given ({_short(target)}, an out= "
+                "variant): predictions must not depend on earlier calls"
+            )
+        args = [n["arg"]["as_tensor"]["name"] for n in node["inputs"] if "as_tensor" in n["arg"]]
+        first = args[0] if args else None
+        if first in stored and in_place(target):
+            _fail(
+                f"the model changes its stored tensors while predicting ({_short(target)} on "
+                "one of them); predictions must not depend on earlier calls"
+            )
+        if first in stored and (_op_name(target) in VIEWS or in_place(target)):
+            for out in node["outputs"]:
+                for ref in out.values():
+                    if isinstance(ref, dict) and "name" in ref:
+                        stored.add(ref["name"])
+                    elif isinstance(ref, list):
+                        stored.update(r["name"] for r in ref if isinstance(r, dict))

@@ -1,23 +1,32 @@
-"""Count a checked exported program: every stored value the computation can reach.
+"""Count a checked exported program: the learned values its output can read.
 
-Parameters, buffers, tensor attributes and tensors created in ``forward`` (lifted
-constants) all count, each storage once (tied weights share one). Normalization running
-statistics are reported apart, but only when the graph uses them as running statistics
-(the ``running_mean``/``running_var`` argument of a batch-norm operator) or, for
-``num_batches_tracked``, not at all: a name alone does not make a tensor a statistic.
-Float literals in the graph (``x * 0.5``, ``eps``) are free up to the task's allowance
-and count in full beyond it.
+- Parameters count as their values (each storage once: tied weights share one).
+- Every other stored tensor (buffer, tensor attribute, tensor created in ``forward``)
+  that reaches the output counts too, except what is provably structural:
+  normalization running statistics that normalise an activation computed from the input
+  by counted layers (at most as wide as those layers), and buffers the model's code
+  regenerates bit-identically in a fresh build without its weights (index tables, masks,
+  anchor grids; ``harness.regenerate`` finds them). Both are reported apart.
+- A normalization layer applied to anything input-independent, or wider than the
+  counted layers before it, has its statistics counted: that is a lookup table.
+- Stored tensors the output never reads are reported apart (``unused``), not counted.
+- Literals in the graph that carry values (every float except a normalization's
+  ``momentum`` and ``eps``, and integers passed as values) count beyond the task's
+  allowance, only the excess: there is no cliff.
+- A value wider than 32 bits counts once per 32 bits (one int64 holds two int32s).
 
 For an honest model the count equals ``sum(p.numel() for p in model.parameters())``.
+The over-limit rule and its message live in ``harness.counting``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from ..results import LayerCount
-from .records import FLOATS, Payload, Program
+from .flow import Flow, analyse, literal_values, tensor_refs
+from .records import DTYPES, FLOATS, Payload, Program
 
 NORM_OPS = frozenset(
     f"torch.ops.aten.{name}"
@@ -31,8 +40,6 @@ NORM_OPS = frozenset(
 )
 Kind = Literal["parameter", "buffer", "norm_stat", "constant", "created"]
 RUNNING = ("running_mean", "running_var")
-TRACKED = "num_batches_tracked"
-INTS = {1, 2, 3, 4, 5}
 
 # what each group of values is called in messages
 GROUPS = {
@@ -41,75 +48,127 @@ GROUPS = {
     "nonpersistent": "non-persistent buffers",
     "attribute": "tensor attributes",
     "created": "tensors created in forward or kept outside registered modules",
-    "literal": "float literals in the graph",
+    "norm_table": (
+        "normalization statistics used as storage (a norm layer applied to values that do "
+        "not come from the input, or wider than the counted layers before it)"
+    ),
+    "literal": "literals in the graph (floats, and integers used as values)",
+    "source_table": "buffers the code rebuilds from literals in its source",
 }
-NAMED = ("buffer", "nonpersistent", "attribute", "created", "literal")
+NAMED = ("buffer", "nonpersistent", "attribute", "created", "norm_table", "source_table", "literal")
+APART = ("norm_stat", "regenerated", "unused")  # reported, never counted
 
 
 @dataclass(frozen=True)
 class Row:
-    group: str  # a key of GROUPS, or "norm_stat"
+    group: str  # a key of GROUPS, or one of APART
     layer: LayerCount
+    words: int = 1  # 32-bit words per value
 
 
 @dataclass
 class ExportCount:
     counted: int  # checked against the task's limit
-    norm_stats: int  # normalization running statistics, apart
+    norm_stats: int  # structural normalization running statistics, apart
     parameters: int  # values in parameters alone (compared with the model's own count)
     rows: list[Row] = field(default_factory=list)
-    literals: int = 0  # float literals in the graph (counted only beyond the allowance)
+    literals: int = 0  # value-carrying literals in the graph (counted beyond the allowance)
+    regenerated: int = 0  # values in buffers the code regenerates, apart
+    unused: int = 0  # values in stored tensors the output never reads, apart
 
     def group_total(self, group: str) -> int:
         return sum(r.layer.numel for r in self.rows if r.group == group)
 
     def names(self, group: str, limit: int = 3) -> list[str]:
-        return [r.layer.name for r in self.rows if r.group == group][:limit]
+        """The first names in ``group``; a 64-bit tensor says it counts per 32 bits."""
+        rows = [r for r in self.rows if r.group == group][:limit]
+        return [r.layer.name + (" 64-bit, per 32 bits" if r.words > 1 else "") for r in rows]
+
+    def uncounted(self) -> set[str]:
+        """Names of stored tensors that are not counted (structural or unused)."""
+        return {r.layer.name for r in self.rows if r.group in APART}
 
     @property
     def per_layer(self) -> list[LayerCount]:
         return [r.layer for r in self.rows]
 
 
-def _is_norm_stat(name: str, payload: Payload, program: Program) -> bool:
+def words(payload: Payload) -> int:
+    """32-bit words per value: 2 for 64-bit dtypes, else 1."""
+    return max(1, DTYPES[payload.dtype][1] // 4)
+
+
+Uses = dict[str, list[tuple[str, str, dict[str, Any]]]]
+
+
+def _norm_group(name: str, payload: Payload, live_uses: list[Any], flow: Flow) -> str | None:
+    """``norm_stat`` for a structural statistic, ``norm_table`` for one used as storage,
+    None when the tensor is not used as a running statistic at all."""
     leaf = name.rpartition(".")[2]
-    uses = program.uses.get(program.placeholders.get(name, ""), [])
-    if leaf == TRACKED:
-        return payload.dtype in INTS and payload.numel <= 1 and not uses
     if leaf not in RUNNING or payload.dtype not in FLOATS or len(payload.shape) != 1:
-        return False
-    return bool(uses) and all(op in NORM_OPS and arg == leaf for op, arg in uses)
+        return None
+    if not live_uses or not all(op in NORM_OPS and arg in RUNNING for op, arg, _ in live_uses):
+        return None
+    for _, _, node in live_uses:
+        source = next((n["arg"] for n in node["inputs"] if n.get("name") == "input"), None)
+        ref = source.get("as_tensor", {}).get("name") if isinstance(source, dict) else None
+        if ref is None or ref not in flow.from_input:
+            return "norm_table"
+        if not flow.fed_by_width(ref, payload.shape[0]):
+            return "norm_table"
+    return "norm_stat"
 
 
-def _group(name: str, program: Program) -> str:
+def _group(
+    name: str, program: Program, flow: Flow, uses: Uses, regen: frozenset[str], params: set[str]
+) -> str:
+    if name in params:
+        return "parameter"
+    payload = program.payloads[name]
+    live_uses = uses.get(program.placeholders.get(name, ""), [])
+    if not live_uses:
+        return "unused"
+    norm = _norm_group(name, payload, live_uses, flow)
+    if norm is not None:
+        return norm
+    if name in regen:
+        return "regenerated"
     if name in program.buffers:
-        payload = program.payloads[name]
-        if _is_norm_stat(name, payload, program):
-            return "norm_stat"
         return "buffer" if program.buffers[name] else "nonpersistent"
-    if name in program.constants:
-        leaf = name.rpartition(".")[2]
-        created = leaf.startswith(("lifted_tensor_", "_tensor_constant"))
-        return "created" if created else "attribute"
-    return "parameter"
+    leaf = name.rpartition(".")[2]
+    created = leaf.startswith(("lifted_tensor_", "_tensor_constant"))
+    return "created" if created else "attribute"
 
 
-def _kind(group: str) -> Kind:
-    kinds: dict[str, Kind] = {
-        "parameter": "parameter",
-        "norm_stat": "norm_stat",
-        "buffer": "buffer",
-        "nonpersistent": "buffer",
-        "attribute": "constant",
-        "created": "created",
-        "literal": "constant",
-    }
-    return kinds[group]
+KINDS: dict[str, Kind] = {
+    "parameter": "parameter",
+    "norm_stat": "norm_stat",
+    "norm_table": "buffer",
+    "buffer": "buffer",
+    "nonpersistent": "buffer",
+    "regenerated": "norm_stat",  # every kind reported apart shows as "norm_stat"
+    "unused": "norm_stat",
+    "attribute": "constant",
+    "created": "created",
+    "literal": "constant",
+}
 
 
-def count_program(program: Program, literals: list[float], allowance: int) -> ExportCount:
-    """Count ``program`` (from ``program.check.check_program``), each storage once."""
+def count_program(
+    program: Program,
+    allowance: int,
+    *,
+    input_width: int = 1,
+    regenerated: frozenset[str] = frozenset(),
+) -> ExportCount:
+    """Count ``program`` (from ``export_check.check_program``), each storage once.
+
+    ``input_width``: the input's channels (a norm layer applied straight to the input may
+    be that wide); ``regenerated``: stored tensors a fresh build reproduced exactly."""
+    flow = analyse(program, program.output, program.user_input, input_width)
+    uses = _live_uses(program, flow)
     order = [*program.parameters, *program.buffers, *program.constants]
+    parameters_set = set(program.parameters)
     seen: set[str] = set()
     rows: list[Row] = []
     for name in order:
@@ -117,26 +176,45 @@ def count_program(program: Program, literals: list[float], allowance: int) -> Ex
         if payload.member in seen:  # tied: the storage is counted with its first name
             continue
         seen.add(payload.member)
-        group = _group(name, program)
+        group = _group(name, program, flow, uses, regenerated, parameters_set)
         shape = (
             list(payload.shape)
             if payload.numel == payload.storage_numel
             else [payload.storage_numel]
         )
-        layer = LayerCount(name=name, shape=shape, numel=payload.storage_numel, kind=_kind(group))
-        rows.append(Row(group, layer))
-    if len(literals) > allowance:
-        layer = LayerCount(
-            name="float literals in the graph",
-            shape=[len(literals)],
-            numel=len(literals),
-            kind="constant",
-        )
+        per = 1 if group in APART else words(payload)  # what is not counted is not widened
+        n = payload.storage_numel * per
+        rows.append(Row(group, LayerCount(name=name, shape=shape, numel=n, kind=KINDS[group]), per))
+    literals = literal_values(program, flow, NORM_OPS)
+    if literals > allowance:
+        excess = literals - allowance
+        layer = LayerCount(name=GROUPS["literal"], shape=[literals], numel=excess, kind="constant")
         rows.append(Row("literal", layer))
-    norm = sum(r.layer.numel for r in rows if r.group == "norm_stat")
-    total = sum(r.layer.numel for r in rows)
+    total = sum(r.layer.numel for r in rows if r.group not in APART)
     parameters = sum(r.layer.numel for r in rows if r.group == "parameter")
-    return ExportCount(total - norm, norm, parameters, rows, len(literals))
+    return ExportCount(
+        counted=total,
+        norm_stats=sum(r.layer.numel for r in rows if r.group == "norm_stat"),
+        parameters=parameters,
+        rows=rows,
+        literals=literals,
+        regenerated=sum(r.layer.numel for r in rows if r.group == "regenerated"),
+        unused=sum(r.layer.numel for r in rows if r.group == "unused"),
+    )
+
+
+def _live_uses(program: Program, flow: Flow) -> Uses:
+    """Each stored tensor's uses as (operator, argument, node), in live nodes only."""
+    placeholders = set(program.placeholders.values())
+    uses: Uses = {}
+    for i, node in enumerate(program.nodes):
+        if not flow.live[i]:
+            continue
+        for named in node["inputs"]:
+            for ref in tensor_refs(named["arg"]):
+                if ref in placeholders:
+                    uses.setdefault(ref, []).append((node["target"], named.get("name", ""), node))
+    return uses
 
 
 def named_groups(count: ExportCount) -> list[tuple[str, int, list[str]]]:
@@ -145,12 +223,13 @@ def named_groups(count: ExportCount) -> list[tuple[str, int, list[str]]]:
     for group in NAMED:
         total = count.group_total(group)
         if total:
-            out.append((GROUPS[group], total, count.names(group)))
+            names = [] if group == "literal" else count.names(group)
+            out.append((GROUPS[group], total, names))
     return out
 
 
 def largest(count: ExportCount, n: int = 2) -> str:
-    rows = sorted((r.layer for r in count.rows if r.group != "norm_stat"), key=lambda r: -r.numel)
+    rows = sorted((r.layer for r in count.rows if r.group not in APART), key=lambda r: -r.numel)
     return ", ".join(f"{r.name} {r.numel:,}" for r in rows[:n])
 
 
@@ -158,9 +237,6 @@ def describe(groups: list[tuple[str, int, list[str]]]) -> str:
     """``3,000,000 values in tensors created in forward (lifted_tensor_0)``, joined."""
     parts = []
     for label, total, names in sorted(groups, key=lambda g: -g[1]):
-        if label.startswith("float literals"):
-            parts.append(f"{total:,} {label}")
-            continue
         named = f" ({', '.join(names)})" if names else ""
         parts.append(f"{total:,} values in {label}{named}")
     return "; ".join(parts)

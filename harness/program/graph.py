@@ -247,7 +247,6 @@ def check_model(
         uses=uses,
     )
     _link(program, inputs, weights, constants, metas)
-    _check_mutation(graph["nodes"], set(program.placeholders.values()))
     if [_arg_name(b, k) for k, b in inputs] != [_name(a.get("as_tensor")) for a in graph["inputs"]]:
         _fail("the graph's inputs do not match its signature")
     _check_io(inputs, outputs, graph, metas, expect)
@@ -293,7 +292,8 @@ def _link(
             _fail(f"the archive stores tensors the program does not take ({extra[0][:60]!r})")
 
 
-# operators whose output may share memory with their first tensor argument
+# operators whose output may share memory with their first tensor argument (the write
+# rule that uses them: ``export_check.check_purity``)
 # fmt: off
 VIEWS = frozenset({
     "view", "_unsafe_view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze",
@@ -306,28 +306,6 @@ VIEWS = frozenset({
 
 def _op_name(target: str) -> str:
     return target.removeprefix("torch.ops.aten.").partition(".")[0]
-
-
-def _check_mutation(nodes: list[dict[str, Any]], stored: set[str]) -> None:
-    """Refuse in-place operators on stored tensors (or views of them): predictions must not
-    depend on earlier calls."""
-    shared = set(stored)
-    for node in nodes:
-        name = _op_name(node["target"])
-        first = next(
-            (n["arg"]["as_tensor"]["name"] for n in node["inputs"] if "as_tensor" in n["arg"]),
-            None,
-        )
-        if first not in shared:
-            continue
-        if name.endswith("_") and not name.startswith("_"):
-            _fail(
-                f"the model changes its stored tensors while predicting ({_short(node['target'])}"
-                " on one of them); predictions must not depend on earlier calls"
-            )
-        if name in VIEWS:
-            for out in node["outputs"]:
-                shared.update(check_arg(out, "view output", []))
 
 
 def _check_io(

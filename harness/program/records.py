@@ -40,6 +40,8 @@ class Payload:
     dtype: int
     shape: tuple[int, ...]
     storage_numel: int  # values in the member (the whole storage)
+    strides: tuple[int, ...] = ()
+    offset: int = 0
 
     @property
     def numel(self) -> int:
@@ -61,6 +63,8 @@ class Program:
     payloads: dict[str, Payload]
     operators: list[str] = field(default_factory=list)
     uses: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # tensor -> (op, arg)
+    user_input: str = ""  # the graph's name of the model's input
+    output: str = ""  # the graph's name of the model's output
 
 
 def _fail(rule: str) -> NoReturn:

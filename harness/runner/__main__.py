@@ -7,6 +7,8 @@ Phases (``job.json`` field ``phase``):
   ``predictions.npy`` (the fallback when a task allows an unverified count).
 - ``export`` (phase A): import, build, load strictly, one dry batch, ``torch.export``
   with static shapes, write ``program.pt2``; sees no test inputs.
+- ``rebuild``: build the model twice from its code alone (no weights mounted), report
+  digests of the buffers both builds made identically (``rebuild.py``).
 - ``predict`` (phase B): load the host-checked program from the job folder (no
   submission code mounted), write ``predictions.npy`` (and probe outputs).
 Exit status 0 when the phase succeeded, 3 when the submission failed (see report.json).
@@ -88,11 +90,18 @@ def phase_predict(job: dict[str, Any], a: argparse.Namespace, report: Report) ->
     run(job, a, report)
 
 
+def phase_rebuild(job: dict[str, Any], a: argparse.Namespace, report: Report) -> None:
+    from .rebuild import phase_rebuild as run
+
+    run(job, a, report)
+
+
 PHASES = {
     "convert": phase_convert,
     "eager": phase_eager,
     "export": phase_export,
     "predict": phase_predict,
+    "rebuild": phase_rebuild,
 }
 
 

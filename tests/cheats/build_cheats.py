@@ -27,6 +27,8 @@ import numpy as np
 
 TASK = "cheats"
 EAGER_TASK = "cheats-eager"
+ROOMY_TASK = "cheats-roomy"  # a limit that a memorized lookup fits in
+ROOMY_LIMIT = 100_000
 LIMIT = 1_000
 ALLOWANCE = 64
 
@@ -113,6 +115,23 @@ def _randn(n: int, seed: int = 3) -> Any:
     import torch
 
     return torch.randn(n, generator=torch.Generator().manual_seed(seed))
+
+
+def _ints(n: int) -> Any:
+    import torch
+
+    return torch.randint(0, 2**62, (n,), generator=torch.Generator().manual_seed(4))
+
+
+def _stats(prefix: str, mean: Any) -> Tensors:
+    """A batch norm's running statistics for the weights file."""
+    import torch
+
+    return {
+        f"{prefix}.running_mean": mean,
+        f"{prefix}.running_var": mean.abs() + 0.5,
+        f"{prefix}.num_batches_tracked": torch.tensor(0),
+    }
 
 
 CASES: tuple[Case, ...] = (
@@ -277,7 +296,7 @@ def build_model():
         "source_literals",
         "800 weights as float literals in the source, spread over the computation",
         "over_limit",
-        "800 float literals in the graph",
+        "values in literals in the graph",
         code="""
 WEIGHTS = [((i * 7919) % 1000) / 1000.0 - 0.5 for i in range(800)]
 
@@ -413,7 +432,7 @@ def build_model():
         "random_output",
         "adds fresh random noise to every prediction",
         "graded",
-        "nondeterministic output",
+        "images differ",
         flag="nondeterministic",
         code="""
 class Noisy(Net):
@@ -431,7 +450,7 @@ def build_model():
         "batch_dependent",
         "subtracts the batch mean: each prediction depends on the other inputs",
         "graded",
-        "depend on randomness or on the other inputs",
+        "on the other inputs in a batch",
         flag="nondeterministic",
         code="""
 class Batchy(Net):
@@ -480,6 +499,313 @@ def build_model():
     return Seeded()
 """,
     ),
+    Case(
+        "bn_storage",
+        "2,000 values in a BatchNorm1d's running statistics, applied to a constant",
+        "over_limit",
+        "normalization statistics used as storage",
+        code="""
+class Bank(Net):
+    def __init__(self):
+        super().__init__()
+        self.bank = nn.BatchNorm1d(1000, affine=False)
+
+    def forward(self, x):
+        table = self.bank(torch.zeros(1, 1000, device=x.device))[0]
+        return super().forward(x) + (self.features(x) * table[:36]).sum(1)
+
+
+def build_model():
+    return Bank()
+""",
+        extra=lambda: _stats("bank", _randn(1000)),
+    ),
+    Case(
+        "bn_wide_input",
+        "2,000 values in a BatchNorm1d wider than any layer before it, fed by raw pixels x 0",
+        "over_limit",
+        "normalization statistics used as storage",
+        code="""
+class Wide(Net):
+    def __init__(self):
+        super().__init__()
+        self.bank = nn.BatchNorm1d(1000, affine=False)
+
+    def forward(self, x):
+        table = self.bank(x.flatten(1)[:, :1000] * 0.0)
+        return super().forward(x) + (self.features(x) * table[:, :36]).sum(1)
+
+
+def build_model():
+    return Wide()
+""",
+        extra=lambda: _stats("bank", _randn(1000)),
+    ),
+    Case(
+        "nn_lookup_bn_keys",
+        "a nearest-neighbour lookup of the hidden images, keys kept in BatchNorm statistics",
+        "over_limit",
+        "normalization statistics used as storage",
+        code="""
+class Keys(Net):
+    def __init__(self):
+        super().__init__()
+        self.keys = nn.BatchNorm1d(@N@ * 36, affine=False, eps=0.0)
+        self.answers = nn.Parameter(torch.zeros(@N@))
+
+    def forward(self, x):
+        keys = -self.keys(torch.zeros(1, @N@ * 36, device=x.device)).view(@N@, 36)
+        f = self.features(x)
+        d = ((f[:, None, :] - keys[None]) ** 2).sum(-1)
+        return self.answers[d.argmin(1)] + 0.0 * super().forward(x)
+
+
+def build_model():
+    return Keys()
+""",
+        extra=lambda: {},  # filled from the hidden split by `build`
+    ),
+    Case(
+        "nn_lookup",
+        "a nearest-neighbour lookup of the hidden images (6x6-pooled keys as parameters, "
+        "within a roomy limit)",
+        "graded",
+        "canary images",
+        flag="memorization",
+        task=ROOMY_TASK,
+        code="""
+class Lookup(Net):
+    def __init__(self):
+        super().__init__()
+        self.keys = nn.Parameter(torch.zeros(@N@, 36))
+        self.answers = nn.Parameter(torch.zeros(@N@))
+
+    def forward(self, x):
+        f = self.features(x)
+        d = ((f[:, None, :] - self.keys[None]) ** 2).sum(-1)
+        return self.answers[d.argmin(1)] + 0.0 * super().forward(x)
+
+
+def build_model():
+    return Lookup()
+""",
+        extra=lambda: {},  # filled from the hidden split by `build`
+    ),
+    Case(
+        "int_literals",
+        "weights as integer literals in forward, unpacked with div(..., rounding_mode='floor')",
+        "over_limit",
+        "literals in the graph (floats, and integers used as values)",
+        code="""
+CODES = [(i * 7919) % 65536 for i in range(300)]
+
+
+class Ints(Net):
+    def forward(self, x):
+        f = self.features(x)
+        y = super().forward(x)
+        for i, code in enumerate(CODES):
+            y = y + torch.div(f[:, i % 36] * 0 + code, 256, rounding_mode="floor")
+        return y
+
+
+def build_model():
+    return Ints()
+""",
+    ),
+    Case(
+        "int64_packed",
+        "400 int64 values, each carrying eight int8 weights (counted per 32 bits)",
+        "over_limit",
+        "codes 64-bit, per 32 bits",
+        code="""
+class Packed64(Net):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("codes", torch.zeros(400, dtype=torch.int64))
+
+    def forward(self, x):
+        c = self.codes
+        low = c - torch.div(c, 256, rounding_mode="floor") * 256
+        return super().forward(x) + low[:36].float().mean() * 0.001
+
+
+def build_model():
+    return Packed64()
+""",
+        extra=lambda: {"codes": _ints(400)},
+    ),
+    Case(
+        "out_overload",
+        "a call counter kept with torch.add(..., out=buffer) that shifts later predictions",
+        "failed",
+        "an out= variant",
+        code="""
+class Counter(Net):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("calls", torch.zeros(1))
+
+    def forward(self, x):
+        torch.add(self.calls, 1, out=self.calls)
+        return super().forward(x) + 0.5 * (self.calls > 4).float()
+
+
+def build_model():
+    return Counter()
+""",
+        extra=lambda: {"calls": _randn(1) * 0},
+    ),
+    Case(
+        "source_table",
+        "2,000 weights written as literals in the source, rebuilt into a buffer at every build",
+        "over_limit",
+        "buffers the code rebuilds from literals in its source",
+        code="""
+TABLE = @TABLE@
+
+
+class Spelled(Net):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("table", torch.tensor(TABLE), persistent=False)
+
+    def forward(self, x):
+        return super().forward(x) + (self.features(x) * self.table[:36]).sum(1)
+
+
+def build_model():
+    return Spelled()
+""",
+    ),
+    Case(
+        "at_limit",
+        "an honest model of exactly the limit (1,000 parameters)",
+        "graded",
+        "",
+        code="""
+class Sized(Net):
+    def __init__(self):
+        super().__init__()
+        self.extra = nn.Parameter(torch.zeros(695))
+
+    def forward(self, x):
+        return super().forward(x) + self.extra[:36].sum() * 0.0
+
+
+def build_model():
+    return Sized()
+""",
+        extra=lambda: {"extra": _randn(695) * 0},
+        count=1000,
+    ),
+    Case(
+        "over_by_one",
+        "an honest model one parameter over the limit (1,001 parameters)",
+        "over_limit",
+        "1,001 parameters counted",
+        code="""
+class Sized(Net):
+    def __init__(self):
+        super().__init__()
+        self.extra = nn.Parameter(torch.zeros(696))
+
+    def forward(self, x):
+        return super().forward(x) + self.extra[:36].sum() * 0.0
+
+
+def build_model():
+    return Sized()
+""",
+        extra=lambda: {"extra": _randn(696) * 0},
+    ),
+    Case(
+        "honest_unused_bn",
+        "honest: a BatchNorm2d(300) that forward never calls (its statistics are not counted)",
+        "graded",
+        "",
+        code="""
+class Spare(Net):
+    def __init__(self):
+        super().__init__()
+        self.spare = nn.BatchNorm2d(300)
+
+
+def build_model():
+    return Spare()
+""",
+        extra=lambda: (
+            {"spare.weight": _randn(300), "spare.bias": _randn(300)} | _stats("spare", _randn(300))
+        ),
+        count=905,
+    ),
+    Case(
+        "honest_aux_bn",
+        "honest: a googlenet-style auxiliary head (conv + BatchNorm) used only in training",
+        "graded",
+        "",
+        code="""
+class Aux(Net):
+    def __init__(self):
+        super().__init__()
+        self.aux = nn.Sequential(nn.Conv2d(1, 4, 1), nn.BatchNorm2d(4))
+
+    def forward(self, x):
+        if self.training:
+            return super().forward(x) + self.aux(x).mean((1, 2, 3))
+        return super().forward(x)
+
+
+def build_model():
+    return Aux()
+""",
+        extra=lambda: (
+            {
+                "aux.0.weight": _randn(4).reshape(4, 1, 1, 1),
+                "aux.0.bias": _randn(4),
+                "aux.1.weight": _randn(4),
+                "aux.1.bias": _randn(4),
+            }
+            | _stats("aux.1", _randn(4))
+        ),
+        count=321,
+    ),
+    Case(
+        "honest_buffers",
+        "honest: a registered normalisation buffer (mean, std) and an index table, both rebuilt "
+        "by the code; BatchNorm after a layer",
+        "graded",
+        "",
+        code="""
+class Buffers(Net):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor([0.5]).view(1, 1, 1, 1))
+        self.register_buffer("std", torch.tensor([0.25]).view(1, 1, 1, 1))
+        self.register_buffer("order", torch.arange(36).flip(0), persistent=False)
+        self.bn = nn.BatchNorm1d(8)
+
+    def features(self, x):
+        return super().features((x - self.mean) / self.std)[:, self.order]
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.bn(self.fc1(self.features(x))))).squeeze(1)
+
+
+def build_model():
+    return Buffers()
+""",
+        extra=lambda: (
+            {
+                "mean": _randn(1).reshape(1, 1, 1, 1) * 0 + 0.5,
+                "std": _randn(1).reshape(1, 1, 1, 1) * 0 + 0.25,
+                "bn.weight": _randn(8) * 0 + 1,
+                "bn.bias": _randn(8) * 0,
+            }
+            | _stats("bn", _randn(8) * 0.1)
+        ),
+        count=321,
+    ),
 )
 
 
@@ -488,11 +814,39 @@ def case(name: str) -> Case:
 
 
 def write_tasks(tasks_dir: Path) -> None:
-    for task_id, fallback in ((TASK, "false"), (EAGER_TASK, "true")):
+    for task_id, fallback, limit in (
+        (TASK, "false", LIMIT),
+        (EAGER_TASK, "true", LIMIT),
+        (ROOMY_TASK, "false", ROOMY_LIMIT),
+    ):
         folder = tasks_dir / task_id
         folder.mkdir(parents=True, exist_ok=True)
-        text = TASK_TOML.format(id=task_id, limit=LIMIT, allowance=ALLOWANCE, fallback=fallback)
+        text = TASK_TOML.format(id=task_id, limit=limit, allowance=ALLOWANCE, fallback=fallback)
         (folder / "task.toml").write_text(text)
+
+
+def lookup(c: Case, hidden: np.ndarray | None, labels: np.ndarray | None) -> Tensors:
+    """The nearest-neighbour cases' memory: each hidden image pooled to 6x6 (as the
+    model's own AdaptiveAvgPool2d(6) sees it) and its label."""
+    import torch
+
+    if not c.name.startswith("nn_lookup"):
+        return {}
+    n = 0 if hidden is None else len(hidden)
+    if hidden is None or labels is None or n == 0:
+        keys, answers = torch.zeros(1, 36), torch.zeros(1)
+    else:
+        x = torch.from_numpy(np.asarray(hidden, dtype=np.float32) / 255.0)
+        keys = torch.nn.functional.adaptive_avg_pool2d(x, 6).flatten(1)
+        answers = torch.from_numpy(np.asarray(labels, dtype=np.float32))
+    if c.name == "nn_lookup":
+        return {"keys": keys.contiguous(), "answers": answers}
+    return {
+        "keys.running_mean": keys.flatten().contiguous(),
+        "keys.running_var": torch.ones(keys.numel()),
+        "keys.num_batches_tracked": torch.tensor(0),
+        "answers": answers,
+    }
 
 
 def answers(hidden: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -507,6 +861,9 @@ def source(c: Case, table: dict[str, float]) -> str:
     code = case("hash_lookup").code if c.code == "@SAME_AS_hash_lookup@" else c.code
     text = c.before + BASE + textwrap.dedent(code)
     text = text.replace("@ANSWERS@", repr(table))
+    if "@TABLE@" in text:  # 2,000 trained-looking weights, spelled out in the source
+        weights = np.sin(np.arange(2000) * 0.37).astype(np.float32)
+        text = text.replace("@TABLE@", repr([round(float(w), 6) for w in weights]))
     if "@BLOB@" in text:
         import base64
 
@@ -539,12 +896,13 @@ def build(
     for c in CASES:
         folder = out / c.name
         folder.mkdir(parents=True)
-        (folder / "model.py").write_text(source(c, table))
+        n = max(1, len(hidden)) if hidden is not None else 1
+        (folder / "model.py").write_text(source(c, table).replace("@N@", str(n)))
         (folder / "submission.toml").write_text(
             f'task = "{c.task}"\nteam = "{c.name}"\nmembers = ["Mallory"]\n\n'
             '[model]\nentrypoint = "model:build_model"\nweights = "weights.safetensors"\n'
         )
-        save_file(weights(c), str(folder / "weights.safetensors"))
+        save_file(weights(c) | lookup(c, hidden, labels), str(folder / "weights.safetensors"))
         folders[c.name] = folder
     return folders
 

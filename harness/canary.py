@@ -1,0 +1,118 @@
+"""Canaries: fresh images drawn from the secret seed, mixed into the hidden inputs.
+
+A model that memorized the hidden split (a lookup of answers, e.g. nearest neighbours
+on pooled images) scores far better on the hidden images than on images it has never
+seen. Canaries are such images: drawn by the task's own generator from a seed derived
+from the secret seed (never from public data or the task's public seed), shuffled into
+the hidden inputs at secret positions, so a submission cannot tell them apart. The host
+separates the outputs again and flags a score gap (``integrity.probe_flags``).
+
+A task whose hidden split is a public test set (MNIST, CIFAR-10) has no generator for
+fresh labelled images: memorization cannot be excluded there unless the instructor
+gives a private test set, and the result says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .data import PreparedSplit
+from .errors import UserError
+from .results import Flag
+from .settings import settings
+from .tasks import TaskSpec
+
+GENERATED = ("correlation",)  # providers that draw fresh labelled images from a seed
+PUBLIC_TEST_SETS = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
+
+
+@dataclass(frozen=True)
+class Mixed:
+    """The hidden inputs with canaries shuffled in, and where each part went."""
+
+    inputs_dir: Path  # holds inputs.npy: hidden and canary images, mixed
+    hidden_at: np.ndarray  # position of hidden image i in the mixed inputs
+    canary_at: np.ndarray  # position of canary j
+    canary_labels: np.ndarray
+
+    @property
+    def count(self) -> int:
+        return len(self.hidden_at) + len(self.canary_at)
+
+    def labels(self, hidden: np.ndarray) -> np.ndarray:
+        """The labels of the mixed inputs, in their order."""
+        out = np.empty(self.count, dtype=hidden.dtype)
+        out[self.hidden_at] = hidden
+        out[self.canary_at] = self.canary_labels.astype(hidden.dtype)
+        return out
+
+
+def _seed(*parts: object) -> int:
+    text = "|".join(str(p) for p in parts)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+
+
+def draw(
+    task: TaskSpec, count: int, data_root: Path | None = None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """``count`` fresh labelled images from the secret seed, or None when the task's
+    data is not generated, or its hidden split is an instructor's folder (generated
+    canaries would not look like those images)."""
+    if count <= 0 or task.dataset.provider not in GENERATED:
+        return None
+    secret, _ = settings().hidden_seed()
+    seed = _seed("canary", secret, task.id) % 2**63
+    from .data import SplitSource
+    from .data.correlation import SIZE, generate, layout_folder
+
+    if tuple(task.input_shape) != (1, SIZE, SIZE):
+        return None
+    hidden = SplitSource(task, task.splits.hidden, secret, data_root)
+    try:
+        if data_root is not None and layout_folder(hidden) is not None:
+            return None
+    except UserError:  # no instructor folder for the hidden split
+        return None
+    return generate(seed, "canary", 0, count)
+
+
+def mix(
+    split: PreparedSplit, images: np.ndarray, labels: np.ndarray, folder: Path, key: str
+) -> Mixed:
+    """Write the hidden inputs and ``images`` shuffled together to ``folder/inputs.npy``."""
+    secret, _ = settings().hidden_seed()
+    hidden = split.images()
+    n, k = len(hidden), len(images)
+    order = np.random.default_rng(_seed("mix", secret, key)).permutation(n + k)
+    hidden_at, canary_at = order[:n], order[n:]
+    mixed = np.empty((n + k, *hidden.shape[1:]), dtype=np.uint8)
+    mixed[hidden_at] = hidden
+    mixed[canary_at] = images
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "inputs.npy", mixed, allow_pickle=False)
+    return Mixed(folder, hidden_at, canary_at, labels)
+
+
+def public_test_set_flag(task: TaskSpec, data_root: Path | None) -> Flag | None:
+    """For a task graded on a public test set: memorization cannot be excluded."""
+    name = PUBLIC_TEST_SETS.get(task.dataset.provider)
+    if name is None:
+        return None
+    where = (
+        f"the test images under {data_root}/{task.id}/test/"
+        if data_root
+        else f"the official {name} test set"
+    )
+    return Flag(
+        code="public_test_set",
+        audience="student",
+        message=(
+            f"memorization cannot be excluded: the hidden split is {where}, which is "
+            f"public unless the instructor gave a private one; canaries need a generator "
+            "or a private test set (grade --data-root with a private test folder)"
+        ),
+    )
