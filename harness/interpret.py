@@ -14,8 +14,9 @@ import numpy as np
 
 from .export_count import ExportCount, describe, largest, named_groups
 from .outputs import BadOutput, read_predictions, read_report
-from .results import Flag, LayerCount, Params
+from .results import Flag, LayerCount, Params, StudentError
 from .sandbox import RunOutcome
+from .student_error import from_report
 from .tasks import TaskSpec
 
 STAGES = {
@@ -45,9 +46,17 @@ MEMORY_TEXT = ("can't allocate memory", "out of memory", "cannot allocate memory
 class Failed(Exception):
     """Ends a grading early with the given status and message (already a result)."""
 
-    def __init__(self, status: str, message: str, stage: str, output: str = "") -> None:
+    def __init__(
+        self,
+        status: str,
+        message: str,
+        stage: str,
+        output: str = "",
+        error: StudentError | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.stage, self.output = status, message, stage, output
+        self.error = error  # the submission's own error, for the student
 
 
 @dataclass
@@ -56,6 +65,11 @@ class Verdict:
     message: str
     stage: str
     output: str = ""
+    error: StudentError | None = None
+
+    def failed(self) -> Failed:
+        """This verdict as the exception that ends a grading."""
+        return Failed(self.status, self.message, self.stage, self.output, self.error)
 
 
 def _stage_text(stage: str) -> str:
@@ -111,7 +125,12 @@ def interpret_run(outcome: RunOutcome, phase: str, *, show_text: bool = True) ->
             stage,
             log,
         )
-    return _from_error(error, log, show_text)
+    verdict = _from_error(error, log, show_text)
+    if verdict.status == "failed":
+        # phase B runs no submission code, but on hidden inputs: its text stays out too
+        own = show_text and phase != "predict"
+        verdict.error = from_report(error, report, log, show_text=own)
+    return verdict
 
 
 def _no_report(outcome: RunOutcome) -> str:
@@ -151,7 +170,7 @@ def _from_error(error: dict[str, Any], log: str, show_text: bool = True) -> Verd
             stage,
             output,
         )
-    detail = f" ({etype} raised by the submission)" if show_text else " (an exception)"
+    detail = "" if show_text else f" ({etype} raised by the submission)"
     if etype in HARNESS_TEXT:
         detail = f": {text}" if show_text else GENERIC[etype]
     return Verdict("failed", f"the model failed while {_stage_text(stage)}{detail}", stage, output)

@@ -22,6 +22,7 @@ from .data import PreparedSplit, prepare_split
 from .eager import eager_job_spec, job_with_files
 from .errors import UserError
 from .export_count import ExportCount
+from .hints import explain
 from .interpret import Failed as _Failed
 from .interpret import interpret_run, over_message, read_run
 from .params import count_from_header, to_params
@@ -32,6 +33,7 @@ from .sandbox.choose import choose_backend
 from .scoring import score
 from .staging import Workspace
 from .store import ResultsStore
+from .student_error import with_error
 from .submission import Submission, find_submissions, load_submission
 from .tasks import TaskSpec
 from .verified import VerifiedStages
@@ -259,8 +261,10 @@ class _Grading(VerifiedStages):
             weights = self._weights(task)
             outputs = self._verified(task, weights)
         except _Failed as f:
-            doc = self.document(f.status, f.message, stage=f.stage)
+            error = explain(f.error, f.stage, self.sub)
+            doc = self.document(f.status, with_error(f.message, error), stage=f.stage)
             doc.student_output = f.output
+            doc.error = error
             return doc
         doc = self._scored(task, outputs)
         doc.details["integrity"] = self._evidence
@@ -338,7 +342,7 @@ class _Grading(VerifiedStages):
         self.timing["convert_s"] = round(outcome.wall_seconds, 4)
         verdict = interpret_run(outcome, "convert")
         if verdict is not None:
-            raise _Failed(verdict.status, verdict.message, verdict.stage, verdict.output)
+            raise verdict.failed()
         return out / "weights.safetensors"
 
     def _job(
@@ -387,7 +391,7 @@ class _Grading(VerifiedStages):
         self.timing["sandbox_s"] = round(outcome.wall_seconds, 4)
         verdict = interpret_run(outcome, "eager", show_text=self.mode != "grade")
         if verdict is not None:
-            raise _Failed(verdict.status, verdict.message, verdict.stage, verdict.output)
+            raise verdict.failed()
         run = read_run(outcome, task, self.split.count, self._probe_counts(probe))
         self.timing.update(run.timing)
         self.params = run.params(self.params, task)

@@ -124,7 +124,7 @@ class VerifiedStages:
         if verdict.stage == "export" and task.integrity.allow_eager_fallback:
             self.flags.append(Flag(code="export_failed", message=verdict.message))
             return None
-        raise Failed(verdict.status, verdict.message, verdict.stage, verdict.output)
+        raise verdict.failed()
 
     def _check_count(self, task: TaskSpec, program: Path) -> None:
         """Check the exported archive (JSON and raw bytes, no torch) and count it."""
@@ -168,7 +168,7 @@ class VerifiedStages:
         self.timing["sandbox_s"] = round(outcome.wall_seconds, 4)
         verdict = interpret_run(outcome, "predict")
         if verdict is not None:
-            raise Failed(verdict.status, verdict.message, verdict.stage, verdict.output)
+            raise verdict.failed()
         run = read_run(outcome, task, self.split.count, self._probe_counts(probe))
         self.timing.update(run.timing)
         self.flags.extend(run.determinism_flags())
