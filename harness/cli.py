@@ -18,12 +18,37 @@ DEFAULTS = GradeOptions()
 
 
 class DefaultGroup(click.Group):
-    """``grade PATH...`` means ``grade run PATH...``; named verbs stay verbs."""
+    """``grade PATH...`` means ``grade run PATH...``; named verbs stay verbs. A first word
+    that is neither a verb nor an existing path is an unknown verb, with a suggestion."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+        first = args[0] if args else ""
+        if args and first not in self.commands and not first.startswith("-"):
+            if _looks_like_verb(first):
+                _unknown_verb(first, sorted(self.commands))
             args = ["run", *args]
         return super().parse_args(ctx, args)
+
+
+def _looks_like_verb(word: str) -> bool:
+    """A bare word (no path separator, no dot) naming no file or folder here."""
+    return "/" not in word and "." not in word and not Path(word).exists()
+
+
+def _unknown_verb(word: str, verbs: list[str]) -> None:
+    """Exit 2 with one sentence: the nearest verb, or the list of verbs."""
+    import difflib
+
+    from .console import error
+
+    close = difflib.get_close_matches(word, [v for v in verbs if v != "run"], n=1, cutoff=0.6)
+    hint = (
+        f"did you mean `grade {close[0]}`?"
+        if close
+        else f"the verbs are {', '.join(verbs)}; `grade PATH...` grades submission folders"
+    )
+    error(UserError(f"`{word}` is neither a grade verb nor a file or folder here", hint))
+    sys.exit(2)
 
 
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -111,8 +136,11 @@ def cli() -> None:
 
 
 def _grade(mode: str, paths: tuple[Path, ...], **kw: Any) -> None:
+    from datetime import UTC, datetime
+
     from . import pipeline
-    from .console import Progress, print_results
+    from .console import print_results
+    from .progress import Progress
 
     options = GradeOptions(
         sandbox=kw["sandbox"],
@@ -128,11 +156,12 @@ def _grade(mode: str, paths: tuple[Path, ...], **kw: Any) -> None:
     from .submission import find_submissions
 
     total = len(find_submissions(list(paths)))
-    with Progress(total=total, enabled=not kw["as_json"]) as progress:
-        docs = run(list(paths), options=options, on_done=progress.advance)
+    since = datetime.now(UTC)
+    with Progress(total=total, enabled=not kw["as_json"], jobs=kw["jobs"], since=since) as shown:
+        docs = run(list(paths), options=options, on_done=shown.advance, on_stage=shown.stage)
     if kw["as_json"]:
         print(json.dumps([d.model_dump(mode="json") for d in docs], indent=2))
-    print_results(docs, mode=mode, to_stderr=kw["as_json"])
+    print_results(docs, mode=mode, to_stderr=kw["as_json"], since=since)
     sys.exit(0 if docs and all(d.status == "graded" for d in docs) else 1)
 
 
@@ -162,6 +191,7 @@ def check_cmd(paths: tuple[Path, ...], **kw: Any) -> None:
 def history_cmd(team: str, task: str | None, results_dir: Path, as_json: bool, debug: bool) -> None:
     """List every grading run of TEAM recorded in the results store, oldest first."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from .store import STORE_NAME, ResultsStore
@@ -173,9 +203,9 @@ def history_cmd(team: str, task: str | None, results_dir: Path, as_json: bool, d
         print(json.dumps(rows, indent=2))
         return
     columns = ("graded_at", "task", "mode", "status", "metrics", "submission", "document")
-    table = Table(*columns, title=f"{team}: {len(rows)} grading(s)")
+    table = Table(*columns, title=escape(f"{team}: {len(rows)} grading(s)"))
     for row in rows:
-        table.add_row(*(str(row[c]) for c in columns))
+        table.add_row(*(escape(str(row[c])) for c in columns))
     Console().print(table)
 
 
@@ -247,7 +277,7 @@ def data_prepare(
 @friendly
 def leaderboard_cmd(results_dir: Path, out_dir: Path, reveal_private: bool, debug: bool) -> None:
     """Render the static leaderboard site (index, one page per task, CSV and JSON)."""
-    from .console import err_console
+    from .console import say
     from .report import render_site
 
     if not results_dir.is_dir():
@@ -256,9 +286,7 @@ def leaderboard_cmd(results_dir: Path, out_dir: Path, reveal_private: bool, debu
         )
     written = render_site(results_dir, out_dir, reveal_private=reveal_private)
     view = "private" if reveal_private else "public"
-    err_console.print(
-        f"wrote {len(written)} files to {out_dir} ({view} view); open {out_dir / 'index.html'}"
-    )
+    say(f"wrote {len(written)} files to {out_dir} ({view} view); open {out_dir / 'index.html'}")
 
 
 @cli.command("validate-references")
@@ -317,20 +345,20 @@ def image_build(
     base: str | None, offline: bool | None, tag: str | None, if_missing: bool, debug: bool
 ) -> None:
     """Build the evaluation image (torch, numpy, safetensors, a non-root user)."""
-    from .console import err_console
+    from .console import say
     from .sandbox.image import build_image, default_tag
 
     wanted = tag or default_tag("cpu" if offline is not False else "cuda")
     if if_missing and _image_present(wanted):
-        err_console.print(f"{wanted} is already built")
+        say(f"{wanted} is already built")
         return
     built = build_image(
         base=base,
         offline=offline,
         tag=tag,
-        progress=lambda line: err_console.print(line, highlight=False),
+        progress=say,
     )
-    err_console.print(
+    say(
         f"built {built.tag} ({built.image_id[:19]}, "
         f"{built.size_bytes / 2**20:.0f} MiB, {built.method}) in {built.seconds:.0f} s"
     )
@@ -350,7 +378,7 @@ def image_build(
 @friendly
 def integrity_cmd(task_id: str, results_dir: Path, data_root: Path | None, debug: bool) -> None:
     """Instructor-only: duplicate weights, prediction agreement and integrity flags of a task."""
-    from .console import err_console
+    from .console import say
     from .data import prepare_split
     from .integrity import write_report
     from .tasks import load_task
@@ -359,10 +387,10 @@ def integrity_cmd(task_id: str, results_dir: Path, data_root: Path | None, debug
     labels = prepare_split(task, task.splits.hidden, data_root=data_root).labels()
     path = write_report(task, results_dir, labels)
     findings = json.loads(path.read_text()).get("findings", [])
-    err_console.print(f"{len(findings)} finding(s) for {task_id}; instructor report: {path}")
+    say(f"{len(findings)} finding(s) for {task_id}; instructor report: {path}")
     for finding in findings[:20]:
         teams = " and ".join(finding["teams"])
-        err_console.print(f"  - {finding['kind']}: {teams}: {finding['detail']}", highlight=False)
+        say(f"  - {finding['kind']}: {teams}: {finding['detail']}")
 
 
 def _image_present(tag: str) -> bool:

@@ -24,6 +24,7 @@ from .errors import UserError
 from .pipeline import (
     GradeOptions,
     Mode,
+    OnStage,
     evaluate_submission,
     grade_submission,
     harness_failure,
@@ -46,7 +47,13 @@ class Executor(Protocol):
     name: str
 
     def run(
-        self, folders: list[Path], *, options: GradeOptions, mode: Mode, on_done: OnDone | None
+        self,
+        folders: list[Path],
+        *,
+        options: GradeOptions,
+        mode: Mode,
+        on_done: OnDone | None,
+        on_stage: OnStage | None = None,
     ) -> list[ResultDocument]:
         """Grade every folder; the documents in the folders' order, each recorded."""
 
@@ -64,13 +71,21 @@ class LocalExecutor:
     name = "local"
 
     def run(
-        self, folders: list[Path], *, options: GradeOptions, mode: Mode, on_done: OnDone | None
+        self,
+        folders: list[Path],
+        *,
+        options: GradeOptions,
+        mode: Mode,
+        on_done: OnDone | None,
+        on_stage: OnStage | None = None,
     ) -> list[ResultDocument]:
         backend = resolve_backend(options, mode)
         store = ResultsStore(options.results_dir)
 
         def one(folder: Path) -> ResultDocument:
-            doc = grade_submission(folder, options=options, backend=backend, mode=mode, store=store)
+            doc = grade_submission(
+                folder, options=options, backend=backend, mode=mode, store=store, on_stage=on_stage
+            )
             if on_done:
                 on_done(doc)
             return doc
@@ -92,7 +107,13 @@ class RayExecutor:
         self.prepared: dict[str, int] = {}  # node id -> splits that node prepared itself
 
     def run(
-        self, folders: list[Path], *, options: GradeOptions, mode: Mode, on_done: OnDone | None
+        self,
+        folders: list[Path],
+        *,
+        options: GradeOptions,
+        mode: Mode,
+        on_done: OnDone | None,
+        on_stage: OnStage | None = None,
     ) -> list[ResultDocument]:
         ray = _import_ray()
         started = _connect(ray, options.address)

@@ -39,6 +39,7 @@ from .tasks import TaskSpec
 from .verified import VerifiedStages
 
 Mode = Literal["grade", "check"]
+OnStage = Callable[[str, str, str], None]  # (task, team, stage): see harness/progress.py
 
 
 @dataclass(frozen=True)
@@ -60,9 +61,11 @@ def grade(
     *,
     options: GradeOptions = GradeOptions(),
     on_done: Callable[[ResultDocument], None] | None = None,
+    on_stage: OnStage | None = None,
 ) -> list[ResultDocument]:
-    """Grade every submission under ``paths`` on its task's hidden split."""
-    return _batch(paths, options, "grade", on_done)
+    """Grade every submission under ``paths`` on its task's hidden split; ``on_done`` hears
+    of each document, ``on_stage`` of each stage a team enters."""
+    return _batch(paths, options, "grade", on_done, on_stage)
 
 
 def check(
@@ -70,9 +73,10 @@ def check(
     *,
     options: GradeOptions = GradeOptions(),
     on_done: Callable[[ResultDocument], None] | None = None,
+    on_stage: OnStage | None = None,
 ) -> list[ResultDocument]:
     """The same pipeline on each task's public validation split (for students)."""
-    return _batch(paths, options, "check", on_done)
+    return _batch(paths, options, "check", on_done, on_stage)
 
 
 def _batch(
@@ -80,12 +84,13 @@ def _batch(
     options: GradeOptions,
     mode: Mode,
     on_done: Callable[[ResultDocument], None] | None,
+    on_stage: OnStage | None = None,
 ) -> list[ResultDocument]:
     from .executors import get_executor
 
     folders = find_submissions(paths)
     executor = get_executor(options.executor)
-    return executor.run(folders, options=options, mode=mode, on_done=on_done)
+    return executor.run(folders, options=options, mode=mode, on_done=on_done, on_stage=on_stage)
 
 
 def results_root(options: GradeOptions, mode: Mode) -> Path:
@@ -103,6 +108,7 @@ def grade_submission(
     backend: Backend,
     mode: Mode = "grade",
     store: ResultsStore | None = None,
+    on_stage: OnStage | None = None,
 ) -> ResultDocument:
     """Grade one folder here; always returns a result document, recorded in the results
     store, or the stored one when an identical grading is there (unless ``force``).
@@ -114,6 +120,7 @@ def grade_submission(
     with store.claim(sub.task_id, sub.team, mode):
         grading = _Grading(sub, options, backend, mode)
         grading.store = store
+        grading.on_stage = on_stage
         doc = _guarded(grading, grading.run)
         assert doc is not None
         if not grading.cached:
@@ -208,6 +215,7 @@ class _Grading(VerifiedStages):
     """One submission's pass through the stages."""
 
     store: ResultsStore | None = None  # where ``_stored`` looks; None: always grade
+    on_stage: OnStage | None = None  # told of each stage entered (progress display)
 
     def __init__(self, sub: Submission, options: GradeOptions, backend: Backend, mode: Mode):
         if sub.task is not None and options.jobs > 1:
@@ -232,6 +240,7 @@ class _Grading(VerifiedStages):
     def prepare(self) -> ResultDocument | None:
         """Validate, prepare the inputs, look for a stored grading: a document if that ends it."""
         sub = self.sub
+        self._stage("validate")
         if sub.violations or sub.task is None:
             return self._invalid()
         self.split = self._inputs(sub.task)
@@ -271,6 +280,8 @@ class _Grading(VerifiedStages):
         return doc
 
     def _invalid(self) -> ResultDocument:
+        if self.sub.task is not None:  # the task is known: its limit is too
+            self.params = Params(limit=self.sub.task.parameter_limit)
         rules = sorted({v.rule for v in self.sub.violations})
         first = self.sub.violations[0].message
         more = f" (and {len(self.sub.violations) - 1} more)" if len(self.sub.violations) > 1 else ""
@@ -319,6 +330,7 @@ class _Grading(VerifiedStages):
     def _weights(self, task: TaskSpec) -> tuple[Path, str]:
         """The staged weights as safetensors (converted in a sandbox when .pt), counted."""
         assert self.sub.manifest is not None
+        self._stage("count")
         name = self.sub.manifest.model.weights
         converted = not name.endswith(".safetensors")
         path = self._convert(task, name) if converted else self.sub.path / name
@@ -379,6 +391,7 @@ class _Grading(VerifiedStages):
         """The eager fallback (tasks that allow it): the submission's code predicts the test
         inputs itself; the count is unverified."""
         assert self.sub.manifest is not None and self.split is not None
+        self._stage("predict")
         path, declared = weights
         files = [f for f in self.sub.files if f != declared]
         name = declared if path.parent == self.sub.path else "weights.safetensors"
@@ -403,6 +416,7 @@ class _Grading(VerifiedStages):
 
     def _scored(self, task: TaskSpec, outputs: np.ndarray) -> ResultDocument:
         assert self.split is not None
+        self._stage("score")
         labels = self.split.labels()
         t = time.perf_counter()
         scores = score(task, labels, outputs, views=self.mode == "grade")
@@ -413,6 +427,10 @@ class _Grading(VerifiedStages):
         return doc
 
     # -- helpers ------------------------------------------------------------------
+    def _stage(self, name: str) -> None:
+        if self.on_stage is not None:
+            self.on_stage(self.sub.task_id, self.sub.team, name)
+
     def _over_message(self, task: TaskSpec, count: ExportCount | None = None) -> str:
         return over_message(self.params, task, count, self._count.counted)
 
