@@ -145,7 +145,7 @@ def render(error: StudentError | None, *, output: bool = True) -> str:
     if error.frames:
         lines.append("in your code (innermost last):")
         for f in error.frames:
-            where = f" in {f.function}" if f.function else ""
+            where = f", in {f.function}" if f.function else ""
             lines.append(f"  {f.file}, line {f.line}{where}")
             if f.code:
                 lines.append(f"    {f.code.strip()}")

@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from ..results import ResultDocument
+from ..student_error import render as render_error
 from ..tasks import TaskSpec
 from . import facts
 from .curves import analyse
@@ -55,10 +56,11 @@ def gradescope_results(doc: ResultDocument, task: TaskSpec) -> dict[str, Any]:
         if doc.status == "graded"
         else f"Not graded: status {doc.status}."
     )
+    status = f"{doc.status}: {doc.message}".strip(": ")
+    if doc.error is not None:  # the submission's own error, sanitized; shown as plain text
+        status += "\n\n" + render_error(doc.error)
     tests: list[dict[str, Any]] = [
-        _test(
-            "Submission status", doc.status == "graded", f"{doc.status}: {doc.message}".strip(": ")
-        ),
+        {**_test("Submission status", doc.status == "graded", status), "output_format": "text"},
         _test(
             f"{facts.label(primary)} on the hidden test split",
             doc.status == "graded",
