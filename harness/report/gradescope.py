@@ -56,11 +56,14 @@ def gradescope_results(doc: ResultDocument, task: TaskSpec) -> dict[str, Any]:
         if doc.status == "graded"
         else f"Not graded: status {doc.status}."
     )
-    status = f"{doc.status}: {doc.message}".strip(": ")
+    status = _test(
+        "Submission status", doc.status == "graded", f"{doc.status}: {doc.message}".strip(": ")
+    )
     if doc.error is not None:  # the submission's own error, sanitized; shown as plain text
-        status += "\n\n" + render_error(doc.error)
+        status["output"] += "\n\n" + render_error(doc.error)
+        status["output_format"] = "text"
     tests: list[dict[str, Any]] = [
-        {**_test("Submission status", doc.status == "graded", status), "output_format": "text"},
+        status,
         _test(
             f"{facts.label(primary)} on the hidden test split",
             doc.status == "graded",
