@@ -137,28 +137,16 @@ RULES: tuple[Rule, ...] = (
 
 
 def explain(error: StudentError | None, stage: str, sub: Submission) -> StudentError | None:
-    """The error with frames of the submission's declared files only, the first matching
-    rule's hint, and without torch's advice to load untrusted pickles
-    (``weights_only=False``), which is unsafe and not the fix."""
+    """The error with frames of the submission's declared files only and the first
+    matching rule's hint."""
     error = only_files(error, sub.files)
     if error is None:
         return None
-    update: dict[str, str] = {}
-    if "weights_only" in error.message:
-        update["message"] = _without_pickle_advice(error.message)
     for rule in RULES:
         hint = rule(error, stage, sub)
         if hint:
-            update["hint"] = hint
-            break
-    return error.model_copy(update=update) if update else error
-
-
-def _without_pickle_advice(message: str) -> str:
-    """torch's weights-only refusal, reduced to what it refused."""
-    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
-    what = f" (it found {found.group(1)})" if found else ""
-    return f"the weights-only load refused the file: it holds more than tensors{what}"
+            return error.model_copy(update={"hint": hint})
+    return error
 
 
 def _keys(message: str) -> dict[str, list[str]]:

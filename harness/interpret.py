@@ -16,7 +16,7 @@ from .export_count import ExportCount, describe, largest, named_groups
 from .outputs import BadOutput, read_predictions, read_report
 from .results import Flag, LayerCount, Params, StudentError
 from .sandbox import RunOutcome
-from .student_error import from_report
+from .student_error import from_report, with_error
 from .tasks import TaskSpec
 
 STAGES = {
@@ -130,6 +130,7 @@ def interpret_run(outcome: RunOutcome, phase: str, *, show_text: bool = True) ->
         # phase B runs no submission code, but on hidden inputs: its text stays out too
         own = show_text and phase != "predict"
         verdict.error = from_report(error, report, log, show_text=own)
+        verdict.message = with_error(verdict.message, verdict.error)
     return verdict
 
 
@@ -170,7 +171,7 @@ def _from_error(error: dict[str, Any], log: str, show_text: bool = True) -> Verd
             stage,
             output,
         )
-    detail = "" if show_text else f" ({etype} raised by the submission)"
+    detail = "" if show_text else " (an exception)"  # shown: the error's own line follows
     if etype in HARNESS_TEXT:
         detail = f": {text}" if show_text else GENERIC[etype]
     return Verdict("failed", f"the model failed while {_stage_text(stage)}{detail}", stage, output)

@@ -33,7 +33,6 @@ from .sandbox.choose import choose_backend
 from .scoring import score
 from .staging import Workspace
 from .store import ResultsStore
-from .student_error import with_error
 from .submission import Submission, find_submissions, load_submission
 from .tasks import TaskSpec
 from .verified import VerifiedStages
@@ -271,7 +270,7 @@ class _Grading(VerifiedStages):
             outputs = self._verified(task, weights)
         except _Failed as f:
             error = explain(f.error, f.stage, self.sub)
-            doc = self.document(f.status, with_error(f.message, error), stage=f.stage)
+            doc = self.document(f.status, f.message, stage=f.stage)
             doc.student_output = f.output
             doc.error = error
             return doc

@@ -11,6 +11,7 @@ shows the error (CLI, report.html, report.md, Gradescope) prints ``render(error)
 
 from __future__ import annotations
 
+import builtins
 import os
 import re
 from typing import Any
@@ -27,6 +28,11 @@ MOUNT = "/submission/"
 # an absolute path: a slash not preceded by a word character, then path characters
 ABS_PATH = re.compile(r"(?<![\w.~/-])/(?:[\w.+@~-]+/)*[\w.+@~-]*")
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+BUILTIN_ERRORS = {
+    name
+    for name, value in vars(builtins).items()
+    if isinstance(value, type) and issubclass(value, BaseException)
+}
 SECRET_NAME = re.compile(r"SECRET|TOKEN|KEY|PASS|SEED|CRED|AUTH", re.IGNORECASE)
 
 
@@ -87,8 +93,8 @@ def from_report(
     hidden inputs, so its text could carry them out): the exception's type only."""
     etype = str(error.get("type", ""))
     etype = etype if TYPE_NAME.fullmatch(etype) else "Exception"
-    if not show_text:
-        return StudentError(type=etype)
+    if not show_text:  # even a type name could carry data out: builtin names only
+        return StudentError(type=etype if etype in BUILTIN_ERRORS else "Exception")
     raw = error.get("frames")
     frames = [f for f in map(_frame, raw[-MAX_FRAMES:] if isinstance(raw, list) else []) if f]
     shape = report.get("input_shape")
@@ -97,13 +103,24 @@ def from_report(
         and 0 < len(shape) <= 8
         and all(isinstance(d, int) and 0 <= d < 2**31 for d in shape)
     )
+    message = str(error.get("message", ""))
+    if "weights_only" in message:  # torch's advice to load untrusted pickles: never shown
+        message = _without_pickle_advice(message)
     return StudentError(
         type=etype,
-        message=clean(error.get("message", ""), MAX_MESSAGE),
+        message=clean(message, MAX_MESSAGE),
         frames=frames,
         input_shape=shape if ok_shape else None,
         output=clean(log, MAX_OUTPUT, 40) if log.strip() else "",
     )
+
+
+def _without_pickle_advice(message: str) -> str:
+    """torch's weights-only refusal, reduced to what it refused: its advice to pass
+    ``weights_only=False`` is unsafe and not the fix (``harness/hints.py`` gives that)."""
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
+    what = f" (it found {found.group(1)})" if found else ""
+    return f"the weights-only load refused the file: it holds more than tensors{what}"
 
 
 def first_line(error: StudentError, limit: int = 240) -> str:

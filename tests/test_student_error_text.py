@@ -87,6 +87,8 @@ def test_text_from_a_run_that_saw_hidden_inputs_is_withheld() -> None:
     assert with_error("the model failed while predicting", err) == (
         "the model failed while predicting"
     )
+    forged = {**RUNNER_ERROR, "type": "mean_of_input_0_is_0_4312"}  # a type name as a channel
+    assert from_report(forged, {}, "", show_text=False).type == "Exception"
 
 
 def test_error_text_is_escaped_in_html_and_fenced_in_markdown(tmp_path: Path) -> None:
