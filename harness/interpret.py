@@ -16,7 +16,7 @@ from .export_count import ExportCount, describe, largest, named_groups
 from .outputs import BadOutput, read_predictions, read_report
 from .results import Flag, LayerCount, Params, StudentError
 from .sandbox import RunOutcome
-from .student_error import from_report, with_error
+from .student_error import clean, from_report, with_error
 from .tasks import TaskSpec
 
 STAGES = {
@@ -154,7 +154,7 @@ GENERIC = {
 def _from_error(error: dict[str, Any], log: str, show_text: bool = True) -> Verdict:
     stage = _known(error.get("stage"))
     etype = str(error.get("type", "Exception"))[:80]
-    text = str(error.get("message", ""))[:600]
+    text = clean(error.get("message", ""), 600)  # untrusted: no host paths, env values
     trace = str(error.get("traceback", "")) or f"{etype}: {text}"
     output = f"{trace}\n--- output ---\n{log}"
     if etype == "MemoryError" or any(t in text.lower() for t in MEMORY_TEXT):
