@@ -54,7 +54,7 @@ class Progress:
         console: Console | None = None,
     ) -> None:
         self.console = console or err_console
-        self.enabled = enabled and self.console.is_terminal and (total or 0) > 1
+        self.enabled = enabled and self.console.is_terminal and (total or 0) > 0
         self.total = total or 0
         self.jobs = jobs
         self.since = since

@@ -150,3 +150,22 @@ def test_the_pipeline_reports_every_stage_in_order(env: Path, tmp_path: Path) ->
     seen.clear()
     [again] = grade([folder], options=options, on_stage=lambda *a: seen.append(a))
     assert again.graded_at == doc.graded_at and seen == [("tiny", "team1", "validate")]
+
+
+def test_the_cli_prints_the_students_error_not_the_harness_traceback(
+    env: Path, tmp_path: Path
+) -> None:
+    from test_student_errors import MNIST_MLP
+
+    folder = make_submission(tmp_path / "subs", "team1", model_src=MNIST_MLP)
+    out = _grade(
+        ["check", str(folder), "--sandbox", "process", "--results", str(tmp_path / "r")], tmp_path
+    )
+    assert out.returncode == 1
+    printed = out.stdout + out.stderr
+    assert "mat1 and mat2 shapes cannot be multiplied (2x22500 and 784x32)" in printed
+    assert "model.py, line 13, in forward" in printed
+    assert "the model was given a batch of shape (2, 1, 150, 150)" in printed
+    assert "hint: a layer is sized for other inputs" in printed
+    for leaked in ("Traceback", "harness/runner", "site-packages", str(tmp_path)):
+        assert leaked not in printed
