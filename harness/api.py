@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .executors import get_executor
-from .options import GradeOptions, Mode
+from .options import GradeOptions, Mode, OnStage
 from .pipeline import check_batch
 from .results import ResultDocument
 from .submission import find_submissions
@@ -21,9 +21,11 @@ def grade(
     *,
     options: GradeOptions = GradeOptions(),
     on_done: Callable[[ResultDocument], None] | None = None,
+    on_stage: OnStage | None = None,
 ) -> list[ResultDocument]:
-    """Grade every submission under ``paths`` on its task's hidden split."""
-    return _batch(paths, options, "grade", on_done)
+    """Grade every submission under ``paths`` on its task's hidden split; ``on_done`` hears
+    of each document, ``on_stage`` of each stage a team enters."""
+    return _batch(paths, options, "grade", on_done, on_stage)
 
 
 def check(
@@ -31,9 +33,10 @@ def check(
     *,
     options: GradeOptions = GradeOptions(),
     on_done: Callable[[ResultDocument], None] | None = None,
+    on_stage: OnStage | None = None,
 ) -> list[ResultDocument]:
     """The same pipeline on each task's public validation split (for students)."""
-    return _batch(paths, options, "check", on_done)
+    return _batch(paths, options, "check", on_done, on_stage)
 
 
 def _batch(
@@ -41,8 +44,9 @@ def _batch(
     options: GradeOptions,
     mode: Mode,
     on_done: Callable[[ResultDocument], None] | None,
+    on_stage: OnStage | None = None,
 ) -> list[ResultDocument]:
     folders = find_submissions(paths)
     check_batch(folders, options)
     executor = get_executor(options.executor)
-    return executor.run(folders, options=options, mode=mode, on_done=on_done)
+    return executor.run(folders, options=options, mode=mode, on_done=on_done, on_stage=on_stage)

@@ -18,12 +18,37 @@ DEFAULTS = GradeOptions()
 
 
 class DefaultGroup(click.Group):
-    """``grade PATH...`` means ``grade run PATH...``; named verbs stay verbs."""
+    """``grade PATH...`` means ``grade run PATH...``; named verbs stay verbs. A first word
+    that is neither a verb nor an existing path is an unknown verb, with a suggestion."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+        first = args[0] if args else ""
+        if args and first not in self.commands and not first.startswith("-"):
+            if _looks_like_verb(first):
+                _unknown_verb(first, sorted(self.commands))
             args = ["run", *args]
         return super().parse_args(ctx, args)
+
+
+def _looks_like_verb(word: str) -> bool:
+    """A bare word (no path separator, no dot) naming no file or folder here."""
+    return "/" not in word and "." not in word and not Path(word).exists()
+
+
+def _unknown_verb(word: str, verbs: list[str]) -> None:
+    """Exit 2 with one sentence: the nearest verb, or the list of verbs."""
+    import difflib
+
+    from .console import error
+
+    close = difflib.get_close_matches(word, [v for v in verbs if v != "run"], n=1, cutoff=0.6)
+    hint = (
+        f"did you mean `grade {close[0]}`?"
+        if close
+        else f"the verbs are {', '.join(verbs)}; `grade PATH...` grades submission folders"
+    )
+    error(UserError(f"`{word}` is neither a grade verb nor a file or folder here", hint))
+    sys.exit(2)
 
 
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -122,8 +147,11 @@ def cli() -> None:
 
 
 def _grade(mode: str, paths: tuple[Path, ...], **kw: Any) -> None:
+    from datetime import UTC, datetime
+
     from . import api
-    from .console import Progress, print_results
+    from .console import print_results
+    from .progress import Progress
 
     options = GradeOptions(
         sandbox=kw["sandbox"],
@@ -141,11 +169,12 @@ def _grade(mode: str, paths: tuple[Path, ...], **kw: Any) -> None:
     from .submission import find_submissions
 
     total = len(find_submissions(list(paths)))
-    with Progress(total=total, enabled=not kw["as_json"]) as progress:
-        docs = run(list(paths), options=options, on_done=progress.advance)
+    since = datetime.now(UTC)
+    with Progress(total=total, enabled=not kw["as_json"], jobs=kw["jobs"], since=since) as shown:
+        docs = run(list(paths), options=options, on_done=shown.advance, on_stage=shown.stage)
     if kw["as_json"]:
         print(json.dumps([d.model_dump(mode="json") for d in docs], indent=2))
-    print_results(docs, mode=mode, to_stderr=kw["as_json"])
+    print_results(docs, mode=mode, to_stderr=kw["as_json"], since=since)
     sys.exit(0 if docs and all(d.status == "graded" for d in docs) else 1)
 
 
@@ -179,6 +208,7 @@ def history_cmd(team: str, task: str | None, results_dir: Path, as_json: bool, d
     generated from the public fallback seed) and the sandbox it ran in.
     """
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from .store import STORE_NAME, ResultsStore
@@ -200,9 +230,9 @@ def history_cmd(team: str, task: str | None, results_dir: Path, as_json: bool, d
         "submission",
         "document",
     )
-    table = Table(*columns, title=f"{team}: {len(rows)} grading(s)")
+    table = Table(*columns, title=escape(f"{team}: {len(rows)} grading(s)"))
     for row in rows:
-        table.add_row(*(str(row[c]) for c in columns))
+        table.add_row(*(escape(str(row[c])) for c in columns))
     Console(width=max(Console().width, 160)).print(table)
 
 
@@ -274,7 +304,7 @@ def data_prepare(
 @friendly
 def leaderboard_cmd(results_dir: Path, out_dir: Path, reveal_private: bool, debug: bool) -> None:
     """Render the static leaderboard site (index, one page per task, CSV and JSON)."""
-    from .console import err_console
+    from .console import say
     from .report import render_site
 
     if not results_dir.is_dir():
@@ -283,19 +313,17 @@ def leaderboard_cmd(results_dir: Path, out_dir: Path, reveal_private: bool, debu
         )
     written = render_site(results_dir, out_dir, reveal_private=reveal_private)
     view = "private" if reveal_private else "public"
-    err_console.print(
-        f"wrote {len(written)} files to {out_dir} ({view} view); open {out_dir / 'index.html'}"
-    )
+    say(f"wrote {len(written)} files to {out_dir} ({view} view); open {out_dir / 'index.html'}")
     _print_ignored(results_dir)
 
 
 def _print_ignored(results_dir: Path) -> None:
     """Results the leaderboard left out, each with its reason (the site is still written)."""
-    from .console import err_console
+    from .console import say
     from .report.site import ignored_results
 
     for path, reason in ignored_results(results_dir):
-        err_console.print(f"ignored {path}: {reason}", highlight=False, markup=False)
+        say(f"ignored {path}: {reason}")
 
 
 @cli.command("gradebook")
@@ -335,7 +363,7 @@ def gradebook_cmd(
     task_id: str, results_dir: Path, out_dir: Path, fmt: str, view: str, debug: bool
 ) -> None:
     """Write TASK's grades (team, members, status, metric, points, graded_at) by its points rule."""
-    from .console import err_console
+    from .console import say
     from .gradebook import write_gradebook
     from .report.leaderboard import load_gradings
     from .tasks import load_task
@@ -347,7 +375,7 @@ def gradebook_cmd(
         )
     docs = load_gradings(results_dir).get(task.id, [])
     written = write_gradebook(docs, task, out_dir, fmt=fmt, view=view)  # type: ignore[arg-type]
-    err_console.print(f"wrote {len(written)} file(s) to {out_dir} ({fmt}, {view} view)")
+    say(f"wrote {len(written)} file(s) to {out_dir} ({fmt}, {view} view)")
 
 
 @cli.command("gradescope")
@@ -391,7 +419,7 @@ def gradescope_cmd(
     debug: bool,
 ) -> None:
     """Write a Gradescope autograder folder for TASK: setup.sh, run_autograder, task, references."""
-    from .console import err_console
+    from .console import say
     from .gradescope_autograder import build_autograder
     from .settings import settings
     from .tasks import load_task
@@ -406,15 +434,13 @@ def gradescope_cmd(
         include_seed=not no_seed,
     )
     if settings().secret_seed is None or no_seed:
-        err_console.print(
+        say(
             "note: no secret seed in the folder: a generated hidden split will use the public "
             "fallback seed (set HARNESS_SECRET_SEED before `grade gradescope`)",
-            highlight=False,
         )
-    err_console.print(
+    say(
         f"wrote the autograder to {out_dir}; upload a zip of its contents: "
         f"(cd {out_dir} && zip -r ../autograder.zip .)",
-        highlight=False,
     )
 
 
@@ -480,21 +506,21 @@ def image_build(
     debug: bool,
 ) -> None:
     """Build the evaluation image (the pinned torch and torchvision, numpy, safetensors)."""
-    from .console import err_console
+    from .console import say
     from .sandbox.docker.image import build_image, default_tag
 
     wanted = tag or default_tag()
     if if_missing and _image_present(wanted):
-        err_console.print(f"{wanted} is already built")
+        say(f"{wanted} is already built")
         return
     built = build_image(
         base=base,
         offline=offline,
         tag=tag,
         force=force,
-        progress=lambda line: err_console.print(line, highlight=False),
+        progress=say,
     )
-    err_console.print(
+    say(
         f"built {built.tag} ({built.image_id[:19]}, "
         f"{built.size_bytes / 2**20:.0f} MiB, {built.method}) in {built.seconds:.0f} s"
     )
@@ -514,7 +540,7 @@ def image_build(
 @friendly
 def integrity_cmd(task_id: str, results_dir: Path, data_root: Path | None, debug: bool) -> None:
     """Instructor-only: duplicate weights, prediction agreement and integrity flags of a task."""
-    from .console import err_console
+    from .console import say
     from .data import prepare_split
     from .integrity import write_report
     from .tasks import load_task
@@ -523,10 +549,10 @@ def integrity_cmd(task_id: str, results_dir: Path, data_root: Path | None, debug
     labels = prepare_split(task, task.splits.hidden, data_root=data_root).labels()
     path = write_report(task, results_dir, labels)
     findings = json.loads(path.read_text()).get("findings", [])
-    err_console.print(f"{len(findings)} finding(s) for {task_id}; instructor report: {path}")
+    say(f"{len(findings)} finding(s) for {task_id}; instructor report: {path}")
     for finding in findings[:20]:
         teams = " and ".join(finding["teams"])
-        err_console.print(f"  - {finding['kind']}: {teams}: {finding['detail']}", highlight=False)
+        say(f"  - {finding['kind']}: {teams}: {finding['detail']}")
 
 
 def _image_present(tag: str) -> bool:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from types import TracebackType
+from collections import defaultdict
+from collections.abc import Collection
+from datetime import datetime
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeRemainingColumn
-from rich.progress import Progress as RichProgress
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import UserError
 from .metrics import METRICS
 from .results import ResultDocument
+from .student_error import clean, render
 
 err_console = Console(stderr=True)
 STATUS_STYLE = {
@@ -25,48 +27,42 @@ STATUS_STYLE = {
 
 
 def error(exc: UserError) -> None:
-    err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+    """A UserError as one sentence and a hint; the text is never read as console markup."""
+    err_console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
     if exc.hint:
-        err_console.print(f"[dim]hint:[/] {exc.hint}", highlight=False, soft_wrap=True)
+        err_console.print(f"[dim]hint:[/] {escape(exc.hint)}", highlight=False, soft_wrap=True)
 
 
 def warn(text: str) -> None:
-    err_console.print(f"[bold yellow]warning:[/] {text}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
 
 
-class Progress:
-    """A progress bar with a time estimate, shown for batches on a terminal."""
+def say(text: str, console: Console | None = None) -> None:
+    """Plain text on stderr (or ``console``): brackets in it stay brackets."""
+    (console or err_console).print(text, markup=False, highlight=False, soft_wrap=True)
 
-    def __init__(self, *, total: int | None = None, enabled: bool = True) -> None:
-        self.enabled = enabled and err_console.is_terminal and (total or 0) > 1
-        self.total = total
-        self._bar: RichProgress | None = None
-        self._task: TaskID | None = None
 
-    def __enter__(self) -> Progress:
-        if self.enabled:
-            self._bar = RichProgress(
-                TextColumn("grading"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                console=err_console,
-                transient=True,
-            )
-            self._bar.__enter__()
-            self._task = self._bar.add_task("grading", total=self.total)
-        return self
+def cached(doc: ResultDocument, since: datetime | None) -> bool:
+    """Whether ``doc`` was graded before this batch started (a stored grading reused)."""
+    if since is None:
+        return False
+    try:
+        return datetime.fromisoformat(doc.graded_at) < since.replace(microsecond=0)
+    except ValueError:
+        return False
 
-    def advance(self, doc: ResultDocument) -> None:
-        if self._bar is not None and self._task is not None:
-            self._bar.advance(self._task)
-            self._bar.console.print(f"  {doc.team}: {doc.status}", highlight=False, soft_wrap=True)
 
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(et, e, tb)
+def when(doc: ResultDocument) -> str:
+    """The grading's time, minute precision, in the document's own zone (UTC)."""
+    try:
+        return datetime.fromisoformat(doc.graded_at).strftime("%Y-%m-%d %H:%M UTC")
+    except ValueError:
+        return doc.graded_at
+
+
+def time_text(doc: ResultDocument, since: datetime | None) -> str:
+    took = f"{doc.timing.get('total_s', 0):.1f} s"
+    return f"cached ({took} on {when(doc)})" if cached(doc, since) else took
 
 
 def _metric_text(doc: ResultDocument, name: str, with_interval: bool) -> str:
@@ -90,19 +86,49 @@ def _metric_names(docs: list[ResultDocument]) -> list[str]:
     return primary + [n for n in names if n not in primary]
 
 
-def print_results(docs: list[ResultDocument], *, mode: str, to_stderr: bool = False) -> None:
-    console = err_console if to_stderr else Console()
+def print_results(
+    docs: list[ResultDocument],
+    *,
+    mode: str,
+    to_stderr: bool = False,
+    since: datetime | None = None,
+    console: Console | None = None,
+) -> None:
+    """The result table per task, then each team's notes; a note that several teams share
+    (the public-fallback-seed one, say) is printed once for the batch. ``since``: when the
+    batch started, so stored gradings show as cached with their original time."""
+    console = console or (err_console if to_stderr else Console())
     if not console.is_terminal:
         console.width = max(console.width, 140)
     split = "hidden test split" if mode == "grade" else "public validation split (check)"
     for task in sorted({d.task for d in docs}):
         group = [d for d in docs if d.task == task]
-        console.print(_table(group, f"{task}: {split}"))
+        console.print(_table(group, f"{task}: {split}", since))
+    shared = batch_notes(docs, mode)
     for doc in docs:
-        _print_notes(console, doc, mode)
+        _print_notes(console, doc, mode, skip=set(shared))
+    for (_code, message), teams in shared.items():
+        who = f"all {len(teams)} teams" if len(teams) == len(docs) else f"{len(teams)} teams"
+        console.print(
+            f"[yellow]note[/] ({who}): {escape(message)}", highlight=False, soft_wrap=True
+        )
 
 
-def _table(docs: list[ResultDocument], title: str) -> Table:
+def _shown(flag_audience: str, mode: str) -> bool:
+    return flag_audience == "student" or mode == "grade"
+
+
+def batch_notes(docs: list[ResultDocument], mode: str) -> dict[tuple[str, str], list[str]]:
+    """Notes (code and text) that more than one team of the batch carries, with the teams."""
+    teams: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for doc in docs:
+        for flag in doc.flags:
+            if _shown(flag.audience, mode):
+                teams[(flag.code, flag.message)].append(doc.team)
+    return {key: names for key, names in teams.items() if len(names) > 1}
+
+
+def _table(docs: list[ResultDocument], title: str, since: datetime | None = None) -> Table:
     names = _metric_names(docs)
     table = Table(title=title, title_justify="left")
     table.add_column("team", no_wrap=True)
@@ -117,28 +143,37 @@ def _table(docs: list[ResultDocument], title: str) -> Table:
         counted = f"{doc.params.counted:,}" if doc.params.counted is not None else "-"
         style = STATUS_STYLE.get(doc.status, "")
         table.add_row(
-            doc.team,
+            escape(doc.team),
             f"[{style}]{doc.status}[/]",
             *(_metric_text(doc, n, i == 0) for i, n in enumerate(names)),
             f"{counted} / {limit}",
-            f"{doc.timing.get('total_s', 0):.1f} s",
+            escape(time_text(doc, since)),
         )
     return table
 
 
-def _print_notes(console: Console, doc: ResultDocument, mode: str) -> None:
+def _print_notes(
+    console: Console, doc: ResultDocument, mode: str, skip: Collection[tuple[str, str]] = ()
+) -> None:
     if doc.status != "graded":
         console.print(
-            f"[bold]{doc.team}[/]: [{STATUS_STYLE[doc.status]}]{doc.status}[/] {doc.message}",
+            f"[bold]{escape(doc.team)}[/]: [{STATUS_STYLE[doc.status]}]{doc.status}[/] "
+            f"{escape(doc.message)}",
             highlight=False,
+            soft_wrap=True,
         )
         for v in doc.violations[1:]:
-            console.print(f"  - [{v.rule}] {v.message}", highlight=False, soft_wrap=True)
-        if mode == "check" and doc.student_output.strip():
-            console.print("[dim]your code's output:[/]")
-            console.print(doc.student_output[-3000:], markup=False, highlight=False, soft_wrap=True)
+            say(f"  - [{v.rule}] {v.message}", console)
+        if doc.error is not None:  # the submission's own error: sanitized, capped
+            say("\n".join(f"  {line}" for line in render(doc.error).split("\n")), console)
+        elif mode == "check" and doc.student_output.strip():  # a timeout or a kill
+            log = doc.student_output.rpartition("--- output ---\n")[2]
+            if log.strip():
+                say("your code's output:\n" + clean(log, 3000, 40), console)
     for flag in doc.flags:
-        if flag.audience == "student" or mode == "grade":
+        if _shown(flag.audience, mode) and (flag.code, flag.message) not in skip:
             console.print(
-                f"[yellow]note[/] {doc.team}: {flag.message}", highlight=False, soft_wrap=True
+                f"[yellow]note[/] {escape(doc.team)}: {escape(flag.message)}",
+                highlight=False,
+                soft_wrap=True,
             )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .console import err_console, warn
+from .console import say, warn
 from .data import prepare_split
 from .errors import UserError
 from .tasks import load_task
@@ -31,7 +31,7 @@ def prepare_task(
         fetch(task, data_root)
     for split in names:
         prepared = prepare_split(task, split, data_root=data_root, force=force)
-        err_console.print(f"{task.id}/{split}: {prepared.count} images in {prepared.folder}")
+        say(f"{task.id}/{split}: {prepared.count} images in {prepared.folder}")
         if prepared.public_fallback_seed:
             warn(
                 "the hidden split uses the PUBLIC fallback seed (students can regenerate it); "
@@ -49,4 +49,4 @@ def _export(provider_name: str, prepared: object, folder: Path) -> None:
     if writer is None:
         raise UserError(f"the {provider_name} provider cannot export its layout")
     writer(prepared, folder)
-    err_console.print(f"  exported to {folder}")
+    say(f"  exported to {folder}")

@@ -24,6 +24,7 @@ from .devices import use_gpu
 from .errors import UserError
 from .options import GradeOptions, Mode
 from .pipeline import (
+    OnStage,
     evaluate_submission,
     grade_submission,
     harness_failure,
@@ -47,7 +48,13 @@ class Executor(Protocol):
     name: str
 
     def run(
-        self, folders: list[Path], *, options: GradeOptions, mode: Mode, on_done: OnDone | None
+        self,
+        folders: list[Path],
+        *,
+        options: GradeOptions,
+        mode: Mode,
+        on_done: OnDone | None,
+        on_stage: OnStage | None = None,
     ) -> list[ResultDocument]:
         """Grade every folder; the documents in the folders' order, each recorded."""
 
@@ -65,13 +72,21 @@ class LocalExecutor:
     name = "local"
 
     def run(
-        self, folders: list[Path], *, options: GradeOptions, mode: Mode, on_done: OnDone | None
+        self,
+        folders: list[Path],
+        *,
+        options: GradeOptions,
+        mode: Mode,
+        on_done: OnDone | None,
+        on_stage: OnStage | None = None,
     ) -> list[ResultDocument]:
         backend = resolve_backend(options, mode)
         store = ResultsStore(options.results_dir)
 
         def one(folder: Path) -> ResultDocument:
-            doc = grade_submission(folder, options=options, backend=backend, mode=mode, store=store)
+            doc = grade_submission(
+                folder, options=options, backend=backend, mode=mode, store=store, on_stage=on_stage
+            )
             if on_done:
                 on_done(doc)
             return doc
@@ -93,7 +108,13 @@ class RayExecutor:
         self.prepared: dict[str, int] = {}  # node id -> splits that node prepared itself
 
     def run(
-        self, folders: list[Path], *, options: GradeOptions, mode: Mode, on_done: OnDone | None
+        self,
+        folders: list[Path],
+        *,
+        options: GradeOptions,
+        mode: Mode,
+        on_done: OnDone | None,
+        on_stage: OnStage | None = None,
     ) -> list[ResultDocument]:
         ray = _import_ray()
         started = _connect(ray, options.address)

@@ -3,11 +3,13 @@ record, imported by the stages below the API (no stage imports the API)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 Mode = Literal["grade", "check"]
+OnStage = Callable[[str, str, str], None]  # (task, team, stage): see harness/progress.py
 
 
 @dataclass(frozen=True)

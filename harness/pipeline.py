@@ -23,9 +23,10 @@ from .data import PreparedSplit, prepare_split
 from .devices import gpu_present, use_gpu
 from .errors import UserError
 from .guard import guarded_step, load_or_invalid
+from .hints import explain
 from .identity import Identity, batch_identity, check_unique
 from .jobs import eager_job_spec, job_with_files
-from .options import GradeOptions, Mode
+from .options import GradeOptions, Mode, OnStage
 from .params import count_from_header, to_params
 from .program import ExportCount
 from .ranking import hidden_split_of
@@ -78,6 +79,7 @@ def grade_submission(
     backend: Backend,
     mode: Mode = "grade",
     store: ResultsStore | None = None,
+    on_stage: OnStage | None = None,
 ) -> ResultDocument:
     """Grade one folder here; always returns a result document, recorded in the results
     store, or the stored one when an identical grading is there (unless ``force``).
@@ -89,6 +91,7 @@ def grade_submission(
     with store.claim(sub.task_id, sub.team, mode):
         grading = _Grading(sub, options, backend, mode)
         grading.store = store
+        grading.on_stage = on_stage
         doc = _guarded(grading, grading.run)
         assert doc is not None
         if not grading.cached:
@@ -192,6 +195,7 @@ class _Grading(VerifiedStages):
     """One submission's pass through the stages."""
 
     store: ResultsStore | None = None  # where ``_stored`` looks; None: always grade
+    on_stage: OnStage | None = None  # told of each stage entered (progress display)
 
     def __init__(self, sub: Submission, options: GradeOptions, backend: Backend, mode: Mode):
         if sub.task is not None and options.jobs > 1:
@@ -216,6 +220,7 @@ class _Grading(VerifiedStages):
     def prepare(self) -> ResultDocument | None:
         """Validate, prepare the inputs, look for a stored grading: a document if that ends it."""
         sub = self.sub
+        self._stage("validate")
         if sub.violations or sub.task is None:
             return self._invalid()
         self.split = self._inputs(sub.task)
@@ -245,8 +250,10 @@ class _Grading(VerifiedStages):
             weights = self._weights(task)
             outputs = self._verified(task, weights)
         except _Failed as f:
+            error = explain(f.error, f.stage, self.sub)
             doc = self.document(f.status, f.message, stage=f.stage)
             doc.student_output = f.output
+            doc.error = error
             return doc
         doc = self._scored(task, outputs)
         doc.details["integrity"] = self._evidence
@@ -262,6 +269,8 @@ class _Grading(VerifiedStages):
         return doc
 
     def _invalid(self) -> ResultDocument:
+        if self.sub.task is not None:  # the task is known: its limit is too
+            self.params = Params(limit=self.sub.task.parameter_limit)
         rules = sorted({v.rule for v in self.sub.violations})
         first = self.sub.violations[0].message
         more = f" (and {len(self.sub.violations) - 1} more)" if len(self.sub.violations) > 1 else ""
@@ -310,6 +319,7 @@ class _Grading(VerifiedStages):
     def _weights(self, task: TaskSpec) -> tuple[Path, str]:
         """The staged weights as safetensors (converted in a sandbox when .pt), counted."""
         assert self.sub.manifest is not None
+        self._stage("count")
         name = self.sub.manifest.model.weights
         converted = not name.endswith(".safetensors")
         path = self._convert(task, name) if converted else self.sub.path / name
@@ -333,7 +343,7 @@ class _Grading(VerifiedStages):
         self.timing["convert_s"] = round(outcome.wall_seconds, 4)
         verdict = interpret_run(outcome, "convert")
         if verdict is not None:
-            raise _Failed(verdict.status, verdict.message, verdict.stage, verdict.output)
+            raise verdict.failed()
         try:
             return plain_file(out, out / "weights.safetensors")
         except NotPlain as exc:
@@ -369,6 +379,7 @@ class _Grading(VerifiedStages):
         """The eager fallback (tasks that allow it): the submission's code predicts the test
         inputs itself; the count is unverified."""
         assert self.sub.manifest is not None and self.split is not None
+        self._stage("predict")
         path, declared = weights
         files = [f for f in self.sub.files if f != declared]
         name = declared if path.parent == self.sub.path else "weights.safetensors"
@@ -382,7 +393,7 @@ class _Grading(VerifiedStages):
         self.timing["sandbox_s"] = round(outcome.wall_seconds, 4)
         verdict = interpret_run(outcome, "eager", show_text=self.mode != "grade")
         if verdict is not None:
-            raise _Failed(verdict.status, verdict.message, verdict.stage, verdict.output)
+            raise verdict.failed()
         run = self._read_run(outcome, task, probe)
         self.timing.update(run.timing)
         self.params = run.params(self.params, task)
@@ -394,6 +405,7 @@ class _Grading(VerifiedStages):
 
     def _scored(self, task: TaskSpec, outputs: np.ndarray) -> ResultDocument:
         assert self.split is not None
+        self._stage("score")
         labels = self.split.labels()
         t = time.perf_counter()
         scores = score(task, labels, outputs, views=self.mode == "grade")
@@ -404,6 +416,10 @@ class _Grading(VerifiedStages):
         return doc
 
     # -- helpers ------------------------------------------------------------------
+    def _stage(self, name: str) -> None:
+        if self.on_stage is not None:
+            self.on_stage(self.sub.task_id, self.sub.team, name)
+
     def _over_message(self, task: TaskSpec, count: ExportCount | None = None) -> str:
         return over_message(self.params, task, count, self._count.counted)
 

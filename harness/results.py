@@ -77,6 +77,27 @@ class Flag(_Doc):
     audience: Literal["student", "instructor"] = "instructor"
 
 
+class Frame(_Doc):
+    """One frame of the submission's own code: a path relative to its folder."""
+
+    file: str
+    line: int
+    function: str = ""
+    code: str = ""
+
+
+class StudentError(_Doc):
+    """The submission's own error, as the student sees it: sanitized and capped on the
+    host (``harness/student_error.py``), never the harness's traceback."""
+
+    type: str
+    message: str = ""  # empty when withheld (the code had seen hidden inputs)
+    frames: list[Frame] = Field(default_factory=list)  # innermost last
+    input_shape: list[int] | None = None  # the batch the model was given
+    hint: str = ""
+    output: str = ""  # the run's own stdout/stderr tail (when it may be shown)
+
+
 class ResultDocument(_Doc):
     schema_version: int = SCHEMA_VERSION
     task: str
@@ -100,6 +121,7 @@ class ResultDocument(_Doc):
     sandbox: SandboxInfo | None = None
     hidden_split: HiddenSplit | None = None  # None: recorded before version 2, or a check
     student_output: str = ""  # the submission's own stdout/traceback: instructor view only
+    error: StudentError | None = None  # the submission's own error, for the student
     submission_path: str = ""
     submission_hash: str = ""
     task_spec_hash: str = ""

@@ -15,8 +15,9 @@ import numpy as np
 from .counting import over_message, verified_params  # noqa: F401  (their home: counting)
 from .outputs import BadOutput, read_predictions, read_report
 from .program.count import ExportCount, describe, largest, named_groups
-from .results import Flag, LayerCount, Params
+from .results import Flag, LayerCount, Params, StudentError
 from .sandbox import RunOutcome
+from .student_error import clean, from_report, with_error
 from .tasks import TaskSpec
 
 STAGES = {
@@ -46,9 +47,17 @@ MEMORY_TEXT = ("can't allocate memory", "out of memory", "cannot allocate memory
 class Failed(Exception):
     """Ends a grading early with the given status and message (already a result)."""
 
-    def __init__(self, status: str, message: str, stage: str, output: str = "") -> None:
+    def __init__(
+        self,
+        status: str,
+        message: str,
+        stage: str,
+        output: str = "",
+        error: StudentError | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.stage, self.output = status, message, stage, output
+        self.error = error  # the submission's own error, for the student
 
 
 @dataclass
@@ -57,6 +66,11 @@ class Verdict:
     message: str
     stage: str
     output: str = ""
+    error: StudentError | None = None
+
+    def failed(self) -> Failed:
+        """This verdict as the exception that ends a grading."""
+        return Failed(self.status, self.message, self.stage, self.output, self.error)
 
 
 def _stage_text(stage: str) -> str:
@@ -112,7 +126,13 @@ def interpret_run(outcome: RunOutcome, phase: str, *, show_text: bool = True) ->
             stage,
             log,
         )
-    return _from_error(error, log, show_text)
+    verdict = _from_error(error, log, show_text)
+    if verdict.status == "failed":
+        # phase B runs no submission code, but on hidden inputs: its text stays out too
+        own = show_text and phase != "predict"
+        verdict.error = from_report(error, report, log, show_text=own)
+        verdict.message = with_error(verdict.message, verdict.error)
+    return verdict
 
 
 def _no_report(outcome: RunOutcome) -> str:
@@ -135,7 +155,7 @@ GENERIC = {
 def _from_error(error: dict[str, Any], log: str, show_text: bool = True) -> Verdict:
     stage = _known(error.get("stage"))
     etype = str(error.get("type", "Exception"))[:80]
-    text = str(error.get("message", ""))[:600]
+    text = clean(error.get("message", ""), 600)  # untrusted: no host paths, env values
     trace = str(error.get("traceback", "")) or f"{etype}: {text}"
     output = f"{trace}\n--- output ---\n{log}"
     if etype == "MemoryError" or any(t in text.lower() for t in MEMORY_TEXT):
@@ -152,7 +172,7 @@ def _from_error(error: dict[str, Any], log: str, show_text: bool = True) -> Verd
             stage,
             output,
         )
-    detail = f" ({etype} raised by the submission)" if show_text else " (an exception)"
+    detail = "" if show_text else " (an exception)"  # shown: the error's own line follows
     if etype in HARNESS_TEXT:
         detail = f": {text}" if show_text else GENERIC[etype]
     return Verdict("failed", f"the model failed while {_stage_text(stage)}{detail}", stage, output)

@@ -95,6 +95,8 @@ class VerifiedStages:
 
         def _over_message(self, task: TaskSpec, count: ExportCount | None = None) -> str: ...
 
+        def _stage(self, name: str) -> None: ...
+
     def _verified(self, task: TaskSpec, weights: tuple[Path, str]) -> np.ndarray:
         """Export the model (A), check and count the program here, run it without the
         submission's code (B); the eager fallback only where the task allows it."""
@@ -107,6 +109,7 @@ class VerifiedStages:
     def _export(self, task: TaskSpec, weights: tuple[Path, str]) -> Path | None:
         """Phase A: build, load, dry batch, torch.export; no test inputs, no GPU."""
         assert self.sub.manifest is not None and self.split is not None
+        self._stage("export")
         path, declared = weights
         files = [f for f in self.sub.files if f != declared]
         name = declared if path.parent == self.sub.path else "weights.safetensors"
@@ -135,11 +138,12 @@ class VerifiedStages:
         if verdict.stage == "export" and task.integrity.allow_eager_fallback:
             self.flags.append(Flag(code="export_failed", message=verdict.message))
             return None
-        raise Failed(verdict.status, verdict.message, verdict.stage, verdict.output)
+        raise verdict.failed()
 
     def _check_count(self, task: TaskSpec, program: Path) -> None:
         """Check the exported archive (JSON and raw bytes, no torch) and count it."""
         assert self.split is not None
+        self._stage("check")
         t = time.perf_counter()
         expect = Expect(
             input_shape=(self._batch, *task.input_shape),
@@ -200,6 +204,7 @@ class VerifiedStages:
     def _run_program(self, task: TaskSpec) -> np.ndarray:
         """Phase B: the checked program predicts; no submission code is mounted."""
         assert self.sub.manifest is not None and self.split is not None
+        self._stage("predict")
         probe, files = self._probe_job(task)
         files[PROGRAM] = self._program
         spec = predict_job_spec(task, self.sub.manifest, self._batch, probe)
@@ -211,7 +216,7 @@ class VerifiedStages:
         self.timing["sandbox_s"] = round(outcome.wall_seconds, 4)
         verdict = interpret_run(outcome, "predict")
         if verdict is not None:
-            raise Failed(verdict.status, verdict.message, verdict.stage, verdict.output)
+            raise verdict.failed()
         run = self._read_run(outcome, task, probe)
         self.timing.update(run.timing)
         self.flags.extend(run.determinism_flags())

@@ -75,8 +75,11 @@ def test_one_broken_submission_leaves_the_others_graded(env: Path, tmp_path: Pat
     assert docs["good"].status == "graded"
     assert docs["good"].metrics == alone.metrics
     assert docs["crash"].status == "failed" and docs["crash"].stage == "import"
-    assert "RuntimeError" in docs["crash"].message and "boom" not in docs["crash"].message
-    assert "boom" in docs["crash"].student_output  # instructor's view only
+    assert "RuntimeError: boom" in docs["crash"].message  # the student's own error (#16)
+    crash = docs["crash"].error
+    assert crash is not None and crash.message == "boom"
+    assert [f.file for f in crash.frames] == ["model.py"]
+    assert "boom" in docs["crash"].student_output  # with the full traceback, instructor's view
     assert docs["shape"].status == "failed" and "shape" in docs["shape"].message
 
 

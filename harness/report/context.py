@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..results import LayerCount, ResultDocument
+from ..student_error import render as render_error
 from ..tasks import TaskSpec
 from . import facts
 from .curves import Findings
@@ -42,6 +43,7 @@ def report_context(
         "task": task,
         "graded_at": facts.fmt_when(doc),
         "status_text": STATUS_TEXT[doc.status],
+        "error_text": render_error(doc.error),  # the submission's own error, sanitized
         "score": {
             "points": points(doc, task),
             "max": task.grading.max_score,

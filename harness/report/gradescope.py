@@ -13,6 +13,7 @@ from typing import Any
 
 from ..points import points_for
 from ..results import ResultDocument
+from ..student_error import render as render_error
 from ..tasks import TaskSpec
 from . import facts
 from .curves import analyse
@@ -55,11 +56,13 @@ def gradescope_results(
     private = facts.effective_view(task, "public") != "all" and not deadline_passed
     later = "after_due_date" if private else "visible"
     metric_out = _metric_text(doc, task, "all")
-    tests: list[dict[str, Any]] = [
-        _test(
-            "Submission status", doc.status == "graded", f"{doc.status}: {doc.message}".strip(": ")
-        ),
-    ]
+    status = _test(
+        "Submission status", doc.status == "graded", f"{doc.status}: {doc.message}".strip(": ")
+    )
+    if doc.error is not None:  # the submission's own error, sanitized; shown as plain text
+        status["output"] += "\n\n" + render_error(doc.error)
+        status["output_format"] = "text"
+    tests: list[dict[str, Any]] = [status]
     if facts.effective_view(task, "public") != "all":
         pct = round(task.leaderboard.public_fraction * 100)
         tests.append(

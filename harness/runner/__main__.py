@@ -108,7 +108,7 @@ PHASES = {
 def main(argv: list[str] | None = None) -> int:
     a = _args(argv)
     job = json.loads((a.job / "job.json").read_text())
-    report = Report(a.output, job["phase"])
+    report = Report(a.output, job["phase"], a.submission)
     try:
         PHASES[job["phase"]](job, a, report)
     except BaseException as exc:  # the submission's error is data for the host

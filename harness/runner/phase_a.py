@@ -71,13 +71,17 @@ def phase_export(job: dict[str, Any], a: argparse.Namespace, report: Report) -> 
     model = built_and_loaded(a.submission, job, report)
 
     t = report.start("dry_run")
+    x = example(job, DRY_BATCH)
+    report.data["input_shape"] = list(x.shape)  # shown with an error the batch caused
     with torch.no_grad():
-        check_shape(model(example(job, DRY_BATCH)), DRY_BATCH, job)
+        check_shape(model(x), DRY_BATCH, job)
     report.data["model"] = own_count(model)  # after the dry batch: lazy modules are built
     report.done("dry_run", t)
 
     t = report.start("export")
-    save(model, example(job, int(job["export_batch"])), a.output / PROGRAM)
+    x = example(job, int(job["export_batch"]))
+    report.data["input_shape"] = list(x.shape)
+    save(model, x, a.output / PROGRAM)
     report.done("export", t)
 
 

@@ -13,11 +13,42 @@ from typing import Any
 from . import RUNNER_VERSION
 
 MAX_TEXT = 4000
+MAX_FRAMES = 8
+
+
+def _relative(filename: str, root: Path | None) -> str | None:
+    """``filename`` relative to the submission folder, or None when it lies elsewhere."""
+    if root is None or not filename:
+        return None
+    try:
+        rel = Path(os.path.realpath(filename)).relative_to(os.path.realpath(root))
+    except ValueError:
+        return None
+    return rel.as_posix()
+
+
+def student_frames(exc: BaseException, root: Path | None) -> list[dict[str, Any]]:
+    """The frames of the submission's own files (innermost last), from the raised error,
+    else from the first error in its chain that has some; harness and library frames out."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        frames = [
+            {"file": rel, "line": f.lineno or 0, "function": f.name, "code": (f.line or "")[:200]}
+            for f in traceback.extract_tb(current.__traceback__)
+            if (rel := _relative(f.filename, root))
+        ]
+        if frames:
+            return frames[-MAX_FRAMES:]
+        current = current.__cause__ or current.__context__
+    return []
 
 
 class Report:
-    def __init__(self, output: Path, phase: str) -> None:
+    def __init__(self, output: Path, phase: str, submission: Path | None = None) -> None:
         self.path = output / "report.json"
+        self.submission = submission
         self.data: dict[str, Any] = {
             "runner_version": RUNNER_VERSION,
             "phase": phase,
@@ -48,6 +79,7 @@ class Report:
             "type": type(exc).__name__,
             "message": str(exc)[:MAX_TEXT],
             "traceback": text[-MAX_TEXT:],
+            "frames": student_frames(exc, self.submission),
         }
         self.flush()
 
