@@ -200,3 +200,19 @@ def test_run_autograder_in_a_gradescope_like_container(autograder: Path, tmp_pat
     assert "(public part)" in sample["output"]
     assert all(t["visibility"] == "visible" for n, t in tests.items() if t is not final)
     assert {e["name"] for e in sample["leaderboard"]} >= {"MSE", "Parameters"}
+
+
+def test_a_gradescope_upload_gets_its_team_from_the_manifest_or_gradescope(tmp_path) -> None:
+    """Gradescope always unpacks into ``submission/``: the team is the manifest's (a label
+    only: Gradescope credits its own users), else Gradescope's user ids; never a path."""
+    from harness.gradescope_autograder import gradescope_team
+
+    folder = tmp_path / "submission"
+    folder.mkdir()
+    meta = tmp_path / "submission_metadata.json"
+    meta.write_text(json.dumps({"users": [{"id": 7, "name": "Ada"}, {"id": 3, "name": "Alan"}]}))
+    (folder / "submission.toml").write_text('task = "correlation"\nteam = "team42"\n')
+    assert gradescope_team(folder, meta) == ("team42", ["Ada", "Alan"])
+    (folder / "submission.toml").write_text('task = "correlation"\nteam = "../../etc"\n')
+    assert gradescope_team(folder, meta) == ("gs-3-7", ["Ada", "Alan"])
+    assert gradescope_team(folder, tmp_path / "missing.json") == ("submission", [])
