@@ -43,7 +43,7 @@ from pathlib import Path
 from .base import MOUNTS, RunJob, RunOutcome, SandboxPolicy
 from .common import SAFE_ENV, host_paths, runner_args, thread_env
 from .confine import LogPump, exit_code_of, output_over, share_folders, supervised_argv, verdict
-from .seccomp import program_fd
+from .seccomp import SeccompUnavailable, program, program_fd
 
 NOBODY = 65534
 INSIDE_UID = 1000
@@ -69,6 +69,10 @@ class BwrapBackend:
             return "bubblewrap (bwrap) is not installed"
         if _as_nobody() and not (shutil.which("unshare") and shutil.which("setpriv")):
             return "running as root needs util-linux's unshare and setpriv to drop to nobody"
+        try:
+            program()
+        except SeccompUnavailable as exc:
+            return f"bwrap's seccomp filter cannot be built: {exc}"
         if self.python not in self._probe:
             self._probe[self.python] = self._try()
         return self._probe[self.python]
