@@ -453,3 +453,27 @@ def test_a_folder_too_deep_to_walk_is_invalid_not_a_stopped_batch(
         remove_tree(deep / "tree")  # pytest's own cleanup recurses: never leave it the tree
     assert docs["deep"].status == docs["other_team"].status == "invalid"
     assert docs["deep"].stage != "harness"
+
+
+def test_a_task_page_renders_whatever_values_its_results_hold(tasks: Path, tmp_path: Path) -> None:
+    from harness.report import render_site
+    from harness.results import write_result
+
+    results = tmp_path / "results"
+    for i, value in enumerate([1e308, -1e308, 1e-320, 0.1]):
+        metrics = {"mse": value, "mae": value}
+        write_result(
+            results,
+            ResultDocument(
+                task="tiny",
+                team=f"t{i}",
+                status="graded",
+                metrics=metrics,
+                intervals={"mse": [value, -value]},
+                views={"public": metrics},
+            ),
+        )
+    problems: list[tuple[str, str]] = []
+    written = render_site(results, tmp_path / "site", problems=problems)
+    assert problems == []
+    assert tmp_path / "site" / "task-tiny.html" in written
