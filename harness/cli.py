@@ -311,18 +311,19 @@ def leaderboard_cmd(results_dir: Path, out_dir: Path, reveal_private: bool, debu
         raise UserError(
             f"{results_dir}: no results folder", "grade submissions first, or --results"
         )
-    written = render_site(results_dir, out_dir, reveal_private=reveal_private)
+    problems: list[tuple[str, str]] = []
+    written = render_site(results_dir, out_dir, reveal_private=reveal_private, problems=problems)
     view = "private" if reveal_private else "public"
     say(f"wrote {len(written)} files to {out_dir} ({view} view); open {out_dir / 'index.html'}")
-    _print_ignored(results_dir)
+    _print_ignored(results_dir, problems)
 
 
-def _print_ignored(results_dir: Path) -> None:
+def _print_ignored(results_dir: Path, problems: list[tuple[str, str]]) -> None:
     """Results the leaderboard left out, each with its reason (the site is still written)."""
     from .console import say
     from .report.site import ignored_results
 
-    for path, reason in ignored_results(results_dir):
+    for path, reason in [*ignored_results(results_dir), *problems]:
         say(f"ignored {path}: {reason}")
 
 

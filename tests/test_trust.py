@@ -465,3 +465,43 @@ def test_the_gradebook_csv_neutralises_formulas_students_wrote() -> None:
     line = text.splitlines()[1]
     assert "'=HYPERLINK" in line and "'+cmd" in line
     assert ",=" not in line and ',"=' not in line
+
+
+def test_a_task_page_renders_whatever_values_its_results_hold(tasks: Path, tmp_path: Path) -> None:
+    from harness.report import render_site
+    from harness.results import write_result
+
+    results = tmp_path / "results"
+    for i, value in enumerate([1e308, -1e308, 1e-320, 0.1]):
+        metrics = {"mse": value, "mae": value}
+        write_result(
+            results,
+            ResultDocument(
+                task="tiny",
+                team=f"t{i}",
+                status="graded",
+                metrics=metrics,
+                intervals={"mse": [value, -value]},
+                views={"public": metrics},
+            ),
+        )
+    problems: list[tuple[str, str]] = []
+    written = render_site(results, tmp_path / "site", problems=problems)
+    assert problems == []
+    assert tmp_path / "site" / "task-tiny.html" in written
+
+
+def test_the_cli_takes_task_and_roster(tasks: Path, tmp_path: Path) -> None:
+    from harness.cli import cli
+
+    make_submission(tmp_path / "subs", "f1", save=False)
+    make_submission(tmp_path / "subs", "f2", save=False)
+    subs, results = str(tmp_path / "subs"), str(tmp_path / "results")
+    run = CliRunner().invoke(cli, ["--task", "nope", subs, "--results", results])
+    assert run.exit_code == 2 and "'nope' is not a task id" not in run.output
+    assert "unknown task 'nope'" in run.output
+    roster = tmp_path / "roster.csv"
+    roster.write_text("folder,team\nf1,same\nf2,same\n")
+    run = CliRunner().invoke(cli, ["--roster", str(roster), subs, "--results", results])
+    assert run.exit_code == 2 and "already the team of line 2" in run.output
+    assert not (tmp_path / "results").exists()

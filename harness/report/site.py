@@ -31,11 +31,13 @@ def render_site(
     *,
     tasks: Mapping[str, TaskSpec] | None = None,
     reveal_private: bool = False,
+    problems: list[tuple[str, str]] | None = None,
 ) -> list[Path]:
     """Render the leaderboard of every task under ``results_dir`` into ``out_dir``.
 
     ``tasks`` maps task ids to specs; when None, each task found in the results is
-    loaded from the tasks folder. Returns the files written.
+    loaded from the tasks folder. Returns the files written. A task whose page cannot be
+    drawn is left out of the site, never the others; ``problems`` receives (task, reason).
     """
     gradings = load_gradings(results_dir)
     if tasks is None:
@@ -46,10 +48,15 @@ def render_site(
     boards: list[Board] = []
     for task_id in sorted(tasks):
         docs = gradings.get(task_id, [])
-        board = build_board(docs, tasks[task_id], view=view)
-        public = build_board(docs, tasks[task_id], view="public") if reveal_private else None
+        try:
+            board = build_board(docs, tasks[task_id], view=view)
+            public = build_board(docs, tasks[task_id], view="public") if reveal_private else None
+            written += _task_page(board, public, out_dir)
+        except Exception as exc:
+            if problems is not None:
+                problems.append((task_id, f"its page failed: {type(exc).__name__}: {exc}"))
+            continue
         boards.append(board)
-        written += _task_page(board, public, out_dir)
     written.append(_write(out_dir / "index.html", _index(boards, reveal_private)))
     written += _tables(boards, out_dir)
     return written
@@ -156,9 +163,9 @@ def _task_page(board: Board, public: Board | None, out_dir: Path) -> list[Path]:
     figure = None
     written: list[Path] = []
     plotted = [r for r in board.table() if r.value is not None]
-    if plotted:
-        rel = f"plots/{page_name(task.id)[:-5]}-intervals.png"
-        written.append(
+    rel = f"plots/{page_name(task.id)[:-5]}-intervals.png"
+    try:  # values no axis can hold (1e308) leave the page without its figure, never the site
+        drawn = (
             plots.intervals(
                 [
                     (_plot_label(r), r.value or 0.0, r.interval, r.kind == "reference")
@@ -169,7 +176,13 @@ def _task_page(board: Board, public: Board | None, out_dir: Path) -> list[Path]:
                 title=f"{facts.label(primary)} with 95 % bootstrap interval{_part(board)}",
                 tick_format=lambda x: facts.fmt(primary, x),
             )
+            if plotted
+            else None
         )
+    except (ValueError, OverflowError):
+        drawn = None
+    if drawn is not None:
+        written.append(drawn)
         figure = {
             "src": rel,
             "alt": _figure_alt(board),

@@ -8,7 +8,9 @@ cgroups (which an unprivileged user usually cannot create):
 - an empty root with read-only binds of ``/usr`` (and its ``/lib``, ``/bin`` links), the
   dynamic linker's cache, and the Python installation that runs the runner; the job
   folders at ``MOUNTS`` (read-only except ``/output``); a size-capped tmpfs at ``/tmp``;
-  a fresh ``/proc`` and a minimal ``/dev``; no host home, no ``/etc/passwd``;
+  a fresh ``/proc`` and a minimal ``/dev`` whose ``/dev/shm`` is its own tmpfs with the
+  ``/tmp`` cap; no host home, no ``/etc/passwd``;
+- a seccomp filter with the denials of docker's default profile (``seccomp.py``);
 - a scrubbed environment (``SAFE_ENV``), a new session (no terminal injection), and
   death with its parent;
 - limits: processes and threads with RLIMIT_NPROC, counted per user namespace, so per
@@ -50,7 +52,7 @@ from .confine import (
     supervised_argv,
     verdict,
 )
-from .seccomp import program_fd
+from .seccomp import SeccompUnavailable, program, program_fd
 
 NOBODY = 65534
 INSIDE_UID = 1000
@@ -76,6 +78,10 @@ class BwrapBackend:
             return "bubblewrap (bwrap) is not installed"
         if _as_nobody() and not (shutil.which("unshare") and shutil.which("setpriv")):
             return "running as root needs util-linux's unshare and setpriv to drop to nobody"
+        try:
+            program()
+        except SeccompUnavailable as exc:
+            return f"bwrap's seccomp filter cannot be built: {exc}"
         if self.python not in self._probe:
             self._probe[self.python] = self._try()
         return self._probe[self.python]
