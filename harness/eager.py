@@ -15,7 +15,6 @@ from .tasks import TaskSpec
 
 PROGRAM = "program.pt2"
 CANARY = "canary.npy"
-DETERMINISM_SLICE = 64
 
 
 def _common(task: TaskSpec, manifest: Manifest) -> dict[str, Any]:
@@ -39,7 +38,6 @@ def eager_job_spec(
         "entrypoint": manifest.model.entrypoint,
         "weights": weights,
         "batch_size": task.batch_size,
-        "determinism_slice": DETERMINISM_SLICE,
         "probe": probe,
     }
 
@@ -67,7 +65,6 @@ def predict_job_spec(
         "phase": "predict",
         "program": PROGRAM,
         "batch_size": batch,
-        "determinism_slice": DETERMINISM_SLICE,
         "probe": probe,
     }
 
