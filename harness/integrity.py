@@ -43,19 +43,18 @@ RESIDUAL_CORRELATION = 0.98
 
 
 # -- the probe ------------------------------------------------------------------------
-def probe_spec(task: TaskSpec, count: int, seed_text: str, canary: bool) -> dict[str, Any] | None:
+def probe_spec(task: TaskSpec, count: int, seed_text: str) -> dict[str, Any] | None:
     """What phase B's probe runs, or None when the task turns it off."""
     n = min(count, task.integrity.probe_count)
     if n > task.batch_size:  # whole static batches: a partial one costs a full batch
         n -= n % task.batch_size
-    if n <= 0 and not canary:
+    if n <= 0:
         return None
     seed = int.from_bytes(hashlib.sha256(f"probe|{seed_text}".encode()).digest()[:4], "little")
     return {
         "count": n,
         "seed": seed,
         "amplitude": task.integrity.probe_amplitude,
-        "canary": "canary.npy" if canary else None,
     }
 
 

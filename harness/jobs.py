@@ -9,13 +9,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .runner.contract import CANARY as CANARY  # the stages import it from here
 from .runner.contract import PROGRAM
 from .staging import Workspace
 from .submission import Manifest
 from .tasks import TaskSpec
-
-DETERMINISM_SLICE = 64
 
 
 def _common(task: TaskSpec, manifest: Manifest) -> dict[str, Any]:
@@ -39,7 +36,6 @@ def eager_job_spec(
         "entrypoint": manifest.model.entrypoint,
         "weights": weights,
         "batch_size": task.batch_size,
-        "determinism_slice": DETERMINISM_SLICE,
         "probe": probe,
     }
 
@@ -67,7 +63,6 @@ def predict_job_spec(
         "phase": "predict",
         "program": PROGRAM,
         "batch_size": batch,
-        "determinism_slice": DETERMINISM_SLICE,
         "probe": probe,
     }
 

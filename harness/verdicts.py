@@ -186,7 +186,7 @@ class RunData:
     report: dict[str, Any]
     timing: dict[str, float] = field(default_factory=dict)
     probe: np.ndarray | None = None  # the probe's inputs again, with imperceptible noise
-    canary: np.ndarray | None = None  # predictions on the task's canary split
+    canary: np.ndarray | None = None  # predictions on the canaries mixed into the inputs
 
     def params(self, params: Params, task: TaskSpec) -> Params:
         """Eager fallback: add the tensors the model showed outside its weights file."""
@@ -283,23 +283,14 @@ def _which(det: dict[str, Any]) -> str:
     return f" ({det.get('differ', len(images))} images differ: {shown}{more})"
 
 
-def read_run(
-    outcome: RunOutcome, task: TaskSpec, count: int, probe: tuple[int, int] = (0, 0)
-) -> RunData:
-    """Predictions (and, when ``probe`` gives (noisy, canary) counts, the probe's) as data."""
+def read_run(outcome: RunOutcome, task: TaskSpec, count: int, probe: int = 0) -> RunData:
+    """Predictions (and, when ``probe`` gives the noisy inputs' count, the probe's) as data."""
     report = read_report(outcome.output_dir) or {}
     out = outcome.output_dir
     try:
         outputs = read_predictions(out, count, task.kind, task.num_classes)
         noisy = (
-            read_predictions(out / "probe", probe[0], task.kind, task.num_classes)
-            if (probe[0])
-            else None
-        )
-        canary = (
-            read_predictions(out / "canary", probe[1], task.kind, task.num_classes)
-            if (probe[1])
-            else None
+            read_predictions(out / "probe", probe, task.kind, task.num_classes) if probe else None
         )
     except BadOutput as exc:
         raise Failed(
@@ -313,7 +304,7 @@ def read_run(
         "inference_s": round(inference, 4),
         "images_per_s": round(count / inference, 1) if inference > 0 else 0.0,
     }
-    return RunData(outputs=outputs, report=report, timing=timing, probe=noisy, canary=canary)
+    return RunData(outputs=outputs, report=report, timing=timing, probe=noisy)
 
 
 def verified_flags(

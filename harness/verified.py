@@ -238,14 +238,14 @@ class VerifiedStages:
             note = canary.public_test_set_flag(task, self.options.data_root)
             self.flags.extend([note] if note else [])
         count = self._mixed.count if self._mixed is not None else self.split.count
-        return integrity.probe_spec(task, count, self.cache_key, False), {}
+        return integrity.probe_spec(task, count, self.cache_key), {}
 
     def _probe_inputs(self) -> Path | None:
         """The folder a prediction run reads: the mixed inputs, or None (the split's)."""
         return self._mixed.inputs_dir if self._mixed is not None else None
 
-    def _probe_counts(self, probe: dict[str, object] | None) -> tuple[int, int]:
-        return (0, 0) if probe is None else (int(str(probe["count"])), 0)
+    def _probe_counts(self, probe: dict[str, object] | None) -> int:
+        return 0 if probe is None else int(str(probe["count"]))
 
     def _read_run(
         self, outcome: RunOutcome, task: TaskSpec, probe: dict[str, object] | None

@@ -17,7 +17,6 @@ TORCHVISION = "0.29.1"
 JOB_FILE = "job.json"
 REPORT_FILE = "report.json"
 PROGRAM = "program.pt2"
-CANARY = "canary.npy"
 PREDICTIONS = "predictions.npy"
 
 

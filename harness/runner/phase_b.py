@@ -7,7 +7,7 @@ no general deserializer) on batches of exactly the exported (static) size; a sho
 batch is padded and cut back.
 
 Writes ``predictions.npy``; with a probe, ``probe/predictions.npy`` (the first inputs
-again with imperceptible noise) and, with a canary, ``canary/predictions.npy``.
+again with imperceptible noise).
 """
 
 from __future__ import annotations
@@ -91,7 +91,8 @@ def run_probe(
     a: argparse.Namespace,
     report: Report,
 ) -> None:
-    """The memorization probe, when the job asks: noisy inputs again, and the canary."""
+    """The memorization probe, when the job asks: the first inputs again, with noise (the
+    canaries are mixed into the inputs themselves, where a model cannot tell them apart)."""
     probe = job.get("probe")
     if not probe:
         return
@@ -99,7 +100,4 @@ def run_probe(
     if probe["count"]:
         subset = noisy(np.asarray(images[: probe["count"]]), probe["seed"], probe["amplitude"])
         _save(a.output / "probe", run_batches(model, subset, job, device))
-    if probe.get("canary"):
-        canary = np.load(a.job / probe["canary"], mmap_mode="r", allow_pickle=False)
-        _save(a.output / "canary", run_batches(model, canary, job, device))
     report.done("probe", t)
