@@ -23,11 +23,14 @@ class DefaultGroup(click.Group):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         first = args[0] if args else ""
-        if args and first not in self.commands and not first.startswith("-"):
-            if _looks_like_verb(first):
+        if args and first not in self.commands and first not in GROUP_OPTIONS:
+            if not first.startswith("-") and _looks_like_verb(first):
                 _unknown_verb(first, sorted(self.commands))
-            args = ["run", *args]
+            args = ["run", *args]  # `grade --task T submissions/` is `grade run --task T ...`
         return super().parse_args(ctx, args)
+
+
+GROUP_OPTIONS = ("--help", "-h", "--version")
 
 
 def _looks_like_verb(word: str) -> bool:

@@ -41,11 +41,13 @@ def _printed(docs: list[ResultDocument], **kw: object) -> str:
 def test_a_typo_gets_did_you_mean_and_an_unknown_verb_no_other_help(tmp_path: Path) -> None:
     out = _grade(["chek"], tmp_path)
     assert out.returncode == 2 and "did you mean `grade check`?" in out.stderr
-    for verb in ("export", "gradebook"):
+    for verb in ("export", "publish"):  # no such verbs: never another verb's help
         out = _grade([verb, "--help"], tmp_path)
         assert out.returncode == 2, out.stdout
         assert "Usage: grade run" not in out.stdout + out.stderr
         assert f"`{verb}` is neither a grade verb" in out.stderr and "the verbs are" in out.stderr
+    out = _grade(["gradebook", "--help"], tmp_path)  # a real verb: its own help
+    assert out.returncode == 0 and "Usage: grade gradebook" in out.stdout
     (tmp_path / "chek").mkdir()  # a folder by that name is a path, not a typo
     assert "neither a grade verb" not in _grade(["chek"], tmp_path).stderr
 

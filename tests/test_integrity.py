@@ -447,8 +447,16 @@ def test_the_correlation_reference_counts_exactly_its_parameters(tmp_path: Path)
         mp.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
         mp.setenv("HARNESS_SECRET_SEED", "5")
         settings.cache_clear()
+        # the task is a copy, so the repository's folder is not its declared reference: the
+        # roster gives the folder its manifest's team, as `grade validate-references` does
+        roster = tmp_path / "roster.csv"
+        roster.write_text("folder,team\ncorrelation,reference\n")
         options = GradeOptions(
-            sandbox="process", results_dir=tmp_path / "results", reports=False, tasks_dir=tasks
+            sandbox="process",
+            results_dir=tmp_path / "results",
+            reports=False,
+            tasks_dir=tasks,
+            roster=roster,
         )
         [doc] = grade([ROOT / "reference_solutions" / "correlation"], options=options)
     settings.cache_clear()
