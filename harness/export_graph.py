@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .export_ops import ARG_KINDS, allowed_target, denial
+from .export_hop import hop_call
+from .export_ops import ARG_KINDS, allowed_target, denial, higher_order
 from .export_types import (
     FLOATS,
     CheckError,
@@ -149,9 +150,10 @@ def _name(ref: Any) -> str:
 
 
 def check_nodes(
-    graph: dict[str, Any], extra_ops: tuple[str, ...]
+    graph: dict[str, Any], extra_ops: tuple[str, ...], depth: int = 0
 ) -> tuple[list[str], list[float], dict[str, list[tuple[str, str]]]]:
-    """Operators used, float literals, and each tensor's uses as (operator, argument)."""
+    """Operators used, float literals, and each tensor's uses as (operator, argument);
+    the body of a higher-order operator is checked the same way (``depth`` 1)."""
     for key in ("sym_int_values", "sym_bool_values", "sym_float_values"):
         if graph[key]:
             _fail(f"the program holds symbolic values ({key}); shapes must be static")
@@ -170,6 +172,9 @@ def check_nodes(
         reason = denial(target)
         if reason:
             _fail(f"the program {reason} ({_short(target)})")
+        if higher_order(target) and depth == 0:
+            _check_higher_order(node, extra_ops, operators, literals, uses)
+            continue
         if not allowed_target(target, extra_ops):
             _fail(f"operator {_short(target)} is not on the allow-list")
         operators.add(_short(target))
@@ -186,6 +191,35 @@ def check_nodes(
             check_arg(out, f"{_short(target)} output", [])
         node["metadata"] = {}
     return sorted(operators), literals, uses
+
+
+def _check_higher_order(
+    node: dict[str, Any],
+    extra_ops: tuple[str, ...],
+    operators: set[str],
+    literals: list[float],
+    uses: dict[str, list[tuple[str, str]]],
+) -> None:
+    """A wrapper such as ``wrap_with_autocast``: its body passes the same node check (its
+    literals count, its operators are listed), and a use of a body input inside the body
+    is a use of the tensor passed in (so a batch norm's statistics stay recognized)."""
+    call = hop_call(node)
+    where = _short(node["target"])
+    graph = _dict(call.body, GRAPH_KEYS, f"{where} body")
+    if not isinstance(graph["tensor_values"], dict):
+        _fail(f"{where}: its body is malformed")
+    for name, meta in graph["tensor_values"].items():
+        tensor_meta(meta, f"graph tensor {name[:60]!r}")
+    ops, lits, inner = check_nodes(graph, extra_ops, depth=1)
+    operators.update([*ops, where])
+    literals.extend(lits)
+    outer = dict(zip(call.inputs, call.tensors, strict=True))
+    for name in call.tensors:
+        uses.setdefault(name, [])
+    for name, used in inner.items():
+        if name in outer:
+            uses[outer[name]].extend(used)
+    node["metadata"] = {}
 
 
 def _specs(signature: Any) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[str, Any]]]:
@@ -247,11 +281,16 @@ def check_model(
         uses=uses,
     )
     _link(program, inputs, weights, constants, metas)
-    _check_mutation(graph["nodes"], set(program.placeholders.values()))
+    _check_mutation(graph["nodes"], set(program.placeholders.values()) | _user_inputs(inputs))
     if [_arg_name(b, k) for k, b in inputs] != [_name(a.get("as_tensor")) for a in graph["inputs"]]:
         _fail("the graph's inputs do not match its signature")
     _check_io(inputs, outputs, graph, metas, expect)
     return program, literals, model
+
+
+def _user_inputs(inputs: list[tuple[str, dict[str, Any]]]) -> set[str]:
+    """The graph names of the user input: no operator may write into it either."""
+    return {_arg_name(body, kind) for kind, body in inputs if kind == "user_input"}
 
 
 def _link(
@@ -313,6 +352,9 @@ def _check_mutation(nodes: list[dict[str, Any]], stored: set[str]) -> None:
     depend on earlier calls."""
     shared = set(stored)
     for node in nodes:
+        if higher_order(node["target"]):
+            _check_body_mutation(node, shared)
+            continue
         name = _op_name(node["target"])
         first = next(
             (n["arg"]["as_tensor"]["name"] for n in node["inputs"] if "as_tensor" in n["arg"]),
@@ -328,6 +370,16 @@ def _check_mutation(nodes: list[dict[str, Any]], stored: set[str]) -> None:
         if name in VIEWS:
             for out in node["outputs"]:
                 shared.update(check_arg(out, "view output", []))
+
+
+def _check_body_mutation(node: dict[str, Any], shared: set[str]) -> None:
+    """The mutation rule inside a higher-order operator's body, for the tensors passed in;
+    its outputs are taken to share memory with what it was given."""
+    call = hop_call(node)
+    inner = {i for i, t in zip(call.inputs, call.tensors, strict=True) if t in shared}
+    _check_mutation(call.body["nodes"], inner)
+    if shared.intersection(call.tensors):
+        shared.update(call.results)
 
 
 def _check_io(
