@@ -391,7 +391,7 @@ class _Grading(VerifiedStages):
         run = read_run(outcome, task, self.split.count, self._probe_counts(probe))
         self.timing.update(run.timing)
         self.params = run.params(self.params, task)
-        self.flags.extend(run.flags(self.params, task))
+        self.flags.extend(run.flags(self.params, task, self._fallback_why))
         if over_limit_params(self.params):
             raise _Failed("over_limit", self._over_message(task), "count")
         self._probe(task, run, self._canary_split)

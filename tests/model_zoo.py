@@ -483,7 +483,9 @@ def entries() -> list[Entry]:
     out = [Entry(n, s, "cifar", "torchvision") for n, s in TORCHVISION.items()]
     out += [Entry(n, s, "cifar", "timm") for n, s in TIMM.items()]
     out += [
-        Entry(n, textwrap.dedent(s).lstrip(), "mnist" if n in MNIST_STUDENTS else "cifar", "student")
+        Entry(
+            n, textwrap.dedent(s).lstrip(), "mnist" if n in MNIST_STUDENTS else "cifar", "student"
+        )
         for n, s in STUDENT.items()
     ]
     return out

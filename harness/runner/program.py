@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -213,7 +214,7 @@ def _grad_mode(device: torch.device, enabled: Any) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
-HIGHER_ORDER = {
+HIGHER_ORDER: dict[str, Callable[..., contextlib.AbstractContextManager[Any]]] = {
     "torch.ops.higher_order.wrap_with_autocast": _autocast,
     "torch.ops.higher_order.wrap_with_set_grad_enabled": _grad_mode,
 }
