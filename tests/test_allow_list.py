@@ -81,6 +81,28 @@ def test_an_autocast_block_is_checked_counted_and_run_as_eager(
         assert torch.equal(Program(clean, torch.device("cpu"))(x), model(x))
 
 
+class GradBlocks(nn.Module):
+    """`torch.enable_grad()` inside a forward exported under no_grad: a grad-mode wrapper."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            h = self.fc(x.mean((2, 3))) * 0.5
+        return h + 1.5
+
+
+def test_a_grad_mode_block_is_checked_and_run_as_eager(tmp_path: Path) -> None:
+    model = GradBlocks().eval()
+    clean, literals, _ = _check(model, tmp_path)
+    assert 0.5 in literals
+    x = torch.rand(2, 3, 8, 8)
+    with torch.inference_mode():
+        assert torch.equal(Program(clean, torch.device("cpu"))(x), model(x))
+
+
 class BodyWrites(nn.Module):
     def __init__(self) -> None:
         super().__init__()
