@@ -109,6 +109,8 @@ class Bench:
 
 @pytest.fixture
 def bench(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Bench]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # building the zoo: one thread (the machine is shared)
     tasks = tmp_path / "tasks"
     data = tmp_path / "data"
     for shape, provider in (("cifar", "cifar10"), ("mnist", "mnist")):
@@ -134,6 +136,7 @@ def bench(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Bench]:
     settings.cache_clear()
     yield Bench(tmp_path, tasks, data, hidden)
     settings.cache_clear()
+    torch.set_num_threads(threads)
 
 
 def _random_model(entry: Entry, seed: int) -> torch.nn.Module:

@@ -6,6 +6,11 @@ plain arguments, every stored tensor is raw bytes, shapes are static. Interpreti
 graph directly, instead of ``torch.export.load``, keeps phase B free of the general
 deserializer (sympy expressions, pytree specs, guard code, pickled sample inputs) and of
 its import cost; the results are the same (the tests compare them).
+
+Node kinds: an ATen call binding one output, several, or none (``_assert_tensor_metadata``
+checks a tensor and returns nothing); and the higher-order wrappers the host allows
+(``wrap_with_autocast``, ``wrap_with_set_grad_enabled``), whose body runs in a scope of
+its own under the wrapper's mode.
 """
 
 from __future__ import annotations
