@@ -338,7 +338,7 @@ VIEWS = frozenset({
     "view", "_unsafe_view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze",
     "permute", "transpose", "t", "expand", "expand_as", "slice", "select", "narrow", "split",
     "split_with_sizes", "chunk", "unbind", "alias", "detach", "contiguous", "movedim", "to",
-    "type_as", "view_as",
+    "type_as", "view_as", "reshape_as", "swapaxes", "swapdims", "unfold",
 })
 # fmt: on
 
