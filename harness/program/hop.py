@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .ops import HIGHER_ORDER_ARGS
+from .ops import HIGHER_ORDER_ARGS, higher_order
 from .records import _fail, _short
 
 
@@ -70,3 +70,33 @@ def hop_call(node: dict[str, Any]) -> HopCall:
     if len(names[0]) != len(tensors) or len(names[1]) != len(results):
         _fail(f"{where}: its body's inputs or outputs do not match the node's")
     return HopCall(graph, tensors, names[0], names[1], results)
+
+
+def inline_bodies(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``nodes`` with every higher-order node replaced by its body's nodes, their values
+    renamed into the outer graph: the body's inputs are the tensors passed in, its outputs
+    the node's results, every other name gets a prefix of its own. The count then sees
+    through an autocast or grad-mode block as if it were not there (a norm layer inside
+    one is still fed by the input, a literal inside one still a literal)."""
+    flat: list[dict[str, Any]] = []
+    for k, node in enumerate(nodes):
+        if not higher_order(node["target"]):
+            flat.append(node)
+            continue
+        call = hop_call(node)
+        names = dict(zip(call.inputs, call.tensors, strict=True))
+        names.update(zip(call.outputs, call.results, strict=True))
+        tag = f"hop{k}."
+        flat.extend(_renamed(n, names, tag) for n in inline_bodies(call.body["nodes"]))
+    return flat
+
+
+def _renamed(value: Any, names: dict[str, str], tag: str) -> Any:
+    """A copy of a node's JSON with its tensor references (``{"name": ...}``) renamed."""
+    if isinstance(value, dict):
+        if set(value) == {"name"} and isinstance(value["name"], str):
+            return {"name": names.get(value["name"], tag + value["name"])}
+        return {key: _renamed(v, names, tag) for key, v in value.items()}
+    if isinstance(value, list):
+        return [_renamed(v, names, tag) for v in value]
+    return value
