@@ -397,7 +397,7 @@ class _Grading(VerifiedStages):
         run = self._read_run(outcome, task, probe)
         self.timing.update(run.timing)
         self.params = run.params(self.params, task)
-        self.flags.extend(run.flags(self.params, task))
+        self.flags.extend(run.flags(self.params, task, self._fallback_why))
         if over_limit_params(self.params):
             raise _Failed("over_limit", self._over_message(task), "count")
         self._probe(task, run)

@@ -24,7 +24,8 @@ from .spec_errors import field_path
 from .tasks import TASK_ID_RE, TaskSpec, load_task
 
 MANIFEST = "submission.toml"
-MAX_TOTAL = 50 * 2**20
+MAX_TOTAL = 50 * 2**20  # the contract's cap; a task may raise it (``folder_cap``)
+FOLDER_MARGIN = 8 * 2**20  # code, manifest, history, write-up, safetensors header
 MAX_PYTHON = 2**20
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss")
@@ -82,6 +83,7 @@ class Submission:
     history: list[dict[str, float]] = field(default_factory=list)
     hash: str = ""
     members: list[str] = field(default_factory=list)  # the roster's, else the manifest's
+    size: int = 0  # bytes of regular files in the folder
 
     def broke(self, rule: str, message: str) -> None:
         self.violations.append(Violation(rule=rule, message=message))
@@ -106,6 +108,7 @@ def load_submission(
     _check_folder(sub)
     manifest = _read_manifest(sub)
     if manifest is None:
+        _check_size(sub)
         return sub
     sub.manifest = manifest
     if not team.members:
@@ -117,9 +120,11 @@ def load_submission(
         sub.task = load_task(task_id, tasks_dir)
     except UserError as exc:
         sub.broke("manifest.task", f"{MANIFEST}: field `task`: {exc.message} ({exc.hint})")
+        _check_size(sub)
         return sub
     sub.task_id = sub.task.id
     _check_team(sub, manifest, team)
+    _check_size(sub)
     _check_model(sub, manifest, sub.task)
     _check_training(sub, manifest, sub.task)
     if not sub.violations:
@@ -201,10 +206,34 @@ def _check_folder(sub: Submission) -> None:
             python += info.st_size
         elif info.st_mode & 0o111 or _looks_executable(item):
             sub.broke("folder.executable", f"{rel} is an executable; only .py code is allowed")
-    if total > MAX_TOTAL:
-        sub.broke("folder.size", f"the folder holds {total / 2**20:.1f} MiB; at most 50 MiB")
+    sub.size = total
     if python > MAX_PYTHON:
         sub.broke("folder.python_size", f"Python source is {python / 2**20:.2f} MiB; at most 1 MiB")
+
+
+def folder_cap(task: TaskSpec | None) -> tuple[int, str]:
+    """The folder size cap in bytes for ``task``, and where it comes from: the task's
+    ``limits.folder_mb``, else 4 bytes per allowed parameter plus a margin when that is
+    more than the contract's 50 MiB, else 50 MiB."""
+    if task is not None and task.limits.folder_mb is not None:
+        return task.limits.folder_mb * 2**20, f"task {task.id}'s `limits.folder_mb`"
+    if task is not None and task.parameter_limit is not None:
+        derived = 4 * task.parameter_limit + FOLDER_MARGIN
+        if derived > MAX_TOTAL:
+            return derived, (
+                f"task {task.id}: 4 bytes x parameter_limit {task.parameter_limit:,} + 8 MiB"
+            )
+    return MAX_TOTAL, "the contract's cap; a task raises it with `limits.folder_mb`"
+
+
+def _check_size(sub: Submission) -> None:
+    cap, source = folder_cap(sub.task)
+    if sub.size > cap:
+        sub.broke(
+            "folder.size",
+            f"the folder holds {sub.size / 2**20:.1f} MiB; at most {cap / 2**20:.0f} MiB "
+            f"({source})",
+        )
 
 
 def _looks_executable(path: Path) -> bool:

@@ -45,6 +45,9 @@ class LimitsSpec(_Frozen):
     tmpfs_mb: int = Field(64, ge=1)
     output_mb: int = Field(256, ge=1)
     log_kb: int = Field(64, ge=1)
+    # the submission folder's size cap, raised above the contract's 50 MiB (None: 50 MiB,
+    # or 4 bytes per allowed parameter plus a margin when the task has a parameter limit)
+    folder_mb: int | None = Field(None, ge=50)
 
 
 class GradingSpec(_Frozen):

@@ -126,11 +126,11 @@ def interpret_run(outcome: RunOutcome, phase: str, *, show_text: bool = True) ->
             stage,
             log,
         )
+    if phase == "predict":  # no submission code runs there, on hidden inputs: no text
+        return _phase_b_error(error, log)
     verdict = _from_error(error, log, show_text)
     if verdict.status == "failed":
-        # phase B runs no submission code, but on hidden inputs: its text stays out too
-        own = show_text and phase != "predict"
-        verdict.error = from_report(error, report, log, show_text=own)
+        verdict.error = from_report(error, report, log, show_text=show_text)
         verdict.message = with_error(verdict.message, verdict.error)
     return verdict
 
@@ -178,6 +178,31 @@ def _from_error(error: dict[str, Any], log: str, show_text: bool = True) -> Verd
     return Verdict("failed", f"the model failed while {_stage_text(stage)}{detail}", stage, output)
 
 
+def _phase_b_error(error: dict[str, Any], log: str) -> Verdict:
+    """An error in phase B, where no submission code runs: the checked exported program's
+    operators or the harness's interpreter raised it, never "the submission"."""
+    verdict = _from_error(error, log, show_text=True)
+    etype = str(error.get("type", "Exception"))[:80]
+    if verdict.status != "failed" or etype in HARNESS_TEXT:
+        return verdict
+    if etype == "ProgramError":  # the interpreter met what the host check let through
+        return Verdict(
+            "failed",
+            "internal harness error: phase B could not run the checked program "
+            f"({str(error.get('message', ''))[:200]})",
+            "harness",
+            verdict.output,
+        )
+    return Verdict(
+        "failed",
+        f"the exported program failed while {_stage_text(verdict.stage)} ({etype} in phase B, "
+        "which runs the checked program without the submission's code: an operator of the "
+        "exported program or the harness's interpreter raised it)",
+        verdict.stage,
+        verdict.output,
+    )
+
+
 @dataclass
 class RunData:
     """A successful prediction run: predictions, timings and what the runner reported."""
@@ -211,16 +236,18 @@ class RunData:
             }
         )
 
-    def flags(self, params: Params, task: TaskSpec) -> list[Flag]:
+    def flags(
+        self, params: Params, task: TaskSpec, why: str = "the model could not be exported"
+    ) -> list[Flag]:
         """Eager fallback: the unverified-count flag, tensors outside the file, determinism."""
         flags = [
             Flag(
                 code="unverified_count",
                 audience="student",
                 message=(
-                    "unverified count: the model could not be exported, so the task's eager "
-                    "fallback ran its code; the count covers the weights file and the tensors "
-                    "the model itself showed"
+                    f"unverified count: {why}, so the task's eager fallback ran the model's "
+                    "code; the count covers the weights file and the tensors the model itself "
+                    "showed"
                 ),
             )
         ]

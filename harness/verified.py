@@ -7,8 +7,9 @@
 4. phase B (sandbox, GPU when present, no submission code mounted): the checked program
    predicts the test inputs, again in another batch composition, and the probe's inputs.
 
-A model that cannot be exported fails, or, where the task allows, falls back to the eager
-run (``_Grading._predict``), marked "unverified count".
+A model that cannot be exported, whose program the check refuses, or whose program phase B
+cannot run fails, or, where the task allows, falls back to the eager run
+(``_Grading._predict``), marked "unverified count".
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from .jobs import (
     predict_job_spec,
 )
 from .outputs import read_report
-from .params import ParamCount, over_limit
+from .params import ParamCount, over_limit, to_params
 from .program.check import CheckError, Expect, check_program
 from .program.records import Program
 from .results import Flag, Params
@@ -76,6 +77,7 @@ class VerifiedStages:
     _program: Path
     _mixed: Mixed | None = None
     _mixed_outputs: np.ndarray
+    _fallback_why: str = "the model could not be exported"  # why the eager fallback ran
 
     if TYPE_CHECKING:
 
@@ -103,8 +105,31 @@ class VerifiedStages:
         program = self._export(task, weights)
         if program is None:
             return self._predict(task, weights)
-        self._check_count(task, program)
-        return self._run_program(task)
+        kept = len(self.flags)
+        try:
+            self._check_count(task, program)
+            return self._run_program(task)
+        except Failed as failed:
+            if not self._falls_back(task, failed):
+                raise
+            # the eager run counts again, unverified: drop what the program's count said
+            del self.flags[kept:]
+            self.params = to_params(self._count, task.parameter_limit)
+            self.flags.append(Flag(code=f"{failed.stage}_failed", message=failed.message))
+            return self._predict(task, weights)
+
+    def _falls_back(self, task: TaskSpec, failed: Failed) -> bool:
+        """Whether a failure after export (the host check refused the program, or phase B
+        could not run it) goes on to the eager fallback: only where the task allows it,
+        and never for a count over the limit, a timeout or a killed run."""
+        if not task.integrity.allow_eager_fallback or failed.status != "failed":
+            return False
+        self._fallback_why = (
+            "the host check refused the exported program"
+            if failed.stage == "check"
+            else "the exported program could not be run"
+        )
+        return True
 
     def _export(self, task: TaskSpec, weights: tuple[Path, str]) -> Path | None:
         """Phase A: build, load, dry batch, torch.export; no test inputs, no GPU."""

@@ -255,13 +255,30 @@ def check_purity(program: Program) -> None:
     """Phase B must be a pure function of its input: refuse every overload that writes
     into an argument it was given (``.out`` variants, anything whose schema writes),
     except an in-place write (``relu_``, ``add_``) into a value computed in the graph
-    itself, never into a stored tensor or a view of one."""
+    itself, never into a stored tensor, the model's input, or a view of either; inside a
+    higher-order operator's body (autocast, grad mode) the same, for what it was given."""
+    shared = set(program.placeholders.values())
+    if program.user_input:
+        shared.add(program.user_input)
+    _check_writes(program.nodes, shared)
+
+
+def _check_writes(nodes: list[dict[str, Any]], shared: set[str]) -> None:
+    """``shared``: the names that must not be written (grows with views of them)."""
     from .graph import VIEWS, _op_name
+    from .hop import hop_call
+    from .ops import higher_order
     from .records import _short
 
-    stored = set(program.placeholders.values())
-    for node in program.nodes:
+    for node in nodes:
         target = node["target"]
+        if higher_order(target):
+            call = hop_call(node)
+            inner = {i for i, t in zip(call.inputs, call.tensors, strict=True) if t in shared}
+            _check_writes(call.body["nodes"], inner)
+            if shared.intersection(call.tensors):  # its outputs may share their memory
+                shared.update(call.results)
+            continue
         if writes_into_argument(target):
             _fail(
                 f"the program writes into a tensor it was given ({_short(target)}, an out= "
@@ -269,15 +286,15 @@ def check_purity(program: Program) -> None:
             )
         args = [n["arg"]["as_tensor"]["name"] for n in node["inputs"] if "as_tensor" in n["arg"]]
         first = args[0] if args else None
-        if first in stored and in_place(target):
+        if first in shared and in_place(target):
             _fail(
                 f"the model changes its stored tensors while predicting ({_short(target)} on "
                 "one of them); predictions must not depend on earlier calls"
             )
-        if first in stored and (_op_name(target) in VIEWS or in_place(target)):
+        if first in shared and (_op_name(target) in VIEWS or in_place(target)):
             for out in node["outputs"]:
                 for ref in out.values():
                     if isinstance(ref, dict) and "name" in ref:
-                        stored.add(ref["name"])
+                        shared.add(ref["name"])
                     elif isinstance(ref, list):
-                        stored.update(r["name"] for r in ref if isinstance(r, dict))
+                        shared.update(r["name"] for r in ref if isinstance(r, dict))

@@ -21,11 +21,13 @@ The over-limit rule and its message live in ``harness.counting``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..results import LayerCount
 from .flow import Flow, analyse, literal_values, tensor_refs
+from .hop import inline_bodies
 from .records import DTYPES, FLOATS, Payload, Program
 
 NORM_OPS = frozenset(
@@ -165,6 +167,7 @@ def count_program(
 
     ``input_width``: the input's channels (a norm layer applied straight to the input may
     be that wide); ``regenerated``: stored tensors a fresh build reproduced exactly."""
+    program = dataclasses.replace(program, nodes=inline_bodies(program.nodes))
     flow = analyse(program, program.output, program.user_input, input_width)
     uses = _live_uses(program, flow)
     order = [*program.parameters, *program.buffers, *program.constants]

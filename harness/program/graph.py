@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .ops import ARG_KINDS, allowed_target, denial
+from .hop import hop_call
+from .ops import ARG_KINDS, allowed_target, denial, higher_order
 from .records import (
     FLOATS,
     CheckError,
@@ -149,9 +150,10 @@ def _name(ref: Any) -> str:
 
 
 def check_nodes(
-    graph: dict[str, Any], extra_ops: tuple[str, ...]
+    graph: dict[str, Any], extra_ops: tuple[str, ...], depth: int = 0
 ) -> tuple[list[str], list[float], dict[str, list[tuple[str, str]]]]:
-    """Operators used, float literals, and each tensor's uses as (operator, argument)."""
+    """Operators used, float literals, and each tensor's uses as (operator, argument);
+    the body of a higher-order operator is checked the same way (``depth`` 1)."""
     for key in ("sym_int_values", "sym_bool_values", "sym_float_values"):
         if graph[key]:
             _fail(f"the program holds symbolic values ({key}); shapes must be static")
@@ -170,6 +172,9 @@ def check_nodes(
         reason = denial(target)
         if reason:
             _fail(f"the program {reason} ({_short(target)})")
+        if higher_order(target) and depth == 0:
+            _check_higher_order(node, extra_ops, operators, literals, uses)
+            continue
         if not allowed_target(target, extra_ops):
             _fail(f"operator {_short(target)} is not on the allow-list")
         operators.add(_short(target))
@@ -186,6 +191,35 @@ def check_nodes(
             check_arg(out, f"{_short(target)} output", [])
         node["metadata"] = {}
     return sorted(operators), literals, uses
+
+
+def _check_higher_order(
+    node: dict[str, Any],
+    extra_ops: tuple[str, ...],
+    operators: set[str],
+    literals: list[float],
+    uses: dict[str, list[tuple[str, str]]],
+) -> None:
+    """A wrapper such as ``wrap_with_autocast``: its body passes the same node check (its
+    literals count, its operators are listed), and a use of a body input inside the body
+    is a use of the tensor passed in (so a batch norm's statistics stay recognized)."""
+    call = hop_call(node)
+    where = _short(node["target"])
+    graph = _dict(call.body, GRAPH_KEYS, f"{where} body")
+    if not isinstance(graph["tensor_values"], dict):
+        _fail(f"{where}: its body is malformed")
+    for name, meta in graph["tensor_values"].items():
+        tensor_meta(meta, f"graph tensor {name[:60]!r}")
+    ops, lits, inner = check_nodes(graph, extra_ops, depth=1)
+    operators.update([*ops, where])
+    literals.extend(lits)
+    outer = dict(zip(call.inputs, call.tensors, strict=True))
+    for name in call.tensors:
+        uses.setdefault(name, [])
+    for name, used in inner.items():
+        if name in outer:
+            uses[outer[name]].extend(used)
+    node["metadata"] = {}
 
 
 def _specs(signature: Any) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[str, Any]]]:
@@ -299,7 +333,7 @@ VIEWS = frozenset({
     "view", "_unsafe_view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze",
     "permute", "transpose", "t", "expand", "expand_as", "slice", "select", "narrow", "split",
     "split_with_sizes", "chunk", "unbind", "alias", "detach", "contiguous", "movedim", "to",
-    "type_as", "view_as",
+    "type_as", "view_as", "reshape_as", "swapaxes", "swapdims", "unfold",
 })
 # fmt: on
 

@@ -6,12 +6,19 @@ plain arguments, every stored tensor is raw bytes, shapes are static. Interpreti
 graph directly, instead of ``torch.export.load``, keeps phase B free of the general
 deserializer (sympy expressions, pytree specs, guard code, pickled sample inputs) and of
 its import cost; the results are the same (the tests compare them).
+
+Node kinds: an ATen call binding one output, several, or none (``_assert_tensor_metadata``
+checks a tensor and returns nothing); and the higher-order wrappers the host allows
+(``wrap_with_autocast``, ``wrap_with_set_grad_enabled``), whose body runs in a scope of
+its own under the wrapper's mode.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +110,8 @@ class Program:
 
     @staticmethod
     def _op(target: str) -> Any:
+        if target in HIGHER_ORDER:
+            return None  # run by ``_higher_order``
         if not target.startswith(PREFIX):
             raise ProgramError(f"operator {target} is not an ATen operator")
         name, _, overload = target[len(PREFIX) :].partition(".")
@@ -150,7 +159,16 @@ class Program:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         env: dict[str, Any] = dict(self.state)
         env[self.input] = x
-        for node in self.nodes:
+        self._run(self.nodes, env)
+        output: torch.Tensor = env[self.output]
+        return output
+
+    def _run(self, nodes: list[dict[str, Any]], env: dict[str, Any]) -> None:
+        for node in nodes:
+            target = node["target"]
+            if target in HIGHER_ORDER:
+                self._higher_order(node, env)
+                continue
             args, kwargs = [], {}
             for named in node["inputs"]:
                 value = self._arg(named["arg"], env)
@@ -158,12 +176,50 @@ class Program:
                     kwargs[named["name"]] = value
                 else:
                     args.append(value)
-            result = self.ops[node["target"]](*args, **kwargs)
+            op = self.ops.get(target) or self.ops.setdefault(target, self._op(target))
+            result = op(*args, **kwargs)
             outputs = node["outputs"]
+            if not outputs:  # e.g. aten._assert_tensor_metadata: a check, no value
+                continue
             if len(outputs) == 1:
                 self._bind(outputs[0], result, env)
             else:
                 for out, value in zip(outputs, result, strict=True):
                     self._bind(out, value, env)
-        output: torch.Tensor = env[self.output]
-        return output
+
+    def _higher_order(self, node: dict[str, Any], env: dict[str, Any]) -> None:
+        """A wrapper node (checked by the host): its body runs in a scope of its own, on
+        the tensors passed in, under the wrapper's mode; its outputs bind in order."""
+        inputs = [named["arg"] for named in node["inputs"]]
+        at = next(i for i, arg in enumerate(inputs) if "as_graph" in arg)
+        plain = [self._arg(arg, env) for arg in inputs[:at]]
+        body = inputs[at]["as_graph"]["graph"]
+        scope = {
+            ref["as_tensor"]["name"]: self._arg(arg, env)
+            for ref, arg in zip(body["inputs"], inputs[at + 1 :], strict=True)
+        }
+        with HIGHER_ORDER[node["target"]](self.device, *plain):
+            self._run(body["nodes"], scope)
+        for out, ref in zip(node["outputs"], body["outputs"], strict=True):
+            self._bind(out, scope[ref["as_tensor"]["name"]], env)
+
+
+def _autocast(
+    device: torch.device, _type: Any, dtype: Any, enabled: Any, cache: Any
+) -> contextlib.AbstractContextManager[Any]:
+    """``torch.autocast`` as exported, on the device the program runs on (a program is
+    exported on the CPU); disabled when it was disabled (timm's EfficientViT)."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype, cache_enabled=bool(cache))
+
+
+def _grad_mode(device: torch.device, enabled: Any) -> contextlib.AbstractContextManager[Any]:
+    """Grad mode changes no value, and phase B runs in inference mode: nothing to enter."""
+    return contextlib.nullcontext()
+
+
+HIGHER_ORDER: dict[str, Callable[..., contextlib.AbstractContextManager[Any]]] = {
+    "torch.ops.higher_order.wrap_with_autocast": _autocast,
+    "torch.ops.higher_order.wrap_with_set_grad_enabled": _grad_mode,
+}

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import sys
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch.nn.parameter import is_lazy
 
@@ -17,10 +20,36 @@ class ContractError(Exception):
     """The submission broke the contract in a way its own code did not raise."""
 
 
+# where a converted file keeps the .pt state_dict's ``_metadata`` (module versions)
+METADATA_KEY = "state_dict_metadata"
+
+
+def _versions(value: Any) -> dict[str, dict[str, Any]] | None:
+    """A state_dict's ``_metadata`` ({module prefix: {"version": n, ...}}), plain values
+    only, or None."""
+    if not isinstance(value, dict):
+        return None
+    out: dict[str, dict[str, Any]] = {}
+    for prefix, entry in value.items():
+        if isinstance(prefix, str) and isinstance(entry, dict):
+            out[prefix] = {
+                str(k): v for k, v in entry.items() if isinstance(v, (int, float, str, bool))
+            }
+    return out
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Weights from ``.safetensors``, or ``.pt``/``.pth`` loaded weights-only (no code runs)."""
+    """Weights from ``.safetensors``, or ``.pt``/``.pth`` loaded weights-only (no code runs).
+    The ``_metadata`` (module versions) of a ``.pt`` state_dict is kept, as PyTorch keeps it."""
     if path.suffix == ".safetensors":
-        return load_file(str(path), device="cpu")
+        state = load_file(str(path), device="cpu")
+        with safe_open(str(path), framework="pt") as fh:
+            raw = (fh.metadata() or {}).get(METADATA_KEY)
+        try:
+            versions = _versions(json.loads(raw)) if raw else None
+        except ValueError:
+            versions = None
+        return _with_versions(state, versions)
     obj = torch.load(str(path), map_location="cpu", weights_only=True)
     if not isinstance(obj, dict) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
@@ -29,7 +58,17 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             f"{path.name} is not a state_dict (a dict of tensor names to tensors); "
             "save it with torch.save(model.state_dict(), path)"
         )
-    return obj
+    return _with_versions(dict(obj), _versions(getattr(obj, "_metadata", None)))
+
+
+def _with_versions(
+    state: dict[str, torch.Tensor], versions: dict[str, dict[str, Any]] | None
+) -> dict[str, torch.Tensor]:
+    ordered: Any = OrderedDict(state)
+    if versions is not None:
+        ordered._metadata = versions
+    result: dict[str, torch.Tensor] = ordered
+    return result
 
 
 def convert_to_safetensors(source: Path, target: Path) -> dict[str, Any]:
@@ -49,7 +88,11 @@ def convert_to_safetensors(source: Path, target: Path) -> dict[str, Any]:
             continue
         seen[key] = name
         unique[name] = tensor.detach().contiguous().clone()
-    save_file(unique, str(target), metadata={"converted_from": source.name})
+    metadata = {"converted_from": source.name}
+    versions = getattr(state, "_metadata", None)
+    if versions is not None:
+        metadata[METADATA_KEY] = json.dumps(versions)
+    save_file(unique, str(target), metadata=metadata)
     return {"tensors": len(unique), "aliases": aliases}
 
 
@@ -88,15 +131,31 @@ def _alias_of(model: torch.nn.Module) -> dict[str, list[str]]:
     return {n: names for names in groups.values() if len(names) > 1 for n in names}
 
 
+def _versioned(
+    model: torch.nn.Module, state: dict[str, torch.Tensor], versions: Any
+) -> dict[str, torch.Tensor]:
+    """``state`` with the ``_metadata`` PyTorch passes to each module's
+    ``_load_from_state_dict`` (torchvision's MNASNet reads its version there): the file's
+    own when it has one (a ``.pt`` state_dict), else the model's (a safetensors file keeps
+    none: it was saved from this code, so it has this code's versions)."""
+    ordered: Any = OrderedDict(state)
+    own = getattr(model.state_dict(), "_metadata", None)
+    ordered._metadata = versions if versions is not None else own
+    result: dict[str, torch.Tensor] = ordered
+    return result
+
+
 def load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     """``load_state_dict(strict=True)``, except that one copy of tied weights suffices."""
     expected = model.state_dict(keep_vars=True)
     aliases = _alias_of(model)
+    versions = getattr(state, "_metadata", None)
     state = dict(state)
     for name in expected.keys() - state.keys():
         present = [a for a in aliases.get(name, []) if a in state]
         if present:
             state[name] = state[present[0]]
+    state = _versioned(model, state, versions)
     missing = sorted(expected.keys() - state.keys())
     unexpected = sorted(state.keys() - expected.keys())
     if missing or unexpected:
