@@ -55,6 +55,7 @@ class Recipe:
     mean: tuple[float, ...] | None = None  # normalization the harness applies too
     std: tuple[float, ...] | None = None
     notes: str = ""
+    team: str | None = None  # default: "reference-<task>"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -303,7 +304,7 @@ def manifest(recipe: Recipe, info: dict[str, Any]) -> str:
     """``submission.toml`` for what was run: the recipe plus sizes, seed and device."""
     lines = [
         f"task = {_toml(recipe.task)}",
-        f"team = {_toml('reference-' + recipe.task)}",
+        f"team = {_toml(recipe.team or 'reference-' + recipe.task)}",
         'members = ["harness reference solution"]',
         "",
         "[model]",

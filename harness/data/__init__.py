@@ -53,7 +53,8 @@ class PreparedSplit:
     folder: Path  # holds inputs/inputs.npy and labels.npy
     count: int
     key: str  # content key: part of every cache key downstream
-    public_fallback_seed: bool = False
+    public_fallback_seed: bool = False  # drawn with the public fallback seed (hidden only)
+    fixed: str | None = None  # what a fixed split is (official or private test set), if it is
 
     @property
     def inputs_dir(self) -> Path:
@@ -109,6 +110,7 @@ def prepare_split(
     provider = providers.get(task.dataset.provider)
     seed, fallback = _seed_for(task, split)
     source = SplitSource(task=task, split=split, seed=seed, data_root=data_root)
+    fixed = fixed_split(provider, source)
     fingerprint = {
         "provider": task.dataset.provider,
         "options": task.dataset.options,
@@ -137,7 +139,14 @@ def prepare_split(
         except OSError:  # another process prepared it first
             shutil.rmtree(tmp, ignore_errors=True)
     count = int(json.loads(done.read_text())["count"])
-    return PreparedSplit(task.id, split, folder, count, key, fallback)
+    return PreparedSplit(task.id, split, folder, count, key, fallback and fixed is None, fixed)
+
+
+def fixed_split(provider: DatasetProvider, source: SplitSource) -> str | None:
+    """What the split is when it is fixed files rather than drawn from a seed (the one
+    rule for "does the secret seed matter here"); None when the provider generates it."""
+    describe = getattr(provider, "fixed_split", None)
+    return describe(source) if describe is not None else None
 
 
 class _LazyProvider:
@@ -163,12 +172,18 @@ class _LazyProvider:
     def prepare(self, source: SplitSource) -> tuple[np.ndarray, np.ndarray]:
         return self._load().prepare(source)
 
+    def fixed_split(self, source: SplitSource) -> str | None:
+        return fixed_split(self._load(), source)
+
 
 def _register_builtin() -> None:
     from . import correlation  # noqa: F401  (registers "correlation")
 
     providers.add("mnist", _LazyProvider("torchvision_sets", "MNIST_PROVIDER"))
     providers.add("cifar10", _LazyProvider("torchvision_sets", "CIFAR10_PROVIDER"))
+    providers.add("fashion-mnist", _LazyProvider("fashion_mnist", "FASHION_MNIST_PROVIDER"))
+    providers.add("arrays", _LazyProvider("own_data", "ARRAYS_PROVIDER"))
+    providers.add("image-folder", _LazyProvider("own_data", "IMAGE_FOLDER_PROVIDER"))
 
 
 _register_builtin()
