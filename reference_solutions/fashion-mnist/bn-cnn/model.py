@@ -1,9 +1,9 @@
 """Stronger reference for the fashion-mnist task: a small CNN with batch normalization.
 
-Two 3 x 3 convolution stages (1 -> 32 -> 48 channels), each CONV -> BATCHNORM -> RELU ->
-MAXPOOL (28 -> 14 -> 7), then 48*7*7 -> 128 -> 10 with dropout. About the seed CNN's cost
-per image (3.3 M multiply-adds) but it trains faster and further: 316,746 parameters plus
-the normalization layers' running statistics (buffers).
+Two 3 x 3 convolution stages (1 -> 24 -> 32 channels), each CONV -> BATCHNORM -> RELU ->
+MAXPOOL (28 -> 14 -> 7), then 32*7*7 -> 128 -> 10 with dropout. About 60 % of the seed
+CNN's cost per image (1.7 M multiply-adds against 2.8 M), and it learns faster: 209,362
+parameters plus the normalization layers' running statistics (buffers).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ def _stage(cin: int, cout: int) -> nn.Sequential:
 class ClothesCNN(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.features = nn.Sequential(_stage(1, 32), _stage(32, 48))  # 48 x 7 x 7
+        self.features = nn.Sequential(_stage(1, 24), _stage(24, 32))  # 32 x 7 x 7
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(48 * 7 * 7, 128),
+            nn.Linear(32 * 7 * 7, 128),
             nn.ReLU(),
             nn.Dropout(0.3),
             nn.Linear(128, 10),
