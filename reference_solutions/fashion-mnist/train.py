@@ -12,8 +12,9 @@ from Debian's dataset-fashion-mnist. Any option after the model's name is trainl
 
 Recipes:
 - ``cnn``: the seed's MNIST recipe (write-up 003): Adam, learning rate 0.0005, batch size
-  64, no augmentation, no normalization; 1 epoch instead of the seed's 5 (CPU time: the
-  references were trained on a 2-core machine shared by seven busy agents).
+  64, no augmentation, no normalization; 1 epoch instead of the seed's 5, and the
+  committed weights saw only the first 10,000 train images (``--limit 10000``): CPU time,
+  on a 2-core machine shared by seven busy agents.
 - ``bn-cnn``: Adam, learning rate 0.003 with a cosine schedule, batch size 256, 2 epochs,
   no augmentation, no normalization.
 """
