@@ -19,6 +19,7 @@ import pytest
 
 from harness.data import prepare_split
 from harness.data.fashion_mnist import SYSTEM_DIRS
+from harness.dataprep import prepare_task
 from harness.settings import settings
 from harness.tasks import load_task
 from harness.validate import validate_references
@@ -63,6 +64,19 @@ def test_prepare_finds_the_debian_files_and_the_official_test_set(real: Path) ->
     assert (train.count, val.count) == (55_000, 5_000)
     every = np.concatenate([train.labels(), val.labels()])
     np.testing.assert_array_equal(np.bincount(every), np.bincount(idx("train-labels-idx1-ubyte")))
+    out = real.parent / "exported"  # what a student gets: the model's layout, N x C x H x W
+    prepare_task(
+        "fashion-mnist",
+        splits=["validation", "test"],
+        data_root=real,
+        download=False,
+        export_dir=out,
+        force=False,
+    )
+    exported = np.load(out / "fashion-mnist" / "validation" / "images.npy")
+    np.testing.assert_array_equal(exported, val.images())
+    assert exported.shape == (5_000, 1, 28, 28)
+    assert not (out / "fashion-mnist" / "test").exists()
 
 
 def independent_accuracy(folder: Path) -> float:
