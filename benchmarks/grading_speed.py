@@ -21,7 +21,9 @@ Prints a table of the ratios and writes them to ``benchmarks/results.json``.
 
 For a GPU machine, ``--suite references`` measures each task's reference model (images
 per second, bare and through the harness) and ``--suite cifar10-resnet`` times a batch of
-ResNets (``--submissions 100 --images 10000``); see ``benchmarks/README.md``.
+ResNets (``--submissions 100 --images 10000``); see ``benchmarks/README.md``. The
+real-data case, ``--suite fashion-mnist``, grades the fashion-mnist references and 8
+student-style models on the 10,000 real Fashion-MNIST test images (``real_data.py``).
 """
 
 from __future__ import annotations
@@ -709,10 +711,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--suite",
-        choices=["correlation", "references", "cifar10-resnet"],
+        choices=["correlation", "references", "cifar10-resnet", "fashion-mnist"],
         default="correlation",
         help="correlation: the batch of the targets; references: images per second of each "
-        "task's reference model; cifar10-resnet: a batch of ResNets (for a GPU machine)",
+        "task's reference model; cifar10-resnet: a batch of ResNets (for a GPU machine); "
+        "fashion-mnist: the references and 8 students on the real test set",
     )
     p.add_argument("--submissions", type=int, default=8)
     p.add_argument("--images", type=int, default=5000, help="hidden test images")
@@ -738,6 +741,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return references_suite(a)
     if a.suite == "cifar10-resnet":
         return resnet_suite(a)
+    if a.suite == "fashion-mnist":
+        from real_data import fashion_suite  # real Fashion-MNIST: the references + 8 students
+
+        return fashion_suite(a)
     return correlation_suite(a)
 
 

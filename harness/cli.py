@@ -256,7 +256,8 @@ def data_group() -> None:
     "export_dir",
     type=click.Path(path_type=Path),
     default=None,
-    help="Also write the public splits in the dataset's own layout here.",
+    help="Also write the public splits for students here: DIR/TASK/SPLIT/images.npy "
+    "(uint8 N x C x H x W) and labels.npy (plus the dataset's own layout, if any).",
 )
 @click.option("--force", is_flag=True, help="Prepare again even when cached.")
 @click.option("--debug", is_flag=True)
@@ -462,17 +463,32 @@ def gradescope_cmd(
     default=None,
     help="[default: docker if it answers, else bwrap]",
 )
+@click.option(
+    "--results",
+    "results_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=DEFAULTS.results_dir,
+    show_default=True,
+    help="Store the trained references' gradings here (they appear on the leaderboard).",
+)
 @click.option("--debug", is_flag=True)
 @friendly
 def validate_cmd(
-    tasks: tuple[str, ...], data_root: Path | None, sandbox: str | None, debug: bool
+    tasks: tuple[str, ...],
+    data_root: Path | None,
+    sandbox: str | None,
+    results_dir: Path,
+    debug: bool,
 ) -> None:
-    """Check every task's reference solutions: build, strict load, limit, fixture run, score."""
+    """Check every task's reference solutions: build, strict load, limit, fixture run, score;
+    the trained ones' gradings go to the results folder, so they show on the leaderboard."""
     from rich.console import Console
 
     from .validate import exit_code, render, validate_references
 
-    rows = validate_references(data_root=data_root, sandbox=sandbox, only=tasks)
+    rows = validate_references(
+        data_root=data_root, sandbox=sandbox, only=tasks, results_dir=results_dir
+    )
     Console(width=max(Console().width, 140)).print(render(rows))
     sys.exit(exit_code(rows))
 

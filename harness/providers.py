@@ -34,12 +34,17 @@ class LazyProvider:
     def prepare(self, source: Any) -> Any:
         return self.load().prepare(source)
 
-    def uses_seed(self, source: Any) -> bool:
-        return bool(self.load().uses_seed(source))
+    def fixed_split(self, source: Any) -> str | None:
+        """What a fixed split is (files, not drawn from a seed); None when it is drawn."""
+        describe = getattr(self.load(), "fixed_split", None)
+        return describe(source) if describe is not None else None
 
 
 providers: Registry[LazyProvider] = Registry("dataset provider")
 providers.add("correlation", LazyProvider("harness.data.correlation", "PROVIDER"))
 providers.add("mnist", LazyProvider("harness.data.torchvision_sets", "MNIST_PROVIDER"))
 providers.add("cifar10", LazyProvider("harness.data.torchvision_sets", "CIFAR10_PROVIDER"))
+providers.add("fashion-mnist", LazyProvider("harness.data.fashion_mnist", "FASHION_MNIST_PROVIDER"))
+providers.add("arrays", LazyProvider("harness.data.own_data", "ARRAYS_PROVIDER"))
+providers.add("image-folder", LazyProvider("harness.data.own_data", "IMAGE_FOLDER_PROVIDER"))
 providers.freeze()

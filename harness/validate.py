@@ -10,6 +10,8 @@ For each reference a task declares (``[[references]]`` in its ``task.toml``):
 2. when the real dataset is under the data root (or the task's data is generated, as for
    ``correlation``) and trained weights are committed, it is graded on the hidden split
    and its primary metric compared with the spec's ``expected`` within ``tolerance``.
+   That grading is stored in the results folder (``results_dir``) like any other, marked
+   as a reference: so every listed reference appears on the leaderboard, unranked.
 
 A reference whose expectation is "not yet measured" reports its score, or "not measured"
 when it has none; only a broken reference or a missed expectation fails.
@@ -79,8 +81,11 @@ def validate_references(
     data_root: Path | None = None,
     sandbox: str | None = None,
     only: tuple[str, ...] = (),
+    results_dir: Path | None = None,
 ) -> list[Row]:
-    """Check every reference of every task (or of the tasks in ``only``); one row each."""
+    """Check every reference of every task (or of the tasks in ``only``); one row each.
+    With ``results_dir``, the hidden-split gradings of trained references are stored there
+    (and so shown on the leaderboard); without it they are thrown away."""
     from .settings import settings
 
     tasks_dir = tasks_dir or settings().tasks_dir
@@ -95,7 +100,8 @@ def validate_references(
             row = _row(task, ref)
             with tempfile.TemporaryDirectory(prefix=f"validate-{task.id}-") as tmp:
                 try:
-                    _validate_one(row, task, ref, tasks_dir, data_root, sandbox, Path(tmp))
+                    where = Where(tasks_dir, data_root, sandbox, Path(tmp), results_dir)
+                    _validate_one(row, task, ref, where)
                 except UserError as exc:
                     row.ok = False
                     row.notes.append(str(exc))
@@ -116,15 +122,19 @@ def _row(task: TaskSpec, ref: ReferenceSpec | None, notes: list[str] | None = No
     )
 
 
-def _validate_one(
-    row: Row,
-    task: TaskSpec,
-    ref: ReferenceSpec,
-    tasks_dir: Path,
-    data_root: Path | None,
-    sandbox: str | None,
-    tmp: Path,
-) -> None:
+@dataclass(frozen=True)
+class Where:
+    """Where one validation reads and writes."""
+
+    tasks_dir: Path
+    data_root: Path | None
+    sandbox: str | None
+    tmp: Path
+    results_dir: Path | None  # the hidden-split gradings of trained references go here
+
+
+def _validate_one(row: Row, task: TaskSpec, ref: ReferenceSpec, where: Where) -> None:
+    tasks_dir, data_root, sandbox, tmp = where.tasks_dir, where.data_root, where.sandbox, where.tmp
     folder = task.reference_folder(ref)
     if not (folder / "submission.toml").is_file():
         raise UserError(f"{folder}/submission.toml is missing", f"check `path` of {ref.name!r}")
@@ -132,13 +142,14 @@ def _validate_one(
     roster = _roster(folder, submission, tmp / "roster.csv")
 
     def run(root: Path | None, name: str) -> ResultDocument:
+        publish = where.results_dir if name == "data" and row.weights == "committed" else None
         options = GradeOptions(
             sandbox=sandbox,
             data_root=root,
-            results_dir=tmp / f"results-{name}",
+            results_dir=publish or tmp / f"results-{name}",
             tasks_dir=tasks_dir,
-            force=True,
-            reports=False,
+            force=publish is None,  # a stored grading of the same inputs is the same result
+            reports=publish is not None,
             roster=roster,
         )
         [doc] = grade([submission], options=options)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import importlib.util
 import json
 import random
@@ -55,6 +56,7 @@ class Recipe:
     mean: tuple[float, ...] | None = None  # normalization the harness applies too
     std: tuple[float, ...] | None = None
     notes: str = ""
+    team: str | None = None  # default: "reference-<task>"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -66,6 +68,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
     p.add_argument("--fixture", action="store_true", help="smoke run on generated data")
     p.add_argument("--limit", type=int, default=None, help="use at most N training images")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the weights and history already in --out (a further stage)",
+    )
+    p.add_argument("--lr", type=float, default=None, help="default: the recipe's")
     return p.parse_args(argv)
 
 
@@ -103,18 +111,26 @@ def run(recipe: Recipe, folder: Path, args: argparse.Namespace) -> Path:
         val = split_arrays(task, task.splits.check, data_root, None)
     device = pick_device(args.device)
     model = build(folder, args.seed).to(device)
+    before: list[dict[str, Any]] = []
+    if args.resume:
+        before = resume(model, out)
+    if args.lr is not None:
+        recipe = dataclasses.replace(recipe, learning_rate=args.lr)
     count = sum(p.numel() for p in model.parameters())
     print(
         f"{recipe.task}: {count:,} parameters; {len(train[0]):,} train / "
         f"{len(val[0]):,} validation images; {epochs} epochs on {device}"
     )
     history = fit(model, recipe, train, val, epochs, device, args.seed)
+    for row in history:
+        row["epoch"] += len(before)
+    history = before + history
     out.mkdir(parents=True, exist_ok=True)
     write_outputs(out, folder, model, history)
     info = {
         "train_size": len(train[0]),
         "val_size": len(val[0]),
-        "epochs": epochs,
+        "epochs": len(history),
         "seed": args.seed,
         "device": str(device),
         "data": "generated fixture (smoke run)" if args.fixture else "the task's dataset",
@@ -122,6 +138,19 @@ def run(recipe: Recipe, folder: Path, args: argparse.Namespace) -> Path:
     (out / "submission.toml").write_text(manifest(recipe, info))
     print(f"wrote {out}/weights.safetensors, history.csv, submission.toml")
     return out
+
+
+def resume(model: nn.Module, out: Path) -> list[dict[str, Any]]:
+    """Load the weights of an earlier stage from ``out``; returns its history rows."""
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(out / "weights.safetensors")))
+    with open(out / "history.csv", newline="") as fh:
+        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+    for row in rows:
+        row["epoch"] = int(row["epoch"])
+    print(f"resuming after {len(rows)} epochs from {out}/weights.safetensors")
+    return rows
 
 
 def seed_everything(seed: int) -> None:
@@ -303,7 +332,7 @@ def manifest(recipe: Recipe, info: dict[str, Any]) -> str:
     """``submission.toml`` for what was run: the recipe plus sizes, seed and device."""
     lines = [
         f"task = {_toml(recipe.task)}",
-        f"team = {_toml('reference-' + recipe.task)}",
+        f"team = {_toml(recipe.team or 'reference-' + recipe.task)}",
         'members = ["harness reference solution"]',
         "",
         "[model]",

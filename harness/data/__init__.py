@@ -58,7 +58,8 @@ class PreparedSplit:
     folder: Path  # holds inputs/inputs.npy and labels.npy
     count: int
     key: str  # content key: part of every cache key downstream
-    public_fallback_seed: bool = False
+    public_fallback_seed: bool = False  # drawn with the public fallback seed (hidden only)
+    fixed: str | None = None  # what a fixed split is (official or private test set), if it is
 
     @cached_property
     def fingerprint(self) -> str:
@@ -124,7 +125,7 @@ def prepare_split(
     provider = providers.get(task.dataset.provider)
     seed, fallback = _seed_for(task, split)
     source = SplitSource(task=task, split=split, seed=seed, data_root=data_root)
-    fallback = fallback and provider.uses_seed(source)
+    fixed = fixed_split(provider, source)
     fingerprint = {
         "provider": task.dataset.provider,
         "options": task.dataset.options,
@@ -153,4 +154,11 @@ def prepare_split(
         except OSError:  # another process prepared it first
             shutil.rmtree(tmp, ignore_errors=True)
     count = int(json.loads(done.read_text())["count"])
-    return PreparedSplit(task.id, split, folder, count, key, fallback)
+    return PreparedSplit(task.id, split, folder, count, key, fallback and fixed is None, fixed)
+
+
+def fixed_split(provider: DatasetProvider, source: SplitSource) -> str | None:
+    """What the split is when it is fixed files rather than drawn from a seed (the one
+    rule for "does the secret seed matter here"); None when the provider generates it."""
+    describe = getattr(provider, "fixed_split", None)
+    return describe(source) if describe is not None else None

@@ -296,8 +296,14 @@ class CorrelationProvider:
             }
         return info
 
-    def uses_seed(self, source: SplitSource) -> bool:
-        return layout_folder(source) is None  # an instructor's folder is not generated
+    def fixed_split(self, source: SplitSource) -> str | None:
+        """An instructor's folder replaces the generated split: then it is fixed."""
+        folder = layout_folder(source)
+        return f"the folder {folder}" if folder is not None else None
+
+    def export_layout(self, images: np.ndarray, labels: np.ndarray, folder: Path) -> None:
+        """The assignment's own layout: images/<id>.png and responses.csv (id,corr)."""
+        write_layout(folder, images, labels)
 
     def prepare(self, source: SplitSource) -> tuple[np.ndarray, np.ndarray]:
         shape = source.task.input_shape

@@ -37,7 +37,7 @@ from torchvision.datasets import CIFAR10, MNIST
 from ..errors import UserError
 from ..settings import settings
 from ..tasks import TaskSpec
-from . import PreparedSplit, SplitSource
+from . import SplitSource
 
 FIXTURE_MARKER = "harness-fixture.json"  # in the dataset's folder: generated, not canonical
 PRIVATE_TEST = ("test", "images.npy", "labels.npy")  # DATA_ROOT/<task>/test/...
@@ -71,6 +71,12 @@ class TorchvisionProvider:
     folder: str  # the dataset's folder under the data root
     train_files: tuple[str, ...]
     test_files: tuple[str, ...]
+    dataset_cls: type[Any] = MNIST  # the torchvision class that reads the layout
+
+    @property
+    def idx(self) -> bool:
+        """Whether the files are IDX files (MNIST and its look-alikes), maybe still gzipped."""
+        return issubclass(self.dataset_cls, MNIST)
 
     # -- where the files are -------------------------------------------------------
     def dataset_dir(self, root: Path) -> Path:
@@ -83,7 +89,7 @@ class TorchvisionProvider:
     def availability(self, root: Path) -> Availability:
         """``real`` (the dataset, unmarked), ``fixture`` (marked as generated) or ``missing``."""
         paths = self.files(root, train=True) + self.files(root, train=False)
-        packed = self.name == "mnist"  # MNIST's files may still be gzipped as downloaded
+        packed = self.idx  # IDX files may still be gzipped as downloaded
         if not all(
             p.is_file() or (packed and p.with_name(p.name + ".gz").is_file()) for p in paths
         ):
@@ -106,10 +112,6 @@ class TorchvisionProvider:
             "files": [_stat(p) for p in [*paths, self.dataset_dir(root) / FIXTURE_MARKER]],
         }
 
-    def uses_seed(self, source: SplitSource) -> bool:
-        # the hidden split is the official (or a private) test set; public ones are carved
-        return source.split != source.task.splits.hidden
-
     def prepare(self, source: SplitSource) -> tuple[np.ndarray, np.ndarray]:
         task, root = source.task, data_root_of(source)
         if source.split == task.splits.hidden:
@@ -130,7 +132,7 @@ class TorchvisionProvider:
     def load(self, root: Path, *, train: bool) -> tuple[np.ndarray, np.ndarray]:
         """The whole training or test set as (uint8 N x C x H x W, int64 labels)."""
         every = self.files(root, train=True) + self.files(root, train=False)  # torchvision
-        if self.name == "mnist":  # checks all of them whichever split it reads
+        if self.idx:  # checks all of them whichever split it reads
             _extract_gz(every)
         missing = [p for p in every if not p.is_file()]
         if missing:
@@ -140,8 +142,8 @@ class TorchvisionProvider:
                 f"torchvision.datasets.{self._cls().__name__} reads into {self.dataset_dir(root)}/",
             )
         try:
-            if self.name == "mnist":
-                return _read_mnist(root, train)
+            if self.idx:
+                return _read_mnist(root, train, self.dataset_cls)
             return self._read_cifar(root, train)
         except (OSError, ValueError, TypeError, KeyError, EOFError, pickle.UnpicklingError) as exc:
             raise UserError(
@@ -165,10 +167,19 @@ class TorchvisionProvider:
         labels = np.asarray(ds.targets, dtype=np.int64)
         return images, labels
 
-    def _cls(self) -> type[MNIST] | type[CIFAR10]:
-        return MNIST if self.name == "mnist" else CIFAR10
+    def _cls(self) -> type[Any]:
+        return self.dataset_cls
 
-    # -- downloading and exporting -------------------------------------------------
+    def fixed_split(self, source: SplitSource) -> str | None:
+        """What a fixed hidden split is (never drawn from a seed); None for the public ones."""
+        if source.split != source.task.splits.hidden:
+            return None
+        private = private_test_path(data_root_of(source), source.task.id)
+        if private.is_file():
+            return f"the private test set {private.parent}"
+        return f"the official {self.title} test set"
+
+    # -- downloading -------------------------------------------------------------
     def download(self, task: TaskSpec, data_root: Path | None) -> Path:
         """Download the dataset with torchvision (``grade data prepare <task> --download``);
         returns the dataset's folder. Without network access: a UserError, not a traceback."""
@@ -188,18 +199,10 @@ class TorchvisionProvider:
             ) from None
         return self.dataset_dir(root)
 
-    def export(self, prepared: PreparedSplit, folder: Path) -> None:
-        """Write a prepared public split as ``images.npy`` (N x H x W x C uint8, the layout
-        of a private test set) and ``labels.npy``."""
-        folder.mkdir(parents=True, exist_ok=True)
-        images = np.asarray(prepared.images()).transpose(0, 2, 3, 1)
-        np.save(folder / PRIVATE_TEST[1], np.ascontiguousarray(images))
-        np.save(folder / PRIVATE_TEST[2], prepared.labels())
 
-
-def _read_mnist(root: Path, train: bool) -> tuple[np.ndarray, np.ndarray]:
+def _read_mnist(root: Path, train: bool, cls: type[Any] = MNIST) -> tuple[np.ndarray, np.ndarray]:
     try:
-        ds = MNIST(str(root), train=train, download=False)
+        ds = cls(str(root), train=train, download=False)
     except RuntimeError as exc:  # torchvision's own "not found" and torch's buffer errors
         raise ValueError(str(exc)) from None
     images = ds.data.numpy()
@@ -340,4 +343,5 @@ CIFAR10_PROVIDER = TorchvisionProvider(
     folder=CIFAR10.base_folder,
     train_files=(*(name for name, _ in CIFAR10.train_list), CIFAR10.meta["filename"]),
     test_files=(*(name for name, _ in CIFAR10.test_list), CIFAR10.meta["filename"]),
+    dataset_cls=CIFAR10,
 )
