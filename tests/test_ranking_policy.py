@@ -372,8 +372,10 @@ def test_a_split_from_files_is_not_on_the_fallback_seed(seeded, tmp_path: Path) 
     seeded(None)
     task = _small_correlation()
     source = SplitSource(task, "test", 424242, None)
-    assert providers.get("correlation").uses_seed(source)
+    assert providers.get("correlation").fixed_split(source) is None
     cifar = rd.task("cifar10")
     hidden = SplitSource(cifar, "test", 424242, tmp_path)
-    assert not providers.get("cifar10").uses_seed(hidden)  # the official or a private test set
-    assert providers.get("cifar10").uses_seed(SplitSource(cifar, "validation", 0, tmp_path))
+    assert providers.get("cifar10").fixed_split(hidden)  # the official or a private test set
+    assert (
+        providers.get("cifar10").fixed_split(SplitSource(cifar, "validation", 0, tmp_path)) is None
+    )

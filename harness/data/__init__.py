@@ -43,8 +43,9 @@ class DatasetProvider(Protocol):
     def prepare(self, source: SplitSource) -> tuple[np.ndarray, np.ndarray]:
         """The split as (uint8 images N x C x H x W, labels). Raise UserError on bad data."""
 
-    def uses_seed(self, source: SplitSource) -> bool:
-        """Whether the split's content depends on ``source.seed`` (generated, or carved)."""
+    def fixed_split(self, source: SplitSource) -> str | None:
+        """What the split is when it is fixed files (an official or private test set, an
+        instructor's folder), not drawn from ``source.seed``; None when it is drawn."""
 
 
 # the registry of providers by name lives below the task spec (it checks names there)
