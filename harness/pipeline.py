@@ -22,7 +22,15 @@ from .results import ResultDocument, read_result, result_path
 from .sandbox import Backend, get_backend
 from .sandbox.choose import choose_backend
 from .stages import check, document, export, predict, score, validate, weights
-from .stages.records import Admitted, Counted, Ended, Exported, Predict, Predicted
+from .stages.records import (
+    Admitted,
+    Counted,
+    Ended,
+    Exported,
+    Predict,
+    Predicted,
+    sandbox_info,
+)
 from .stages.validate import Settled
 from .store import ResultsStore
 from .submission import Submission, is_declared_reference
@@ -163,7 +171,7 @@ def harness_failure(
     return document.build(
         sub,
         mode,
-        document.sandbox_info(backend),
+        sandbox_info(backend),
         document.no_notes(sub),
         status="failed",
         message=f"internal harness error: {message}",
@@ -240,7 +248,7 @@ def _admitted(
         doc = document.build(
             sub,
             mode,
-            document.sandbox_info(backend),
+            sandbox_info(backend),
             document.no_notes(sub),
             status="failed",
             message=f"internal harness error: {type(exc).__name__}: {exc}",

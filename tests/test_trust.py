@@ -318,6 +318,7 @@ def test_student_visible_messages_never_carry_the_environment(
 ) -> None:
     from harness.sandbox.process import ProcessBackend
     from harness.stages import document
+    from harness.stages.records import sandbox_info
 
     monkeypatch.setenv("HARNESS_SECRET_SEED", "course-secret-2026")
     monkeypatch.setenv("SOME_TOKEN", "tok-8c1f2e9a")
@@ -326,7 +327,7 @@ def test_student_visible_messages_never_carry_the_environment(
     doc = document.build(
         sub,
         "grade",
-        document.sandbox_info(ProcessBackend(fork=False)),
+        sandbox_info(ProcessBackend(fork=False)),
         document.no_notes(sub),
         status="failed",
         message="export failed: HARNESS_SECRET_SEED=course-secret-2026 tok-8c1f2e9a",

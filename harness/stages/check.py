@@ -8,10 +8,15 @@ import time
 from pathlib import Path
 
 from .. import regenerate
-from ..counting import apart_flag, count_checked, over_message, source_values, verified_params
-from ..counting import over_limit as over_the_limit
+from ..counting import (
+    apart_flag,
+    count_checked,
+    over_limit,
+    over_message,
+    source_values,
+    verified_params,
+)
 from ..outputs import read_report
-from ..params import over_limit
 from ..program.check import CheckError, Expect, check_program
 from ..program.records import Program
 from ..results import Flag
@@ -36,7 +41,7 @@ def check(exported: Exported) -> Checked:
     try:
         checked, _ = check_program(exported.program, target, expect)
     except CheckError as exc:
-        if over_limit(counted.count, task.parameter_limit):
+        if over_limit(counted.count.counted, task.parameter_limit):
             message = over_message(notes.params, task, None, counted.count.counted)
             raise Ended(Failed("over_limit", message, "count"), notes) from None
         message = f"the exported program was refused: {exc.message}"
@@ -55,7 +60,7 @@ def check(exported: Exported) -> Checked:
     apart = apart_flag(count)
     flags.extend([apart] if apart else [])
     notes = notes.add(params=params, flags=flags, timing=timing)
-    if over_the_limit(params.counted, params.limit):
+    if over_limit(params.counted, params.limit):
         message = over_message(params, task, count, counted.count.counted)
         raise Ended(Failed("over_limit", message, "count"), notes)
     return Checked(exported, notes, target)

@@ -6,21 +6,9 @@ from ..hints import explain
 from ..ranking import hidden_split_of
 from ..redact import redact
 from ..results import Flag, HiddenSplit, Params, ResultDocument, SandboxInfo
-from ..sandbox import Backend
 from ..submission import Submission, is_declared_reference
 from ..verdicts import Failed
 from .records import Grading, Notes, Scored
-
-
-def sandbox_info(backend: Backend) -> SandboxInfo:
-    """What a result records about the sandbox it was graded in."""
-    info = backend.describe()
-    return SandboxInfo(
-        backend=backend.name,
-        isolated=backend.isolated,
-        image=info.get("image"),
-        image_id=info.get("image_id"),
-    )
 
 
 def graded(scored: Scored) -> ResultDocument:

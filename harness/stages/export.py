@@ -3,10 +3,9 @@ dry batch, ``torch.export`` with static shapes; the host receives ``program.pt2`
 
 from __future__ import annotations
 
-from ..counting import over_message
+from ..counting import over_limit, over_message
 from ..jobs import PROGRAM, export_batch, export_job_spec
 from ..outputs import read_report
-from ..params import over_limit
 from ..results import Flag
 from ..runner.contract import torch_mismatch
 from ..safefs import NotPlain, plain_file
@@ -42,7 +41,7 @@ def export(counted: Counted) -> Exported | Counted:
         except NotPlain as exc:
             raise Ended(Failed("failed", f"the exported program: {exc}", "export"), notes) from None
         return Exported(counted, notes, program, reported_count(outcome), batch)
-    if over_limit(counted.count, task.parameter_limit):
+    if over_limit(counted.count.counted, task.parameter_limit):
         params = notes.params.model_copy(update={"model_reported": reported_count(outcome)})
         notes = notes.add(params=params)
         message = over_message(params, task, None, counted.count.counted)

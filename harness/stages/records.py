@@ -188,3 +188,14 @@ class Ended(Exception):
     def __init__(self, failed: Failed, notes: Notes) -> None:
         super().__init__(failed.message)
         self.failed, self.notes = failed, notes
+
+
+def sandbox_info(backend: Backend) -> SandboxInfo:
+    """What a result records about the sandbox it was graded in."""
+    info = backend.describe()
+    return SandboxInfo(
+        backend=backend.name,
+        isolated=backend.isolated,
+        image=info.get("image"),
+        image_id=info.get("image_id"),
+    )

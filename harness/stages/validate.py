@@ -23,7 +23,7 @@ from ..store import ResultsStore
 from ..submission import Submission
 from ..tasks import TaskSpec
 from . import document
-from .records import Admitted, Grading, Notes, Predict
+from .records import Admitted, Grading, Notes, Predict, sandbox_info
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def admit(
     """Validate, prepare the inputs, look in the store (None: always grade)."""
     if on_stage is not None:
         on_stage(sub.task_id, sub.team, "validate")
-    sandbox = document.sandbox_info(backend)
+    sandbox = sandbox_info(backend)
     if sub.violations or sub.task is None:
         return Settled(invalid(sub, mode, sandbox), new=True)
     task = sub.task
