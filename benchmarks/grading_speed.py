@@ -711,16 +711,19 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--suite",
-        choices=["correlation", "references", "cifar10-resnet", "fashion-mnist"],
+        choices=["correlation", "references", "cifar10-resnet", "fashion-mnist", "course"],
         default="correlation",
         help="correlation: the batch of the targets; references: images per second of each "
         "task's reference model; cifar10-resnet: a batch of ResNets (for a GPU machine); "
-        "fashion-mnist: the references and 8 students on the real test set",
+        "fashion-mnist: the references and 8 students on the real test set; course: many "
+        "small submissions, the fixed cost per submission (course_scale.py)",
     )
     p.add_argument("--submissions", type=int, default=8)
     p.add_argument("--images", type=int, default=5000, help="hidden test images")
     p.add_argument("--backends", default="process,bwrap,docker")
-    p.add_argument("--jobs", type=int, default=1, help="--jobs of the harness runs")
+    p.add_argument(
+        "--jobs", type=int, default=0, help="--jobs of the harness runs (0: the harness default)"
+    )
     p.add_argument("--cpus", type=float, default=None, help="override the task's limits.cpus")
     p.add_argument(
         "--extra-jobs",
@@ -745,6 +748,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         from real_data import fashion_suite  # real Fashion-MNIST: the references + 8 students
 
         return fashion_suite(a)
+    if a.suite == "course":
+        from course_scale import course_suite  # many small submissions: the fixed cost
+
+        return course_suite(a)
     return correlation_suite(a)
 
 

@@ -107,10 +107,11 @@ def grading_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--jobs",
             "-j",
-            type=click.IntRange(1),
+            type=click.IntRange(0),
             default=DEFAULTS.jobs,
             show_default=True,
-            help="Submissions graded at once.",
+            help="Submissions graded at once; 0: one per CPU core (the cores are split "
+            "between them).",
         ),
         click.option("--no-reports", is_flag=True, help="Skip the per-submission HTML/Markdown."),
         click.option(
@@ -173,7 +174,10 @@ def _grade(mode: str, paths: tuple[Path, ...], **kw: Any) -> None:
 
     total = len(find_submissions(list(paths)))
     since = datetime.now(UTC)
-    with Progress(total=total, enabled=not kw["as_json"], jobs=kw["jobs"], since=since) as shown:
+    from .executors import jobs_for
+
+    jobs = jobs_for(options, total)
+    with Progress(total=total, enabled=not kw["as_json"], jobs=jobs, since=since) as shown:
         docs = run(list(paths), options=options, on_done=shown.advance, on_stage=shown.stage)
     if kw["as_json"]:
         print(json.dumps([d.model_dump(mode="json") for d in docs], indent=2))

@@ -34,6 +34,7 @@ from .pipeline import (
     save_result,
     settle,
 )
+from .predictors import Predictors
 from .registry import Registry
 from .results import ResultDocument
 from .sandbox import Backend, get_backend
@@ -82,19 +83,36 @@ class LocalExecutor:
     ) -> list[ResultDocument]:
         backend = resolve_backend(options, mode)
         store = ResultsStore(options.results_dir)
+        options = dataclasses.replace(options, jobs=jobs_for(options, len(folders)))
 
-        def one(folder: Path) -> ResultDocument:
-            doc = grade_submission(
-                folder, options=options, backend=backend, mode=mode, store=store, on_stage=on_stage
-            )
-            if on_done:
-                on_done(doc)
-            return doc
+        with Predictors(backend) as predictors:
 
-        if options.jobs <= 1 or len(folders) <= 1:
-            return [one(f) for f in folders]
-        with ThreadPoolExecutor(max_workers=options.jobs) as pool:
-            return list(pool.map(one, folders))
+            def one(folder: Path) -> ResultDocument:
+                doc = grade_submission(
+                    folder,
+                    options=options,
+                    backend=backend,
+                    mode=mode,
+                    store=store,
+                    on_stage=on_stage,
+                    predict_with=predictors,
+                )
+                if on_done:
+                    on_done(doc)
+                return doc
+
+            if options.jobs <= 1:
+                return [one(f) for f in folders]
+            # N gradings at once, each on cores/N threads: one's phase A (export, check)
+            # overlaps another's phase B in the batch's warm predictor
+            with ThreadPoolExecutor(max_workers=options.jobs) as pool:
+                return list(pool.map(one, folders))
+
+
+def jobs_for(options: GradeOptions, folders: int) -> int:
+    """How many gradings run at once: ``--jobs``, or (0, the default) one per core."""
+    wanted = options.jobs if options.jobs > 0 else (os.cpu_count() or 1)
+    return max(1, min(wanted, folders))
 
 
 class RayExecutor:

@@ -19,7 +19,7 @@ class GradeOptions:
     results_dir: Path = Path("results")
     tasks_dir: Path | None = None
     force: bool = False  # re-grade even when an identical grading is stored
-    jobs: int = 1
+    jobs: int = 0  # submissions graded at once; 0: one per CPU core (executors.jobs_for)
     reports: bool = True
     gpu: bool | None = None  # None: use a GPU when the task allows and one is present
     executor: str = "local"  # where gradings run: "local" (this machine) or "ray"

@@ -95,10 +95,3 @@ def to_params(count: ParamCount, limit: int | None) -> Params:
         buffers=count.buffers,
         per_layer=list(count.per_layer),
     )
-
-
-def over_limit(count: ParamCount, limit: int | None) -> bool:
-    """The weights file's count against the limit (the rule: ``counting.over_limit``)."""
-    from .counting import over_limit as rule
-
-    return rule(count.counted, limit)

@@ -11,7 +11,8 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from harness.params import ParamCount, count_from_header, over_limit, to_params
+from harness.counting import over_limit
+from harness.params import ParamCount, count_from_header, to_params
 from harness.results import LayerCount, Params
 from harness.safetensors_header import read_header
 
@@ -80,7 +81,8 @@ def test_per_layer_rows_are_result_schema_rows(tmp_path: Path) -> None:
 
 def test_over_limit() -> None:
     count = ParamCount(counted=5, buffers=100)
-    assert over_limit(count, 4) and not over_limit(count, 5) and not over_limit(count, None)
+    assert over_limit(count.counted, 4) and not over_limit(count.counted, 5)
+    assert not over_limit(count.counted, None)
 
 
 def test_tied_weights_count_once(tmp_path: Path) -> None:

@@ -316,18 +316,21 @@ def test_the_leaderboard_renders_every_known_task_and_lists_what_it_ignored(
 def test_student_visible_messages_never_carry_the_environment(
     tasks: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from harness.pipeline import _Grading
     from harness.sandbox.process import ProcessBackend
+    from harness.stages import document
+    from harness.stages.records import sandbox_info
 
     monkeypatch.setenv("HARNESS_SECRET_SEED", "course-secret-2026")
     monkeypatch.setenv("SOME_TOKEN", "tok-8c1f2e9a")
     folder = make_submission(tmp_path / "subs", "team1", task="tiny", save=False)
     sub = load_submission(folder, tasks_dir=tasks)
-    grading = _Grading(sub, GradeOptions(tasks_dir=tasks), ProcessBackend(fork=False), "grade")
-    grading.workspace.close()
-    doc = grading.document(
-        "failed",
-        "export failed: HARNESS_SECRET_SEED=course-secret-2026 tok-8c1f2e9a",
+    doc = document.build(
+        sub,
+        "grade",
+        sandbox_info(ProcessBackend(fork=False)),
+        document.no_notes(sub),
+        status="failed",
+        message="export failed: HARNESS_SECRET_SEED=course-secret-2026 tok-8c1f2e9a",
         stage="export",
     )
     assert "course-secret-2026" not in doc.message and "tok-8c1f2e9a" not in doc.message

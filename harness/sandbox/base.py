@@ -107,3 +107,25 @@ class Backend(Protocol):
     def run(self, job: RunJob) -> RunOutcome:
         """Run the runner on ``job``. Never raises for anything the submission does;
         raises ``UserError`` only when the backend itself cannot work."""
+
+
+class Predictor(Protocol):
+    def predict(self, job: RunJob) -> RunOutcome:
+        """Run one phase-B job (no submission code mounted); the same contract as
+        ``Backend.run``: a timeout, crash or limit of this job is its outcome only."""
+
+    def close(self) -> None:
+        """Stop the predictor's sandbox, if any."""
+
+
+class PerRunPredictor:
+    """A predictor that is one more ``backend.run`` per job (backends without a warm one)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def predict(self, job: RunJob) -> RunOutcome:
+        return self.backend.run(job)
+
+    def close(self) -> None:
+        pass
