@@ -18,6 +18,13 @@ def gpu_present() -> bool:
     return os.path.exists("/dev/nvidiactl") and bool(glob.glob("/dev/nvidia[0-9]*"))
 
 
+def gpu_device_nodes() -> list[str]:
+    """The NVIDIA device nodes a sandbox that uses the GPU is given (bwrap binds them;
+    docker's device request does the same through the NVIDIA container runtime)."""
+    fixed = ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset"]
+    return [n for n in fixed if os.path.exists(n)] + sorted(glob.glob("/dev/nvidia[0-9]*"))
+
+
 def use_gpu(task_device: str, asked: bool | None, available: bool) -> bool:
     """``task_device`` is the task's ``device`` ("auto" or "cpu"); ``asked`` the caller's
     ``GradeOptions.gpu`` (None: whatever is available)."""
