@@ -37,6 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from harness.runner.contract import JOB_FILE, EagerJob, to_json  # noqa: E402
 from harness.sandbox import RunJob, SandboxPolicy, get_backend  # noqa: E402
 from harness.sandbox.base import Backend  # noqa: E402
 from harness.sandbox.process import ProcessBackend  # noqa: E402
@@ -71,18 +72,19 @@ def make_job(root: Path) -> RunJob:
     save_file(state, str(sub / "weights.safetensors"))
     images = np.random.default_rng(0).integers(0, 255, (8, 1, 8, 8), dtype=np.uint8)
     np.save(inputs / "inputs.npy", images)
-    spec = {
-        "phase": "eager",
-        "entrypoint": "model:build_model",
-        "weights": "weights.safetensors",
-        "kind": "classification",
-        "num_classes": 3,
-        "input_shape": [1, 8, 8],
-        "batch_size": 8,
-        "device": "cpu",
-        "threads": 1,
-    }
-    (job / "job.json").write_text(json.dumps(spec))
+    spec = EagerJob(
+        entrypoint="model:build_model",
+        weights="weights.safetensors",
+        normalize=None,
+        kind="classification",
+        num_classes=3,
+        input_shape=(1, 8, 8),
+        batch_size=8,
+        device="cpu",
+        threads=1,
+        probe=None,
+    )
+    (job / JOB_FILE).write_text(to_json(spec))
     return RunJob(sub, inputs, job, out, POLICY, label="benchmark")
 
 

@@ -5,16 +5,23 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
 from typing import Any
 
 import click
 
+from . import cli_publish, cli_setup
+from .cli_options import (
+    DEFAULTS,
+    Decorator,
+    data_root_option,
+    debug_option,
+    friendly,
+    results_option,
+    sandbox_option,
+)
 from .errors import UserError
 from .options import GradeOptions
-
-DEFAULTS = GradeOptions()
 
 
 class DefaultGroup(click.Group):
@@ -54,47 +61,14 @@ def _unknown_verb(word: str, verbs: list[str]) -> None:
     sys.exit(2)
 
 
-def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Print UserError as one sentence and a hint (exit 2); tracebacks only with --debug."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        debug = bool(kwargs.get("debug"))
-        try:
-            return fn(*args, **kwargs)
-        except UserError as exc:
-            if debug:
-                raise
-            from .console import error
-
-            error(exc)
-            sys.exit(2)
-
-    return wrapper
-
-
 def grading_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
+    options: list[Decorator] = [
         click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path)),
-        click.option(
-            "--data-root",
-            type=click.Path(path_type=Path, file_okay=False),
-            default=DEFAULTS.data_root,
-            help="Folder with the datasets' files (hidden test sets in their layouts).",
+        data_root_option(
+            help="Folder with the datasets' files (hidden test sets in their layouts)."
         ),
-        click.option(
-            "--sandbox",
-            type=click.Choice(["docker", "bwrap", "process"]),
-            default=DEFAULTS.sandbox,
-            help="Where submission code runs [default: docker if it answers, else bwrap].",
-        ),
-        click.option(
-            "--results",
-            "results_dir",
-            type=click.Path(path_type=Path),
-            default=DEFAULTS.results_dir,
-            show_default=True,
-        ),
+        sandbox_option(default=DEFAULTS.sandbox),
+        results_option(folder=False),
         click.option(
             "--json",
             "as_json",
@@ -137,7 +111,7 @@ def grading_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             default=DEFAULTS.roster,
             help="CSV folder,team,members: each folder's team [default: the folder's name].",
         ),
-        click.option("--debug", is_flag=True, help="Show tracebacks."),
+        debug_option("Show tracebacks."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -204,9 +178,9 @@ def check_cmd(paths: tuple[Path, ...], **kw: Any) -> None:
 @cli.command("history")
 @click.argument("team")
 @click.option("--task", default=None, help="Only this task's gradings.")
-@click.option("--results", "results_dir", type=click.Path(path_type=Path), default="results")
+@results_option(folder=False, show_default=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as a JSON array.")
-@click.option("--debug", is_flag=True)
+@debug_option()
 @friendly
 def history_cmd(team: str, task: str | None, results_dir: Path, as_json: bool, debug: bool) -> None:
     """List every grading run of TEAM recorded in the results store, oldest first.
@@ -243,350 +217,8 @@ def history_cmd(team: str, task: str | None, results_dir: Path, as_json: bool, d
     Console(width=max(Console().width, 160)).print(table)
 
 
-@cli.group("data")
-def data_group() -> None:
-    """Prepare task datasets."""
-
-
-@data_group.command("prepare")
-@click.argument("task_id")
-@click.option("--split", "splits", multiple=True, help="Only these splits [default: all].")
-@click.option("--data-root", type=click.Path(path_type=Path, file_okay=False), default=None)
-@click.option(
-    "--download", is_flag=True, help="Download canonical datasets when the network allows."
-)
-@click.option(
-    "--export",
-    "export_dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Also write the public splits for students here: DIR/TASK/SPLIT/images.npy "
-    "(uint8 N x C x H x W) and labels.npy (plus the dataset's own layout, if any).",
-)
-@click.option("--force", is_flag=True, help="Prepare again even when cached.")
-@click.option("--debug", is_flag=True)
-@friendly
-def data_prepare(
-    task_id: str,
-    splits: tuple[str, ...],
-    data_root: Path | None,
-    download: bool,
-    export_dir: Path | None,
-    force: bool,
-    debug: bool,
-) -> None:
-    """Build a task's cached arrays (N x C x H x W uint8, labels apart)."""
-    from .dataprep import prepare_task
-
-    prepare_task(
-        task_id,
-        splits=list(splits),
-        data_root=data_root,
-        download=download,
-        export_dir=export_dir,
-        force=force,
-    )
-
-
-@cli.command("leaderboard")
-@click.option(
-    "--results",
-    "results_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=DEFAULTS.results_dir,
-    show_default=True,
-)
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("leaderboard"),
-    show_default=True,
-)
-@click.option(
-    "--reveal-private",
-    is_flag=True,
-    help="Rank on the private part of the hidden split (after the deadline).",
-)
-@click.option("--debug", is_flag=True)
-@friendly
-def leaderboard_cmd(results_dir: Path, out_dir: Path, reveal_private: bool, debug: bool) -> None:
-    """Render the static leaderboard site (index, one page per task, CSV and JSON)."""
-    from .console import say
-    from .report import render_site
-
-    if not results_dir.is_dir():
-        raise UserError(
-            f"{results_dir}: no results folder", "grade submissions first, or --results"
-        )
-    problems: list[tuple[str, str]] = []
-    written = render_site(results_dir, out_dir, reveal_private=reveal_private, problems=problems)
-    view = "private" if reveal_private else "public"
-    say(f"wrote {len(written)} files to {out_dir} ({view} view); open {out_dir / 'index.html'}")
-    _print_ignored(results_dir, problems)
-
-
-def _print_ignored(results_dir: Path, problems: list[tuple[str, str]]) -> None:
-    """Results the leaderboard left out, each with its reason (the site is still written)."""
-    from .console import say
-    from .report.site import ignored_results
-
-    for path, reason in [*ignored_results(results_dir), *problems]:
-        say(f"ignored {path}: {reason}")
-
-
-@cli.command("gradebook")
-@click.argument("task_id")
-@click.option(
-    "--results",
-    "results_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=DEFAULTS.results_dir,
-    show_default=True,
-)
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("gradebook"),
-    show_default=True,
-)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["csv", "gradescope"]),
-    default="csv",
-    show_default=True,
-    help="csv: one row per team; gradescope: one results.json per team.",
-)
-@click.option(
-    "--view",
-    type=click.Choice(["all", "private", "public"]),
-    default="all",
-    show_default=True,
-    help="Which part of the hidden split the points are computed on.",
-)
-@click.option("--debug", is_flag=True)
-@friendly
-def gradebook_cmd(
-    task_id: str, results_dir: Path, out_dir: Path, fmt: str, view: str, debug: bool
-) -> None:
-    """Write TASK's grades (team, members, status, metric, points, graded_at) by its points rule."""
-    from .console import say
-    from .gradebook import write_gradebook
-    from .report.leaderboard import load_gradings
-    from .tasks import load_task
-
-    task = load_task(task_id)
-    if not results_dir.is_dir():
-        raise UserError(
-            f"{results_dir}: no results folder", "grade submissions first, or --results"
-        )
-    docs = load_gradings(results_dir).get(task.id, [])
-    written = write_gradebook(docs, task, out_dir, fmt=fmt, view=view)  # type: ignore[arg-type]
-    say(f"wrote {len(written)} file(s) to {out_dir} ({fmt}, {view} view)")
-
-
-@cli.command("gradescope")
-@click.argument("task_id")
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    required=True,
-    help="The autograder folder to write (zip its contents for Gradescope).",
-)
-@click.option(
-    "--data-root",
-    type=click.Path(path_type=Path, file_okay=False, exists=True),
-    default=None,
-    help="Copy this datasets folder in (tasks whose hidden split comes from files).",
-)
-@click.option(
-    "--wheels",
-    type=click.Path(path_type=Path, file_okay=False, exists=True),
-    default=None,
-    help="A folder of wheels: setup.sh then installs offline from it.",
-)
-@click.option(
-    "--sandbox",
-    type=click.Choice(["auto", "bwrap", "process"]),
-    default="auto",
-    show_default=True,
-    help="auto: bubblewrap when it works in Gradescope's container, else process.",
-)
-@click.option("--no-seed", is_flag=True, help="Leave the secret seed out of the folder.")
-@click.option("--debug", is_flag=True)
-@friendly
-def gradescope_cmd(
-    task_id: str,
-    out_dir: Path,
-    data_root: Path | None,
-    wheels: Path | None,
-    sandbox: str,
-    no_seed: bool,
-    debug: bool,
-) -> None:
-    """Write a Gradescope autograder folder for TASK: setup.sh, run_autograder, task, references."""
-    from .console import say
-    from .gradescope_autograder import build_autograder
-    from .settings import settings
-    from .tasks import load_task
-
-    task = load_task(task_id)
-    build_autograder(
-        task,
-        out_dir,
-        data_root=data_root,
-        wheels=wheels,
-        sandbox=sandbox,
-        include_seed=not no_seed,
-    )
-    if settings().secret_seed is None or no_seed:
-        say(
-            "note: no secret seed in the folder: a generated hidden split will use the public "
-            "fallback seed (set HARNESS_SECRET_SEED before `grade gradescope`)",
-        )
-    say(
-        f"wrote the autograder to {out_dir}; upload a zip of its contents: "
-        f"(cd {out_dir} && zip -r ../autograder.zip .)",
-    )
-
-
-@cli.command("validate-references")
-@click.option("--task", "tasks", multiple=True, help="Only these tasks [default: all].")
-@click.option(
-    "--data-root",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Where the real datasets are; their scores are checked when present.",
-)
-@click.option(
-    "--sandbox",
-    type=click.Choice(["docker", "bwrap", "process"]),
-    default=None,
-    help="[default: docker if it answers, else bwrap]",
-)
-@click.option(
-    "--results",
-    "results_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=DEFAULTS.results_dir,
-    show_default=True,
-    help="Store the trained references' gradings here (they appear on the leaderboard).",
-)
-@click.option("--debug", is_flag=True)
-@friendly
-def validate_cmd(
-    tasks: tuple[str, ...],
-    data_root: Path | None,
-    sandbox: str | None,
-    results_dir: Path,
-    debug: bool,
-) -> None:
-    """Check every task's reference solutions: build, strict load, limit, fixture run, score;
-    the trained ones' gradings go to the results folder, so they show on the leaderboard."""
-    from rich.console import Console
-
-    from .validate import exit_code, render, validate_references
-
-    rows = validate_references(
-        data_root=data_root, sandbox=sandbox, only=tasks, results_dir=results_dir
-    )
-    Console(width=max(Console().width, 140)).print(render(rows))
-    sys.exit(exit_code(rows))
-
-
-@cli.group("image")
-def image_group() -> None:
-    """The evaluation image the docker sandbox runs."""
-
-
-@image_group.command("build")
-@click.option(
-    "--base",
-    default=None,
-    help="Base image for the Dockerfile build "
-    "(a PyTorch CUDA runtime image where a registry is reachable).",
-)
-@click.option(
-    "--offline/--registry",
-    "offline",
-    default=None,
-    help="Build from a debootstrapped Debian rootfs plus local wheels, or from the "
-    "Dockerfile [default: the Dockerfile when the base image's registry answers].",
-)
-@click.option("--tag", default=None, help="[default: harness-eval:<version>-torch<pin>]")
-@click.option("--if-missing", is_flag=True, help="Do nothing when the tag already exists.")
-@click.option("--force", is_flag=True, help="Rebuild even when an identical image is there.")
-@click.option("--debug", is_flag=True)
-@friendly
-def image_build(
-    base: str | None,
-    offline: bool | None,
-    tag: str | None,
-    if_missing: bool,
-    force: bool,
-    debug: bool,
-) -> None:
-    """Build the evaluation image (the pinned torch and torchvision, numpy, safetensors)."""
-    from .console import say
-    from .sandbox.docker.image import build_image, default_tag
-
-    wanted = tag or default_tag()
-    if if_missing and _image_present(wanted):
-        say(f"{wanted} is already built")
-        return
-    built = build_image(
-        base=base,
-        offline=offline,
-        tag=tag,
-        force=force,
-        progress=say,
-    )
-    say(
-        f"built {built.tag} ({built.image_id[:19]}, "
-        f"{built.size_bytes / 2**20:.0f} MiB, {built.method}) in {built.seconds:.0f} s"
-    )
-
-
-@cli.command("integrity")
-@click.argument("task_id")
-@click.option(
-    "--results",
-    "results_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=DEFAULTS.results_dir,
-    show_default=True,
-)
-@click.option("--data-root", type=click.Path(path_type=Path, file_okay=False), default=None)
-@click.option("--debug", is_flag=True)
-@friendly
-def integrity_cmd(task_id: str, results_dir: Path, data_root: Path | None, debug: bool) -> None:
-    """Instructor-only: duplicate weights, prediction agreement and integrity flags of a task."""
-    from .console import say
-    from .data import prepare_split
-    from .integrity import write_report
-    from .tasks import load_task
-
-    task = load_task(task_id)
-    labels = prepare_split(task, task.splits.hidden, data_root=data_root).labels()
-    path = write_report(task, results_dir, labels)
-    findings = json.loads(path.read_text()).get("findings", [])
-    say(f"{len(findings)} finding(s) for {task_id}; instructor report: {path}")
-    for finding in findings[:20]:
-        teams = " and ".join(finding["teams"])
-        say(f"  - {finding['kind']}: {teams}: {finding['detail']}")
-
-
-def _image_present(tag: str) -> bool:
-    from .sandbox.docker import engine
-
-    try:
-        engine.image_info(engine.client_or_error(), tag)
-    except Exception:  # not found, or no engine: build_image then says which
-        return False
-    return True
+for command in (*cli_publish.COMMANDS, *cli_setup.COMMANDS):
+    cli.add_command(command)
 
 
 def main() -> None:

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import os
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
+from . import locks
 from .devices import use_gpu
 from .errors import UserError
 from .options import GradeOptions, Mode
@@ -362,18 +362,7 @@ def _prepare_once(task: TaskSpec, options: GradeOptions, mode: Mode) -> bool:
 
     split = task.splits.hidden if mode == "grade" else task.splits.check
     folder = settings().cache_dir / task.id
-    with _node_lock(settings().cache_dir / ".locks" / f"{task.id}-{split}.lock"):
+    with locks.held(settings().cache_dir / ".locks" / f"{task.id}-{split}.lock"):
         before = set(folder.glob(f"{split}-*")) if folder.is_dir() else set()
         prepare_split(task, split, data_root=options.data_root)
         return set(folder.glob(f"{split}-*")) != before
-
-
-@contextlib.contextmanager
-def _node_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)

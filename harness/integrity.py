@@ -30,6 +30,7 @@ import numpy as np
 from .errors import UserError
 from .metrics import METRICS
 from .results import Flag, ResultDocument, read_results, write_atomic
+from .runner.contract import Probe
 from .safetensors_header import FLOAT_DTYPES, SafetensorsHeader, read_tensor
 from .scoring import predicted
 from .tasks import TaskSpec
@@ -43,7 +44,7 @@ RESIDUAL_CORRELATION = 0.98
 
 
 # -- the probe ------------------------------------------------------------------------
-def probe_spec(task: TaskSpec, count: int, seed_text: str) -> dict[str, Any] | None:
+def probe_spec(task: TaskSpec, count: int, seed_text: str) -> Probe | None:
     """What phase B's probe runs, or None when the task turns it off."""
     n = min(count, task.integrity.probe_count)
     if n > task.batch_size:  # whole static batches: a partial one costs a full batch
@@ -51,11 +52,7 @@ def probe_spec(task: TaskSpec, count: int, seed_text: str) -> dict[str, Any] | N
     if n <= 0:
         return None
     seed = int.from_bytes(hashlib.sha256(f"probe|{seed_text}".encode()).digest()[:4], "little")
-    return {
-        "count": n,
-        "seed": seed,
-        "amplitude": task.integrity.probe_amplitude,
-    }
+    return Probe(count=n, seed=seed, amplitude=task.integrity.probe_amplitude)
 
 
 def fraction(task: TaskSpec, value: float) -> float:

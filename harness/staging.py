@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from .runner.contract import JOB_FILE, JobSpec, from_dict, to_json
 from .safefs import NotPlain, remove_tree
 
 
@@ -44,11 +44,27 @@ class Workspace:
             os.chmod(folder, 0o555)
         return target
 
-    def job(self, name: str, spec: dict[str, Any]) -> Path:
+    def job(
+        self,
+        name: str,
+        spec: JobSpec | Mapping[str, object],
+        files: dict[str, Path] | None = None,
+    ) -> Path:
+        """A read-only job folder holding ``job.json`` and ``files`` (name -> host path),
+        such as the checked program and canary inputs phase B reads from ``/job``. A plain
+        mapping is checked against the contract (``runner/contract.py``) first."""
+        text = to_json(from_dict(dict(spec)) if isinstance(spec, Mapping) else spec)
         folder = self.root / name
         folder.mkdir()
-        (folder / "job.json").write_text(json.dumps(spec))
-        os.chmod(folder / "job.json", 0o444)
+        (folder / JOB_FILE).write_text(text)
+        os.chmod(folder / JOB_FILE, 0o444)
+        for rel, source in (files or {}).items():
+            target = folder / rel
+            try:
+                os.link(source, target)  # same inode: leave its mode alone
+            except OSError:
+                shutil.copyfile(source, target)
+                os.chmod(target, 0o444)
         os.chmod(folder, 0o555)
         return folder
 

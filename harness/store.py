@@ -11,7 +11,7 @@ A document written just before a crash, without its row, is found and recorded b
 ``recover``.
 
 Several ``grade`` processes may share one results folder: SQLite runs in WAL mode with a
-busy timeout, and ``claim`` takes a per-team lock file (``fcntl.flock``) that the kernel
+busy timeout, and ``claim`` takes a per-team lock file (``harness.locks``) that the kernel
 drops when its process dies, even by SIGKILL. Keep the folder on a local disk: SQLite's
 WAL mode does not work on network file systems.
 """
@@ -19,10 +19,8 @@ WAL mode does not work on network file systems.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
-import os
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from . import locks
+from .locks import Lock
 from .results import ResultDocument, read_result, result_path, write_atomic
 
 STORE_NAME = "grades.sqlite"
@@ -135,22 +135,7 @@ class GradingRow:
         return doc if doc is not None and doc.cache_key == self.cache_key else None
 
 
-class Claim:
-    """An exclusive lock on one team's result folder, held until ``release``."""
-
-    def __init__(self, fd: int) -> None:
-        self._fd: int | None = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the file drops the flock
-            self._fd = None
-
-    def __enter__(self) -> Claim:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+Claim = Lock  # an exclusive lock on one team's result folder, held until ``release``
 
 
 class ResultsStore:
@@ -163,14 +148,12 @@ class ResultsStore:
         # creating the store (and switching it to WAL) is serialized between processes:
         # SQLite answers "database is locked" at once, not after the busy timeout, when two
         # connections change the journal mode together
-        with open(results_dir / f".{STORE_NAME}.init.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            with self._connect() as db:
-                if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                    db.execute("PRAGMA journal_mode=WAL")
-                    with _transaction(db):
-                        _create(db)
-                        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        with locks.held(results_dir / f".{STORE_NAME}.init.lock"), self._connect() as db:
+            if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                db.execute("PRAGMA journal_mode=WAL")
+                with _transaction(db):
+                    _create(db)
+                    db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     # -- where documents live ------------------------------------------------------------
     def documents_root(self, mode: str) -> Path:
@@ -191,18 +174,7 @@ class ResultsStore:
         return self._lock(task, team, mode, wait=False)
 
     def _lock(self, task: str, team: str, mode: str, *, wait: bool) -> Claim | None:
-        folder = self.team_folder(task, team, mode)
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        except BaseException:
-            os.close(fd)
-            raise
-        return Claim(fd)
+        return locks.acquire(self.team_folder(task, team, mode) / ".lock", wait=wait)
 
     def record(self, doc: ResultDocument, *, executor: str = "local") -> GradingRow:
         """Write the grading's document and ``result.json`` atomically, then its row."""

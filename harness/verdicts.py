@@ -16,6 +16,7 @@ from .counting import over_message, verified_params  # noqa: F401  (their home: 
 from .outputs import BadOutput, read_predictions, read_report
 from .program.count import ExportCount, describe, largest, named_groups
 from .results import Flag, LayerCount, Params, StudentError
+from .runner.contract import Probe
 from .sandbox import RunOutcome
 from .student_error import clean, from_report, with_error
 from .tasks import TaskSpec
@@ -310,14 +311,16 @@ def _which(det: dict[str, Any]) -> str:
     return f" ({det.get('differ', len(images))} images differ: {shown}{more})"
 
 
-def read_run(outcome: RunOutcome, task: TaskSpec, count: int, probe: int = 0) -> RunData:
-    """Predictions (and, when ``probe`` gives the noisy inputs' count, the probe's) as data."""
+def read_run(outcome: RunOutcome, task: TaskSpec, count: int, probe: Probe | None) -> RunData:
+    """Predictions (and, when the run carried a ``probe``, the noisy inputs') as data."""
     report = read_report(outcome.output_dir) or {}
     out = outcome.output_dir
     try:
         outputs = read_predictions(out, count, task.kind, task.num_classes)
         noisy = (
-            read_predictions(out / "probe", probe, task.kind, task.num_classes) if probe else None
+            read_predictions(out / "probe", probe.count, task.kind, task.num_classes)
+            if probe
+            else None
         )
     except BadOutput as exc:
         raise Failed(

@@ -111,10 +111,10 @@ def _stage_trace(run: Any) -> list[str]:
     def profile(frame: FrameType, event: str, arg: object) -> None:
         if event != "call":
             return
-        file = Path(frame.f_code.co_filename)  # code written in a stage module, not
-        if file.parent.name == "stages" and file.stem in STAGES:  # made there (dataclasses)
-            if not seen or seen[-1] != file.stem:
-                seen.append(file.stem)
+        file = Path(frame.f_code.co_filename)  # code written in a stage module, not made
+        stage = file.stem if file.parent.name == "stages" and file.stem in STAGES else None
+        if stage is not None and (not seen or seen[-1] != stage):  # there (dataclasses)
+            seen.append(stage)
 
     sys.setprofile(profile)
     try:

@@ -17,6 +17,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from harness.runner.contract import EagerJob
 from harness.sandbox import RunJob, RunOutcome, SandboxPolicy
 from harness.sandbox.common import SAFE_ENV
 from harness.sandbox.process import ProcessBackend
@@ -69,19 +70,18 @@ def _job(
     source.mkdir()
     (source / "model.py").write_text(MODEL.format(behaviour=behaviour))
     save_file({"1.weight": torch.ones(1, 16), "1.bias": torch.zeros(1)}, source / "w.safetensors")
-    spec = {
-        "phase": "eager",
-        "entrypoint": "model:build_model",
-        "weights": "w.safetensors",
-        "normalize": None,
-        "kind": "regression",
-        "num_classes": 0,
-        "input_shape": [1, 4, 4],
-        "batch_size": 2,
-        "device": "cpu",
-        "threads": 1,
-        "determinism_slice": 4,
-    }
+    spec = EagerJob(
+        entrypoint="model:build_model",
+        weights="w.safetensors",
+        normalize=None,
+        kind="regression",
+        num_classes=0,
+        input_shape=(1, 4, 4),
+        batch_size=2,
+        device="cpu",
+        threads=1,
+        probe=None,
+    )
     policy = SandboxPolicy(
         wall_seconds=wall,
         memory_bytes=2**30,

@@ -13,10 +13,11 @@ import hashlib
 import json
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -163,3 +164,28 @@ def fixed_split(provider: DatasetProvider, source: SplitSource) -> str | None:
     rule for "does the secret seed matter here"); None when the provider generates it."""
     describe = getattr(provider, "fixed_split", None)
     return describe(source) if describe is not None else None
+
+
+COUNT_OPTIONS = ("validation_size", "public_seed")
+
+
+def dataset_options(task: TaskSpec, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The task's ``dataset.options`` over a provider's ``defaults``: an option the provider
+    does not know is refused, and ``validation_size``/``public_seed`` must be non-negative
+    integers (the one home of these rules for every provider)."""
+    given = dict(task.dataset.options)
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise UserError(
+            f"{task.source or task.id}: field `dataset.options.{unknown[0]}`: unknown option",
+            f"the {task.dataset.provider} provider knows: {', '.join(defaults)}",
+        )
+    merged = {**defaults, **given}
+    for key in COUNT_OPTIONS:
+        value = merged.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise UserError(
+                f"{task.source or task.id}: field `dataset.options.{key}` must be a "
+                f"non-negative integer, not {value!r}"
+            )
+    return merged

@@ -33,7 +33,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import UserError
 from ..tasks import TaskSpec
-from . import SplitSource
+from . import SplitSource, dataset_options
 from .torchvision_sets import carve, data_root_of
 
 OPTIONS: dict[str, Any] = {"validation_size": 5000, "public_seed": 0, "folder": "", "layout": ""}
@@ -41,21 +41,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".pgm", ".ppm", ".tif
 
 
 def _options(task: TaskSpec) -> dict[str, Any]:
-    given = dict(task.dataset.options)
-    unknown = sorted(set(given) - set(OPTIONS))
-    if unknown:
-        raise UserError(
-            f"{task.source or task.id}: field `dataset.options.{unknown[0]}`: unknown option",
-            f"the {task.dataset.provider} provider knows: {', '.join(OPTIONS)}",
-        )
-    merged = {**OPTIONS, **given}
-    for key in ("validation_size", "public_seed"):
-        value = merged[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise UserError(
-                f"{task.source or task.id}: field `dataset.options.{key}` must be a "
-                f"non-negative integer, not {value!r}"
-            )
+    merged = dataset_options(task, OPTIONS)
     if merged["layout"] not in ("", "NCHW", "NHWC"):
         raise UserError(
             f"{task.source or task.id}: field `dataset.options.layout` must be "

@@ -37,7 +37,7 @@ from torchvision.datasets import CIFAR10, MNIST
 from ..errors import UserError
 from ..settings import settings
 from ..tasks import TaskSpec
-from . import SplitSource
+from . import SplitSource, dataset_options
 
 FIXTURE_MARKER = "harness-fixture.json"  # in the dataset's folder: generated, not canonical
 PRIVATE_TEST = ("test", "images.npy", "labels.npy")  # DATA_ROOT/<task>/test/...
@@ -246,21 +246,7 @@ def _stat(path: Path) -> list[object]:
 
 
 def _options(task: TaskSpec) -> dict[str, int]:
-    options = dict(task.dataset.options)
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise UserError(
-            f"{task.source or task.id}: field `dataset.options.{unknown[0]}`: unknown option",
-            f"the {task.dataset.provider} provider knows: {', '.join(OPTIONS)}",
-        )
-    merged = {**OPTIONS, **options}
-    for key, value in merged.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise UserError(
-                f"{task.source or task.id}: field `dataset.options.{key}` must be a "
-                f"non-negative integer, not {value!r}",
-            )
-    return merged
+    return dataset_options(task, OPTIONS)
 
 
 def carve(n: int, validation_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -11,18 +11,20 @@ Phases (``job.json`` field ``phase``):
   digests of the buffers both builds made identically (``rebuild.py``).
 - ``predict`` (phase B): load the host-checked program from the job folder (no
   submission code mounted), write ``predictions.npy`` (and probe outputs).
-Exit status 0 when the phase succeeded, 3 when the submission failed (see report.json).
+Exit status 0 when the phase succeeded, 3 when the submission failed (see report.json), 2
+when ``job.json`` breaks the contract (``contract.py``; one line on stderr, no report).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .contract import JOB_FILE, ConvertJob, EagerJob, JobError, from_json
 from .report import Report
 
 
@@ -33,16 +35,16 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def phase_convert(job: dict[str, Any], a: argparse.Namespace, report: Report) -> None:
+def phase_convert(job: ConvertJob, a: argparse.Namespace, report: Report) -> None:
     from .load import convert_to_safetensors
 
     t = report.start("convert")
-    info = convert_to_safetensors(a.submission / job["weights"], a.output / "weights.safetensors")
+    info = convert_to_safetensors(a.submission / job.weights, a.output / "weights.safetensors")
     report.data["convert"] = info
     report.done("convert", t)
 
 
-def phase_eager(job: dict[str, Any], a: argparse.Namespace, report: Report) -> None:
+def phase_eager(job: EagerJob, a: argparse.Namespace, report: Report) -> None:
     import numpy as np
     import torch
 
@@ -78,25 +80,25 @@ def phase_eager(job: dict[str, Any], a: argparse.Namespace, report: Report) -> N
     run_probe(model, images, job, device, a, report)
 
 
-def phase_export(job: dict[str, Any], a: argparse.Namespace, report: Report) -> None:
+def phase_export(job: Any, a: argparse.Namespace, report: Report) -> None:
     from .phase_a import phase_export as run
 
     run(job, a, report)
 
 
-def phase_predict(job: dict[str, Any], a: argparse.Namespace, report: Report) -> None:
+def phase_predict(job: Any, a: argparse.Namespace, report: Report) -> None:
     from .phase_b import phase_predict as run
 
     run(job, a, report)
 
 
-def phase_rebuild(job: dict[str, Any], a: argparse.Namespace, report: Report) -> None:
+def phase_rebuild(job: Any, a: argparse.Namespace, report: Report) -> None:
     from .rebuild import phase_rebuild as run
 
     run(job, a, report)
 
 
-PHASES = {
+PHASES: dict[str, Callable[[Any, argparse.Namespace, Report], None]] = {
     "convert": phase_convert,
     "eager": phase_eager,
     "export": phase_export,
@@ -107,10 +109,14 @@ PHASES = {
 
 def main(argv: list[str] | None = None) -> int:
     a = _args(argv)
-    job = json.loads((a.job / "job.json").read_text())
-    report = Report(a.output, job["phase"], a.submission)
     try:
-        PHASES[job["phase"]](job, a, report)
+        job = from_json((a.job / JOB_FILE).read_text())
+    except (OSError, JobError) as exc:  # the host's mistake: say so, write no report
+        print(f"harness.runner: {exc}", file=sys.stderr)
+        return 2
+    report = Report(a.output, job.PHASE, a.submission)
+    try:
+        PHASES[job.PHASE](job, a, report)
     except BaseException as exc:  # the submission's error is data for the host
         report.data["torch"] = _torch_version()
         report.fail(report.data["stage"], exc)

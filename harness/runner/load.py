@@ -15,6 +15,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch.nn.parameter import is_lazy
 
+from .contract import EagerJob, ExportJob, ModelIO
+
 
 class ContractError(Exception):
     """The submission broke the contract in a way its own code did not raise."""
@@ -176,14 +178,14 @@ def load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     model.load_state_dict(state, strict=True)
 
 
-def built_and_loaded(submission: Path, job: dict[str, Any], report: Any) -> torch.nn.Module:
+def built_and_loaded(submission: Path, job: EagerJob | ExportJob, report: Any) -> torch.nn.Module:
     """The stages every phase that runs student code shares: import, build, load strictly.
     The model is returned in eval mode; each stage is recorded in ``report``."""
-    torch.set_num_threads(max(1, int(job.get("threads", 1))))
+    torch.set_num_threads(max(1, job.threads))
     report.data["torch_version"] = torch.__version__
 
     t = report.start("import")
-    factory = import_entrypoint(submission, job["entrypoint"])
+    factory = import_entrypoint(submission, job.entrypoint)
     report.done("import", t)
 
     t = report.start("build")
@@ -191,13 +193,13 @@ def built_and_loaded(submission: Path, job: dict[str, Any], report: Any) -> torc
     report.done("build", t)
 
     t = report.start("load")
-    load_strict(model, read_state_dict(submission / job["weights"]))
+    load_strict(model, read_state_dict(submission / job.weights))
     model.eval()
     report.done("load", t)
     return model
 
 
-def pick_device(job: dict[str, Any]) -> torch.device:
-    if job.get("device", "auto") == "auto" and torch.cuda.is_available():
+def pick_device(job: ModelIO) -> torch.device:
+    if job.device == "auto" and torch.cuda.is_available():
         return torch.device("cuda")
     return torch.device("cpu")

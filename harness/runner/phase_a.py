@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from .contract import ExportJob, ModelIO
 from .load import built_and_loaded
 from .predict import OutputError
 from .report import Report
@@ -28,24 +29,24 @@ class ExportError(Exception):
     """``torch.export`` could not capture the model; the text is the error's first lines."""
 
 
-def example(job: dict[str, Any], batch: int) -> torch.Tensor:
+def example(job: ModelIO, batch: int) -> torch.Tensor:
     """A normalized batch of seeded uniform noise with the task's input shape."""
     generator = torch.Generator().manual_seed(0)
-    x = torch.rand((batch, *job["input_shape"]), generator=generator)
-    norm = job.get("normalize")
-    if norm:
+    x = torch.rand((batch, *job.input_shape), generator=generator)
+    norm = job.normalize
+    if norm is not None:
         shape = (1, -1, 1, 1)
-        x = (x - torch.tensor(norm["mean"]).view(shape)) / torch.tensor(norm["std"]).view(shape)
+        x = (x - torch.tensor(norm.mean).view(shape)) / torch.tensor(norm.std).view(shape)
     return x
 
 
-def check_shape(out: Any, n: int, job: dict[str, Any]) -> None:
+def check_shape(out: Any, n: int, job: ModelIO) -> None:
     """The output contract's shape and dtype rules (finiteness is checked on real inputs)."""
     if not isinstance(out, torch.Tensor):
         raise OutputError(f"the model returned {type(out).__name__}; it must return one tensor")
     if not out.is_floating_point():
         raise OutputError(f"the model returned dtype {out.dtype}; a floating dtype is required")
-    want = [(n,), (n, 1)] if job["kind"] == "regression" else [(n, job["num_classes"])]
+    want = [(n,), (n, 1)] if job.kind == "regression" else [(n, job.num_classes)]
     if tuple(out.shape) not in want:
         expected = " or ".join(str(w) for w in want)
         raise OutputError(
@@ -67,7 +68,7 @@ def export_error(exc: BaseException) -> ExportError:
     return ExportError(f"{type(exc).__name__}: {text}")
 
 
-def phase_export(job: dict[str, Any], a: argparse.Namespace, report: Report) -> None:
+def phase_export(job: ExportJob, a: argparse.Namespace, report: Report) -> None:
     model = built_and_loaded(a.submission, job, report)
 
     t = report.start("dry_run")
@@ -79,7 +80,7 @@ def phase_export(job: dict[str, Any], a: argparse.Namespace, report: Report) -> 
     report.done("dry_run", t)
 
     t = report.start("export")
-    x = example(job, int(job["export_batch"]))
+    x = example(job, job.export_batch)
     report.data["input_shape"] = list(x.shape)
     save(model, x, a.output / PROGRAM)
     report.done("export", t)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .contract import EagerJob, PredictJob
 from .interpreter import Program
 from .load import pick_device
 from .predict import determinism, run_batches
@@ -57,14 +58,14 @@ def _save(folder: Path, array: np.ndarray) -> None:
     os.replace(tmp, folder / "predictions.npy")
 
 
-def phase_predict(job: dict[str, Any], a: argparse.Namespace, report: Report) -> None:
-    torch.set_num_threads(max(1, int(job.get("threads", 1))))
+def phase_predict(job: PredictJob, a: argparse.Namespace, report: Report) -> None:
+    torch.set_num_threads(max(1, job.threads))
     device = pick_device(job)
     report.data["device"] = str(device)
     report.data["torch_version"] = torch.__version__
 
     t = report.start("program")
-    model = static_batches(Program(a.job / job["program"], device), job["batch_size"])
+    model = static_batches(Program(a.job / job.program, device), job.batch_size)
     report.done("program", t)
 
     images = np.load(a.inputs / "inputs.npy", mmap_mode="r", allow_pickle=False)
@@ -86,18 +87,18 @@ def phase_predict(job: dict[str, Any], a: argparse.Namespace, report: Report) ->
 def run_probe(
     model: Callable[[torch.Tensor], Any],
     images: np.ndarray,
-    job: dict[str, Any],
+    job: EagerJob | PredictJob,
     device: torch.device,
     a: argparse.Namespace,
     report: Report,
 ) -> None:
     """The memorization probe, when the job asks: the first inputs again, with noise (the
     canaries are mixed into the inputs themselves, where a model cannot tell them apart)."""
-    probe = job.get("probe")
-    if not probe:
+    probe = job.probe
+    if probe is None:
         return
     t = report.start("probe")
-    if probe["count"]:
-        subset = noisy(np.asarray(images[: probe["count"]]), probe["seed"], probe["amplitude"])
+    if probe.count:
+        subset = noisy(np.asarray(images[: probe.count]), probe.seed, probe.amplitude)
         _save(a.output / "probe", run_batches(model, subset, job, device))
     report.done("probe", t)

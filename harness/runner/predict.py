@@ -9,6 +9,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from .contract import EagerJob, ModelIO, PredictJob
+
+DETERMINISM_SEED = 0  # the other order the determinism check predicts in
+
 
 class OutputError(Exception):
     """The model's output broke the contract (shape, dtype, NaN)."""
@@ -25,24 +29,24 @@ def _prepare(batch: np.ndarray, device: torch.device, norm: Any) -> torch.Tensor
     return x
 
 
-def _check(out: Any, n: int, job: dict[str, Any]) -> torch.Tensor:
+def _check(out: Any, n: int, job: ModelIO) -> torch.Tensor:
     if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
         raise OutputError(f"the model returned a {type(out).__name__}; it must return one tensor")
     if not isinstance(out, torch.Tensor):
         raise OutputError(f"the model returned {type(out).__name__}, not a tensor")
     if not out.is_floating_point():
         raise OutputError(f"the model returned dtype {out.dtype}; a floating dtype is required")
-    if job["kind"] == "regression":
+    if job.kind == "regression":
         if tuple(out.shape) not in ((n,), (n, 1)):
             raise OutputError(
                 f"the output has shape {tuple(out.shape)} for a batch of {n}; "
                 f"a regression model returns ({n},) or ({n}, 1)"
             )
         out = out.reshape(n)
-    elif tuple(out.shape) != (n, job["num_classes"]):
+    elif tuple(out.shape) != (n, job.num_classes):
         raise OutputError(
             f"the output has shape {tuple(out.shape)} for a batch of {n}; "
-            f"expected ({n}, {job['num_classes']}) logits or probabilities"
+            f"expected ({n}, {job.num_classes}) logits or probabilities"
         )
     if not bool(torch.isfinite(out).all()):
         raise OutputError("the output holds NaN or infinite values")
@@ -52,22 +56,22 @@ def _check(out: Any, n: int, job: dict[str, Any]) -> torch.Tensor:
 def run_batches(
     model: Callable[[torch.Tensor], Any],
     images: np.ndarray,
-    job: dict[str, Any],
+    job: EagerJob | PredictJob,
     device: torch.device,
     order: np.ndarray | None = None,
     batch_size: int | None = None,
 ) -> np.ndarray:
     """Predict every image (in ``order`` if given), returning outputs in input order."""
     n = len(images)
-    bs = batch_size or job["batch_size"]
+    bs = batch_size or job.batch_size
     norm = None
-    if job.get("normalize"):
+    if job.normalize is not None:
         shape = (1, -1, 1, 1)
-        mean = torch.tensor(job["normalize"]["mean"], dtype=torch.float32).view(shape)
-        std = torch.tensor(job["normalize"]["std"], dtype=torch.float32).view(shape)
+        mean = torch.tensor(job.normalize.mean, dtype=torch.float32).view(shape)
+        std = torch.tensor(job.normalize.std, dtype=torch.float32).view(shape)
         norm = (mean.to(device), std.to(device))
     index = np.arange(n) if order is None else order
-    width = () if job["kind"] == "regression" else (job["num_classes"],)
+    width = () if job.kind == "regression" else (job.num_classes,)
     result = np.empty((n, *width), dtype=np.float32)
     with torch.inference_mode():
         for start in range(0, n, bs):
@@ -82,7 +86,7 @@ def determinism(
     model: Callable[[torch.Tensor], Any],
     images: np.ndarray,
     first: np.ndarray,
-    job: dict[str, Any],
+    job: EagerJob | PredictJob,
     device: torch.device,
 ) -> dict[str, Any]:
     """Predict the whole split again in another order (a seeded permutation), so every
@@ -91,8 +95,8 @@ def determinism(
     n = len(images)
     if n < 2:
         return {"checked": n, "max_abs_diff": 0.0, "differ": 0, "images": []}
-    order = np.random.default_rng(int(job.get("determinism_seed", 0))).permutation(n)
-    size = int(job["batch_size"])
+    order = np.random.default_rng(DETERMINISM_SEED).permutation(n)
+    size = job.batch_size
     other = size if n > size else max(1, (n + 1) // 2)
     again = run_batches(model, images, job, device, order=order, batch_size=other)
     diff = np.abs(again.astype(np.float64) - first).reshape(n, -1).max(axis=1)

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from .contract import RebuildJob
 from .load import build_model, import_entrypoint
 from .report import Report
 
@@ -54,10 +55,10 @@ def _fresh(factory: Any, seed: int) -> dict[str, str]:
     return tensors(build_model(factory))
 
 
-def phase_rebuild(job: dict[str, Any], a: argparse.Namespace, report: Report) -> None:
-    torch.set_num_threads(max(1, int(job.get("threads", 1))))
+def phase_rebuild(job: RebuildJob, a: argparse.Namespace, report: Report) -> None:
+    torch.set_num_threads(max(1, job.threads))
     t = report.start("import")
-    factory = import_entrypoint(a.submission, job["entrypoint"])
+    factory = import_entrypoint(a.submission, job.entrypoint)
     report.done("import", t)
     t = report.start("build")
     first, second = (_fresh(factory, seed) for seed in SEEDS)

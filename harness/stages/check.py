@@ -16,6 +16,7 @@ from ..counting import (
     source_values,
     verified_params,
 )
+from ..jobs import rebuild_job_spec
 from ..outputs import read_report
 from ..program.check import CheckError, Expect, check_program
 from ..program.records import Program
@@ -80,12 +81,7 @@ def _regenerated(
     ws = g.workspace
     files = [f for f in g.sub.files if f != g.sub.manifest.model.weights]
     sub_dir = ws.stage("rebuild-sub", g.sub.path, files)
-    spec = {
-        "phase": "rebuild",
-        "entrypoint": g.sub.manifest.model.entrypoint,
-        "threads": max(1, int(g.task.limits.cpus)),
-    }
-    job = ws.job("rebuild-job", spec)
+    job = ws.job("rebuild-job", rebuild_job_spec(g.task, g.sub.manifest))
     out = ws.output("rebuild-out")
     no_inputs = ws.stage("rebuild-inputs", g.sub.path, [])
     outcome = g.backend.run(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -20,6 +19,7 @@ from ..counting import over_message, params_over_limit
 from ..jobs import PROGRAM, eager_job_spec, job_with_files, predict_job_spec
 from ..params import to_params
 from ..results import Flag
+from ..runner.contract import Probe
 from ..sandbox import RunOutcome
 from ..verdicts import Failed, RunData, interpret_run, read_run
 from .records import Checked, Counted, Ended, Grading, Notes, Predicted, replace
@@ -91,7 +91,7 @@ def unverified(counted: Counted, since: Notes, failure: Failed) -> Counted:
 class _Probe:
     """The probe a hidden-set run carries, and the canaries mixed into its inputs."""
 
-    spec: dict[str, Any] | None
+    spec: Probe | None
     mixed: Mixed | None
     notes: tuple[Flag, ...]  # why canaries could not be mixed in
 
@@ -120,8 +120,7 @@ class _Probe:
         """The run's data, with the canaries' outputs taken out of the hidden ones (and,
         when canaries were mixed in, every output before separating them)."""
         mixed = self.mixed
-        probes = 0 if self.spec is None else int(str(self.spec["count"]))
-        run = read_run(outcome, g.task, mixed.count if mixed else g.split.count, probes)
+        run = read_run(outcome, g.task, mixed.count if mixed else g.split.count, self.spec)
         if mixed is None:
             return run, None
         every = run.outputs

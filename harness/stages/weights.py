@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .. import integrity
 from ..errors import UserError
+from ..jobs import convert_job_spec
 from ..params import count_from_header, to_params
 from ..safefs import NotPlain, plain_file
 from ..safetensors_header import read_header
@@ -44,7 +45,7 @@ def _convert(g: Grading, name: str, timing: dict[str, float]) -> Path:
     """Convert .pt weights in the sandbox (weights-only load): the converted file's path."""
     ws = g.workspace
     sub_dir = ws.stage("convert-sub", g.sub.path, [name])
-    job = ws.job("convert-job", {"phase": "convert", "weights": name})
+    job = ws.job("convert-job", convert_job_spec(name))
     out = ws.output("convert-out")
     outcome = g.backend.run(g.sandbox_job(sub_dir, job, out, code=True))  # weights only
     timing["convert_s"] = round(outcome.wall_seconds, 4)
