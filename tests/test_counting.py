@@ -474,3 +474,27 @@ def test_phase_a_exports_without_the_dry_batch_cache(tmp_path: Path, fresh: bool
     count = count_program(checked, 1024, input_width=3, regenerated=found)
     parameters = sum(p.numel() for p in model.parameters())
     assert count.counted == (parameters if fresh else parameters + 144)
+
+
+def test_the_eager_fallback_counts_64_bit_tensors_per_32_bits() -> None:
+    """Without a program, the eager fallback adds the tensors the model shows outside its
+    weights file, each value per 32 bits as the program's count does."""
+    import numpy as np
+
+    from harness.results import Params
+    from harness.runner.inventory import inventory
+    from harness.tasks import load_task
+    from harness.verdicts import RunData
+
+    class Outside(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 10)
+            self.register_buffer("codes", torch.arange(6), persistent=False)  # int64
+            self.register_buffer("scale", torch.ones(3), persistent=False)
+            self.shift = torch.zeros(5, dtype=torch.float64)
+
+    run = RunData(outputs=np.zeros(1), report={"model": inventory(Outside())})
+    task = load_task("mnist", Path(__file__).parents[1] / "tasks")
+    params = run.params(Params(counted=50, limit=None), task)
+    assert params.counted == 50 + 6 * 2 + 3 + 5 * 2 and not params.verified
