@@ -19,6 +19,8 @@ file (the count before the program exists); everything else asks ``over_limit`` 
 from __future__ import annotations
 
 import ast
+import io
+import tokenize
 from pathlib import Path
 
 from .program.count import ExportCount, Row, count_program, describe, largest, named_groups
@@ -32,6 +34,7 @@ RULE = (
     "of layers fed by the input and buffers the code rebuilds identically are free"
 )
 SOURCE = "source_table"
+WEIGHTS = (".safetensors", ".pt", ".pth")  # a submission's only non-Python files of these kinds
 
 
 def over_limit(counted: int | None, limit: int | None) -> bool:
@@ -47,9 +50,9 @@ def count_checked(
     program: Program, task: TaskSpec, regenerated: frozenset[str], source_values: int
 ) -> ExportCount:
     """The program's count under ``task``. Buffers a fresh build regenerated are free only
-    up to what the submission's source could not have spelled out: when the source holds
-    more value literals than the task's allowance, regenerated values count up to that
-    excess (a table written in the source is a table of learned values)."""
+    up to what the files the rebuild could read could not have spelled out: when they hold
+    more values (``source_values``) than the task's allowance, regenerated values count up
+    to that excess (a table written in the source or a file is a table of learned values)."""
     allowance = task.integrity.allowance
     count = count_program(
         program, allowance, input_width=task.input_shape[0], regenerated=regenerated
@@ -65,28 +68,43 @@ def count_checked(
 
 
 def source_values(folder: Path, files: list[str]) -> int:
-    """Values the submission's Python source spells out: numeric literals, and string or
-    bytes literals at one value per 4 bytes (a base64 table is a table). Read with
-    ``ast`` (never run); a file that does not parse counts by its size."""
+    """Values the files the rebuild could read spell out: in Python source, one per
+    numeric literal and one per 4 characters of string and bytes literals and comments,
+    however they are split (a base64 table is a table, and code can read its own file);
+    any other file (the manifest, a report, a training log) one per 4 bytes, since the
+    code may read it while it builds. Weights files are never mounted for the rebuild.
+    Read with ``ast`` and ``tokenize`` (never run); a Python file that does not parse
+    counts by its size."""
     total = 0
     for rel in files:
-        if not rel.endswith(".py"):
-            continue
         path = folder / rel
+        if rel.endswith(WEIGHTS):
+            continue
         try:
+            if not rel.endswith(".py"):
+                total += path.stat().st_size // 4 if path.is_file() else 0
+                continue
             text = path.read_text(encoding="utf-8", errors="replace")
             tree = ast.parse(text)
-        except (OSError, SyntaxError, ValueError, RecursionError):
+            comments = _comment_chars(text)
+        except (OSError, SyntaxError, ValueError, RecursionError, tokenize.TokenError):
             total += path.stat().st_size // 4 if path.is_file() else 0
             continue
+        chars = comments
         for node in ast.walk(tree):
             if not isinstance(node, ast.Constant) or isinstance(node.value, bool):
                 continue
             if isinstance(node.value, (int, float, complex)):
                 total += 1
-            elif isinstance(node.value, (str, bytes)) and len(node.value) > 64:
-                total += len(node.value) // 4
+            elif isinstance(node.value, (str, bytes)):
+                chars += len(node.value)
+        total += chars // 4
     return total
+
+
+def _comment_chars(text: str) -> int:
+    tokens = tokenize.generate_tokens(io.StringIO(text).readline)
+    return sum(len(t.string) for t in tokens if t.type == tokenize.COMMENT)
 
 
 def verified_params(

@@ -71,15 +71,17 @@ def count_from_header(header: SafetensorsHeader) -> ParamCount:
     per_layer = []
     for entry in header.tensors:
         stat = is_norm_stat(entry, by_name)
+        # what the tensor counts: per 32 bits, as in the exported program's count
+        values = entry.numel * (2 if entry.dtype in WIDE and not stat else 1)
         if stat:
-            buffers += entry.numel
+            buffers += values
         else:
-            counted += entry.numel * (2 if entry.dtype in WIDE else 1)
+            counted += values
         per_layer.append(
             LayerCount(
                 name=entry.name,
                 shape=list(entry.shape),
-                numel=entry.numel,
+                numel=values,
                 kind="norm_stat" if stat else "parameter",
             )
         )

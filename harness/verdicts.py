@@ -204,6 +204,12 @@ def _phase_b_error(error: dict[str, Any], log: str) -> Verdict:
     )
 
 
+def _values(tensor: dict[str, Any]) -> int:
+    """What one tensor of the runner's inventory counts: per 32 bits."""
+    words = tensor.get("words", 1)
+    return int(tensor["numel"]) * (words if isinstance(words, int) and 1 <= words <= 2 else 1)
+
+
 @dataclass
 class RunData:
     """A successful prediction run: predictions, timings and what the runner reported."""
@@ -215,14 +221,15 @@ class RunData:
     canary: np.ndarray | None = None  # predictions on the canaries mixed into the inputs
 
     def params(self, params: Params, task: TaskSpec) -> Params:
-        """Eager fallback: add the tensors the model showed outside its weights file."""
+        """Eager fallback: add the tensors the model showed outside its weights file (a
+        64-bit value per 32 bits, as ``harness.counting`` counts)."""
         model = self.report.get("model") or {}
         extra = [
-            LayerCount(name=b["name"], shape=b["shape"], numel=b["numel"], kind="buffer")
+            LayerCount(name=b["name"], shape=b["shape"], numel=_values(b), kind="buffer")
             for b in model.get("buffers", [])
             if not b.get("persistent", True) and not b.get("norm") and b.get("numel", 0) > 0
         ] + [
-            LayerCount(name=a["name"], shape=a["shape"], numel=a["numel"], kind="created")
+            LayerCount(name=a["name"], shape=a["shape"], numel=_values(a), kind="created")
             for a in model.get("attributes", [])
             if a.get("numel", 0) > 0
         ]

@@ -24,7 +24,7 @@ from harness.program.check import (
 )
 from harness.program.count import ExportCount, count_program
 from harness.program.ops import ALLOWED
-from harness.regenerate import candidates, regenerated
+from harness.regenerate import candidates, rebuild_files, regenerated
 from harness.runner.rebuild import _fresh
 
 
@@ -328,6 +328,19 @@ def test_source_values_counts_literals_and_blobs(tmp_path: Path) -> None:
     )
 
 
+def test_source_values_counts_short_strings_comments_and_readable_files(tmp_path: Path) -> None:
+    """However the text is split, code can read it back: short strings and comment lines
+    count by their characters, and so do the files beside the code (a report, the
+    manifest); the weights file is never mounted for the rebuild."""
+    pieces = "".join(f"P{i} = 'ABCDEFGHIJKLMNOP'  # {'Q' * 58}\n" for i in range(50))
+    (tmp_path / "model.py").write_text(pieces)  # 50 x (16 + 60) characters
+    (tmp_path / "REPORT.md").write_text("1.5 " * 1000)  # 4,000 bytes
+    (tmp_path / "weights.safetensors").write_bytes(b"\0" * 8000)
+    files = ["model.py", "REPORT.md", "weights.safetensors"]
+    assert source_values(tmp_path, files) == 50 * 76 // 4 + 1000
+    assert source_values(tmp_path, rebuild_files(files)) == 50 * 76 // 4  # code alone
+
+
 # -- canaries ---------------------------------------------------------------------------
 def test_canaries_come_from_the_secret_seed_and_mix_at_secret_positions(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -377,3 +390,111 @@ def test_a_public_test_set_says_memorization_cannot_be_excluded() -> None:
         flag = canary.public_test_set_flag(task, None)
         assert flag is not None and "memorization cannot be excluded" in flag.message
     assert canary.public_test_set_flag(load_task("correlation", root), None) is None
+
+
+# -- the weights file's floor and eval-mode caches ---------------------------------------
+class IndexTable(nn.Module):
+    """A Swin-style relative-position index: an int64 persistent buffer the code rebuilds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.randn(7))
+        self.register_buffer("index", (torch.arange(16) % 7).flip(0))
+        self.fc = nn.Linear(3 * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1)) + self.bias[self.index].sum()
+
+
+def test_an_int64_index_table_in_the_weights_file_is_not_counted(tmp_path: Path) -> None:
+    """The weights file counts the int64 table per 32 bits (32 values); what the program
+    shows to be rebuilt by the code comes off at that width: the count is the parameters."""
+    from safetensors.torch import save_file
+
+    from harness.counting import verified_params
+    from harness.params import count_from_header, to_params
+    from harness.safetensors_header import read_header
+
+    count, model = _count(IndexTable, (2, 3, 4, 4), tmp_path)
+    save_file(model.state_dict(), str(tmp_path / "w.safetensors"))
+    file = count_from_header(read_header(tmp_path / "w.safetensors"))
+    parameters = sum(p.numel() for p in model.parameters())
+    assert file.counted == parameters + 32
+    assert next(r.numel for r in file.per_layer if r.name == "index") == 32
+    assert count.counted == parameters and count.regenerated == 16
+    assert verified_params(to_params(file, None), count, None, None).counted == parameters
+
+
+class BiasCache(nn.Module):
+    """timm LeViT's pattern: in eval mode, attention biases gathered from a parameter are
+    cached in a dict on first use; ``train()`` drops the cache."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.biases = nn.Parameter(torch.randn(4, 6))
+        self.register_buffer("idxs", torch.arange(36).remainder(6).view(6, 6), persistent=False)
+        self.cache: dict[str, torch.Tensor] = {}
+        self.fc = nn.Linear(3 * 4 * 4, 10)
+
+    def train(self, mode: bool = True) -> BiasCache:
+        super().train(mode)
+        if mode:
+            self.cache = {}
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            ab = self.biases[:, self.idxs]
+        else:
+            ab = self.cache.setdefault("cpu", self.biases[:, self.idxs])
+        return self.fc(x.flatten(1)) + ab.mean()
+
+
+@pytest.mark.parametrize("fresh", [True, False])
+def test_phase_a_exports_without_the_dry_batch_cache(tmp_path: Path, fresh: bool) -> None:
+    """After the dry batch, the cache holds 144 values gathered from the 24 biases: exported
+    as is, they are a tensor made in forward and count on top of the parameters; phase A's
+    ``fresh_eval`` drops the cache first, so the program gathers from the parameter (the
+    index table is rebuilt by the code) and counts exactly the parameters."""
+    from harness.runner.phase_a import fresh_eval, save
+
+    torch.manual_seed(0)
+    model = BiasCache().eval()
+    x = torch.rand(2, 3, 4, 4)
+    with torch.no_grad():
+        model(x)  # the dry batch
+    if fresh:
+        fresh_eval(model)
+    save(model, x, tmp_path / "program.pt2")
+    expect = Expect(tuple(x.shape), "classification", 10, 2**30)
+    checked, _ = check_program(tmp_path / "program.pt2", tmp_path / "clean.pt2", expect)
+    first, second = _fresh(BiasCache, 1), _fresh(BiasCache, 2)
+    report = {"regenerated": {n: d for n, d in first.items() if second.get(n) == d}}
+    found = regenerated(tmp_path / "clean.pt2", checked, ["idxs"], report)
+    count = count_program(checked, 1024, input_width=3, regenerated=found)
+    parameters = sum(p.numel() for p in model.parameters())
+    assert count.counted == (parameters if fresh else parameters + 144)
+
+
+def test_the_eager_fallback_counts_64_bit_tensors_per_32_bits() -> None:
+    """Without a program, the eager fallback adds the tensors the model shows outside its
+    weights file, each value per 32 bits as the program's count does."""
+    import numpy as np
+
+    from harness.results import Params
+    from harness.runner.inventory import inventory
+    from harness.tasks import load_task
+    from harness.verdicts import RunData
+
+    class Outside(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 10)
+            self.register_buffer("codes", torch.arange(6), persistent=False)  # int64
+            self.register_buffer("scale", torch.ones(3), persistent=False)
+            self.shift = torch.zeros(5, dtype=torch.float64)
+
+    run = RunData(outputs=np.zeros(1), report={"model": inventory(Outside())})
+    task = load_task("mnist", Path(__file__).parents[1] / "tasks")
+    params = run.params(Params(counted=50, limit=None), task)
+    assert params.counted == 50 + 6 * 2 + 3 + 5 * 2 and not params.verified

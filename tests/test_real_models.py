@@ -14,9 +14,9 @@ each other is not compared (the order of float additions, which a batch's size m
 decides such a tie: random weights make many). At least half of each model's images must
 be compared.
 
-The count: ``sum(p.numel())`` exactly, except the models in ``KNOWN_COUNT_GAPS``, where
-the counting rule (``harness/counting.py``) counts the measured number of values beyond
-the parameters; the program's parameters are exact for every model.
+The count: ``sum(p.numel())`` exactly, for every model (index tables the code rebuilds
+without its weights are structural, whatever their dtype; eval-mode caches of values
+derived from the weights are computed from the parameters in the exported program).
 
 The process backend grades the whole zoo; bwrap grades a subset that covers every kind of
 node the suite exists for (in-place activations, RNNs, unfold, grid sampling, higher-order
@@ -214,19 +214,6 @@ def graded_predictions(doc: ResultDocument) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype=np.uint16).astype(np.int64)
 
 
-# Honest models the count still charges for more than their parameters, measured on this
-# suite's inputs (the counting issue leaves them open): values beyond the parameters that
-# the rebuild check does not recognize as structural here, or literals past the allowance,
-# and LeViT's attention-bias cache, which the model assigns during export. The test pins
-# each gap: a gap that grows, shrinks or disappears fails it, so this list stays true.
-KNOWN_COUNT_GAPS = {
-    "tv_swin_small": 1_024,
-    "tv_maxvit_small": 64,
-    "timm_efficientformerv2_s0": 64,
-    "timm_levit_128s": 226,
-}
-
-
 def problems_of(built: Built, doc: ResultDocument) -> list[str]:
     """What is wrong with one model's grading (empty: graded, verified, equal to eager)."""
     name = built.entry.name
@@ -238,7 +225,7 @@ def problems_of(built: Built, doc: ResultDocument) -> list[str]:
     parameters = sum(row.numel for row in doc.params.per_layer if row.kind == "parameter")
     if parameters != built.params:  # the program's parameters are always exactly the model's
         found.append(f"{name}: parameters in the program {parameters:,}, model {built.params:,}")
-    if doc.params.counted != built.params + KNOWN_COUNT_GAPS.get(name, 0):
+    if doc.params.counted != built.params:
         found.append(f"{name}: counted {doc.params.counted:,}, parameters {built.params:,}")
     got = graded_predictions(doc)
     same = got[built.compared] == built.predictions[built.compared]

@@ -55,7 +55,7 @@ GROUPS = {
         "not come from the input, or wider than the counted layers before it)"
     ),
     "literal": "literals in the graph (floats, and integers used as values)",
-    "source_table": "buffers the code rebuilds from literals in its source",
+    "source_table": "buffers the code rebuilds from values written in its source or files",
 }
 NAMED = ("buffer", "nonpersistent", "attribute", "created", "norm_table", "source_table", "literal")
 APART = ("norm_stat", "regenerated", "unused")  # reported, never counted

@@ -9,6 +9,11 @@ import torch
 NORM_TYPES = (torch.nn.modules.batchnorm._NormBase,)
 
 
+def words(tensor: torch.Tensor) -> int:
+    """32-bit words per value (``harness.counting``'s rule: a 64-bit value counts twice)."""
+    return max(1, tensor.element_size() // 4)
+
+
 def inventory(model: torch.nn.Module) -> dict[str, Any]:
     params = [
         {"name": n, "shape": list(p.shape), "numel": p.numel()} for n, p in model.named_parameters()
@@ -23,6 +28,7 @@ def inventory(model: torch.nn.Module) -> dict[str, Any]:
                 "name": name,
                 "shape": list(buf.shape),
                 "numel": buf.numel(),
+                "words": words(buf),
                 "persistent": name in persistent,
                 "norm": isinstance(owner, NORM_TYPES),
             }
@@ -33,7 +39,12 @@ def inventory(model: torch.nn.Module) -> dict[str, Any]:
             if isinstance(value, torch.Tensor) and not attr.startswith("_"):
                 full = f"{mod_name}.{attr}" if mod_name else attr
                 attributes.append(
-                    {"name": full, "shape": list(value.shape), "numel": value.numel()}
+                    {
+                        "name": full,
+                        "shape": list(value.shape),
+                        "numel": value.numel(),
+                        "words": words(value),
+                    }
                 )
     return {
         "parameters_sum": sum(p.numel() for p in model.parameters()),

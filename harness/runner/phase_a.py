@@ -80,10 +80,23 @@ def phase_export(job: ExportJob, a: argparse.Namespace, report: Report) -> None:
     report.done("dry_run", t)
 
     t = report.start("export")
+    fresh_eval(model)
     x = example(job, job.export_batch)
     report.data["input_shape"] = list(x.shape)
     save(model, x, a.output / PROGRAM)
     report.done("export", t)
+
+
+def fresh_eval(model: torch.nn.Module) -> None:
+    """Eval mode as after loading, without what the dry batch cached: ``train()`` then
+    ``eval()``. Models that cache values derived from their weights in eval mode (timm's
+    LeViT and EfficientFormerV2 attention-bias caches) drop them on ``train()`` (the
+    PyTorch convention), so the export computes them from the parameters instead of
+    freezing the dry batch's copy as a constant, which the count would charge as a
+    tensor created in ``forward``."""
+    with torch.no_grad():
+        model.train()
+        model.eval()
 
 
 def save(model: torch.nn.Module, x: torch.Tensor, target: Path) -> None:

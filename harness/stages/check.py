@@ -53,7 +53,7 @@ def check(exported: Exported) -> Checked:
     if names:  # buffers that may be structural: does the code alone rebuild them?
         found = _regenerated(exported, checked, names, target, timing)
         if found:
-            values = source_values(g.sub.path, g.sub.files)
+            values = source_values(g.sub.path, regenerate.rebuild_files(g.sub.files))
             count = count_checked(checked, task, found, values)
     file = notes.params
     params = verified_params(file, count, exported.reported, task.parameter_limit)
@@ -79,7 +79,7 @@ def _regenerated(
     g = exported.counted.grading
     assert g.sub.manifest is not None
     ws = g.workspace
-    files = [f for f in g.sub.files if f != g.sub.manifest.model.weights]
+    files = regenerate.rebuild_files(g.sub.files)  # the Python source alone
     sub_dir = ws.stage("rebuild-sub", g.sub.path, files)
     job = ws.job("rebuild-job", rebuild_job_spec(g.task, g.sub.manifest))
     out = ws.output("rebuild-out")

@@ -109,6 +109,7 @@ class Case:
     task: str = TASK
     count: int | None = None  # the exact count it must get, where it is graded
     scale: float = 1.0  # multiplies the honest weights (a disguised copy)
+    report: str = ""  # REPORT.md ("@TABLE@": the 2,000 weights as text)
 
 
 def _randn(n: int, seed: int = 3) -> Any:
@@ -660,7 +661,7 @@ def build_model():
         "source_table",
         "2,000 weights written as literals in the source, rebuilt into a buffer at every build",
         "over_limit",
-        "buffers the code rebuilds from literals in its source",
+        "buffers the code rebuilds from values written in its source or files",
         code="""
 TABLE = @TABLE@
 
@@ -676,6 +677,58 @@ class Spelled(Net):
 
 def build_model():
     return Spelled()
+""",
+    ),
+    Case(
+        "report_table",
+        "2,000 weights written as text in REPORT.md, read into a buffer at every build",
+        "over_limit",
+        "2,000 values in non-persistent buffers (table)",  # the rebuild sees no REPORT.md
+        code="""
+from pathlib import Path
+
+
+class Read(Net):
+    def __init__(self):
+        super().__init__()
+        text = (Path(__file__).parent / "REPORT.md").read_text().split()
+        self.register_buffer("table", torch.tensor([float(v) for v in text]), persistent=False)
+
+    def forward(self, x):
+        return super().forward(x) + (self.features(x) * self.table[:36]).sum(1)
+
+
+def build_model():
+    return Read()
+""",
+        report="@TABLE@",
+    ),
+    Case(
+        "comment_table",
+        "2,000 float32 weights in base64 comments of model.py (short lines), read back",
+        "over_limit",
+        "buffers the code rebuilds from values written in its source or files",
+        code="""
+import base64
+
+
+class Commented(Net):
+    def __init__(self):
+        super().__init__()
+        lines = open(__file__).read().splitlines()
+        blob = "".join(line[3:] for line in lines if line.startswith("# @"))
+        values = torch.frombuffer(bytearray(base64.b64decode(blob)), dtype=torch.float32)
+        self.register_buffer("table", values.clone(), persistent=False)
+
+    def forward(self, x):
+        return super().forward(x) + (self.features(x) * self.table[:36]).sum(1)
+
+
+def build_model():
+    return Commented()
+
+
+@COMMENTS@
 """,
     ),
     Case(
@@ -857,18 +910,31 @@ def answers(hidden: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     }
 
 
+def _table() -> list[float]:
+    """2,000 trained-looking weights."""
+    return [round(float(w), 6) for w in np.sin(np.arange(2000) * 0.37).astype(np.float32)]
+
+
+def _blob() -> str:
+    """2,000 float32 weights as base64."""
+    import base64
+
+    blob = np.sin(np.arange(2000, dtype=np.float32) * 0.37).astype("<f4").tobytes()
+    return base64.b64encode(blob).decode("ascii")
+
+
 def source(c: Case, table: dict[str, float]) -> str:
     code = case("hash_lookup").code if c.code == "@SAME_AS_hash_lookup@" else c.code
     text = c.before + BASE + textwrap.dedent(code)
     text = text.replace("@ANSWERS@", repr(table))
     if "@TABLE@" in text:  # 2,000 trained-looking weights, spelled out in the source
-        weights = np.sin(np.arange(2000) * 0.37).astype(np.float32)
-        text = text.replace("@TABLE@", repr([round(float(w), 6) for w in weights]))
+        text = text.replace("@TABLE@", repr(_table()))
+    if "@COMMENTS@" in text:  # the blob below, in comment lines of 60 characters
+        blob = _blob()
+        lines = [f"# @{blob[i : i + 57]}" for i in range(0, len(blob), 57)]
+        text = text.replace("@COMMENTS@", "\n".join(lines))
     if "@BLOB@" in text:
-        import base64
-
-        blob = np.sin(np.arange(2000, dtype=np.float32) * 0.37).astype("<f4").tobytes()
-        text = text.replace("@BLOB@", base64.b64encode(blob).decode("ascii"))
+        text = text.replace("@BLOB@", _blob())
     return text
 
 
@@ -903,6 +969,9 @@ def build(
             '[model]\nentrypoint = "model:build_model"\nweights = "weights.safetensors"\n'
         )
         save_file(weights(c) | lookup(c, hidden, labels), str(folder / "weights.safetensors"))
+        if c.report:
+            text = c.report.replace("@TABLE@", " ".join(map(str, _table())))
+            (folder / "REPORT.md").write_text(text)
         folders[c.name] = folder
     return folders
 
