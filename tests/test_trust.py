@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from subkit import make_submission, write_task
+from kit import make_submission, write_task
 from trust.build_corpus import (
     CASES,
     EVIL_URL,
