@@ -92,7 +92,7 @@ def batch(request: pytest.FixtureRequest, corpus: Corpus) -> Iterator[Batch]:
         )
     }
     before = _fingerprint(corpus.root / "submissions", corpus.root / "cache")
-    canary = subprocess.Popen(["sleep", "900"], user=65534 if os.geteuid() == 0 else None)
+    canary = subprocess.Popen(["sleep", "3600"], user=65534 if os.geteuid() == 0 else None)
     try:
         docs = grade(list(corpus.folders.values()), options=replace(options, jobs=2))
         alive = canary.poll() is None

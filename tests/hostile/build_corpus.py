@@ -29,7 +29,7 @@ from kit import TINY_MODEL, honest_state, save_state, write_manifest, write_task
 TASK_ID = "hostile"
 QUICK_TASK_ID = "hostile-quick"  # the same with a short wall clock, for the cases that hang
 PARAMETER_LIMIT = 100_000
-TIME_SECONDS = 120
+TIME_SECONDS = 300  # no honest case needs it: room for a loaded CI (the hanging ones use QUICK)
 QUICK_SECONDS = 12
 
 MODEL = TINY_MODEL  # the honest network every case builds on: 305 parameters
