@@ -24,7 +24,7 @@ from typing import Any
 
 from grading_speed import (
     HISTORY,
-    MANIFEST,
+    TRAINING,
     Setup,
     _ratio,
     backend_reason,
@@ -33,6 +33,7 @@ from grading_speed import (
     run_harness,
     task_override,
 )
+from kit import save_weights, write_manifest
 
 TINY = '''"""A small model: 16 x 16 average pooling, two linear layers."""
 from torch import nn
@@ -100,24 +101,15 @@ def _setup(work: Path, count: int, images: int) -> Setup:
 
 
 def _write(root: Path, i: int) -> Path:
-    import torch
-    from safetensors.torch import save_file
-
     folder = root / f"student{i + 1:03d}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     (folder / "model.py").write_text(TINY)
-    manifest = MANIFEST.format(team=folder.name, variant="small", seed=i)
-    (folder / "submission.toml").write_text(manifest)
+    notes = f"benchmark: a small model, random weights (seed {i})"
+    training = TRAINING | {"notes": notes}
+    write_manifest(folder, task="correlation", members=["benchmark"], training=training)
     (folder / "history.csv").write_text(HISTORY)
-    namespace: dict[str, Any] = {}
-    exec(compile(TINY, str(folder / "model.py"), "exec"), namespace)
-    torch.manual_seed(i)
-    model = namespace["build_model"]()
-    save_file(
-        {k: v.contiguous() for k, v in model.state_dict().items()},
-        str(folder / "weights.safetensors"),
-    )
+    save_weights(TINY, folder, seed=i)
     return folder
 
 

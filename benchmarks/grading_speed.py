@@ -45,6 +45,10 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(ROOT / "tests"))  # the test kit writes the benchmark's submissions
+
+from kit import save_weights, write_manifest  # noqa: E402
+
 PY = sys.executable
 TARGETS = {"harness_over_bare": 1.25, "naive_over_harness": 1.8, "regrade_fraction": 0.05}
 FLAT_MEMORY = 1.25  # peak RSS with all submissions over peak RSS with one
@@ -93,23 +97,14 @@ def build_model() -> nn.Module:
         nn.Linear(1024, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 1),
     )
 '''
-MANIFEST = """task = "correlation"
-team = "{team}"
-members = ["benchmark"]
-
-[model]
-entrypoint = "model:build_model"
-weights = "weights.safetensors"
-
-[training]
-optimizer = "Adam"
-learning_rate = 0.001
-batch_size = 128
-epochs = 2
-loss = "MSELoss"
-history = "history.csv"
-notes = "benchmark: {variant} architecture, random weights (seed {seed})"
-"""
+TRAINING = {
+    "optimizer": "Adam",
+    "learning_rate": 0.001,
+    "batch_size": 128,
+    "epochs": 2,
+    "loss": "MSELoss",
+    "history": "history.csv",
+}
 HISTORY = "epoch,train_loss,val_loss\n0,0.34,0.34\n1,0.05,0.06\n2,0.02,0.03\n"
 
 
@@ -286,24 +281,17 @@ def _variants() -> list[tuple[str, str]]:
 
 
 def _write_submission(root: Path, i: int) -> Path:
-    import torch
-    from safetensors.torch import save_file
-
     variant, source = _variants()[i % 4]
     folder = root / f"bench{i + 1:02d}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     (folder / "model.py").write_text(source)
-    (folder / "submission.toml").write_text(
-        MANIFEST.format(team=folder.name, variant=variant, seed=i)
+    notes = f"benchmark: {variant} architecture, random weights (seed {i})"
+    write_manifest(
+        folder, task="correlation", members=["benchmark"], training=TRAINING | {"notes": notes}
     )
     (folder / "history.csv").write_text(HISTORY)
-    namespace: dict[str, Any] = {}
-    exec(compile(source, str(folder / "model.py"), "exec"), namespace)
-    torch.manual_seed(i)
-    model = namespace["build_model"]()
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(folder / "weights.safetensors"))
+    save_weights(source, folder, seed=i)
     return folder
 
 

@@ -32,6 +32,7 @@ from grading_speed import (
     run_bare,
     run_harness,
 )
+from kit import save_weights, write_manifest  # tests/ is on the path: grading_speed puts it there
 
 _HEAD = "import torch\nfrom torch import nn\n\n\n"
 STUDENT_MODELS = {
@@ -71,43 +72,19 @@ def build_model():
 """,
     "logistic": "def build_model():\n    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))\n",
 }
-MANIFEST = """task = "fashion-mnist"
-team = "{team}"
-
-[model]
-entrypoint = "model:build_model"
-weights = "weights.safetensors"
-
-[training]
-optimizer = "Adam"
-learning_rate = 0.001
-epochs = 2
-history = "history.csv"
-notes = "benchmark: {variant}, random weights (seed {seed})"
-"""
+TRAINING = {"optimizer": "Adam", "learning_rate": 0.001, "epochs": 2, "history": "history.csv"}
 
 
 def student(folder: Path, variant: str, seed: int) -> Path:
     """A submission folder for one student-style model with seeded random weights."""
-    import torch
-    from safetensors.torch import save_file
-
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     source = _HEAD + STUDENT_MODELS[variant]
     (folder / "model.py").write_text(source)
-    (folder / "submission.toml").write_text(
-        MANIFEST.format(team=folder.name, variant=variant, seed=seed)
-    )
+    notes = f"benchmark: {variant}, random weights (seed {seed})"
+    write_manifest(folder, task="fashion-mnist", members=None, training=TRAINING | {"notes": notes})
     (folder / "history.csv").write_text(HISTORY)
-    namespace: dict[str, Any] = {}
-    exec(compile(source, str(folder / "model.py"), "exec"), namespace)
-    torch.manual_seed(seed)
-    model = namespace["build_model"]()
-    save_file(
-        {k: v.contiguous() for k, v in model.state_dict().items()},
-        str(folder / "weights.safetensors"),
-    )
+    save_weights(source, folder, seed=seed)
     return folder
 
 

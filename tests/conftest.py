@@ -4,7 +4,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from subkit import write_task
+from kit import write_task
 
 from harness.settings import settings
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from subkit import make_submission, write_task
+from kit import make_submission, write_task
 from torch import nn
 
 from harness.program.check import CheckError, Expect, check_program

@@ -14,7 +14,7 @@ from types import FrameType
 from typing import Any
 
 import pytest
-from subkit import make_submission, write_task
+from kit import make_submission, write_task
 
 from harness.api import GradeOptions
 from harness.pipeline import grade_submission

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from subkit import make_submission
+from kit import make_submission
 
 
 def _grade(args: list[str], env_tasks: Path, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -12,8 +12,8 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from kit import make_submission, write_task
 from rich.console import Console
-from subkit import make_submission, write_task
 
 from harness.api import GradeOptions, grade
 from harness.console import print_results

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from subkit import make_submission, write_task
+from kit import make_submission, write_task
 
 from harness.api import GradeOptions, grade
 

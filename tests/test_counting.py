@@ -346,7 +346,7 @@ def test_canaries_come_from_the_secret_seed_and_mix_at_secret_positions(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import numpy as np
-    from subkit import write_task
+    from kit import write_task
 
     from harness import canary
     from harness.data import prepare_split

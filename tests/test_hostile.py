@@ -26,10 +26,6 @@ from harness.settings import settings
 
 pytestmark = pytest.mark.slow  # two batches of 28 submissions: a few minutes
 
-BACKENDS = [
-    pytest.param("bwrap", marks=pytest.mark.bwrap),
-    pytest.param("docker", marks=pytest.mark.docker),
-]
 HONEST = ("honest_a", "honest_b")
 
 
@@ -79,9 +75,9 @@ def _fingerprint(*folders: Path) -> dict[str, str]:
     return found
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="class")
 def batch(request: pytest.FixtureRequest, corpus: Corpus) -> Iterator[Batch]:
-    name = request.param
+    name = request.cls.backend
     results = corpus.root / f"results-{name}"
     options = GradeOptions(
         sandbox=name, results_dir=results, tasks_dir=corpus.tasks, reports=False, force=True
@@ -96,7 +92,7 @@ def batch(request: pytest.FixtureRequest, corpus: Corpus) -> Iterator[Batch]:
         )
     }
     before = _fingerprint(corpus.root / "submissions", corpus.root / "cache")
-    canary = subprocess.Popen(["sleep", "900"], user=65534 if os.geteuid() == 0 else None)
+    canary = subprocess.Popen(["sleep", "3600"], user=65534 if os.geteuid() == 0 else None)
     try:
         docs = grade(list(corpus.folders.values()), options=replace(options, jobs=2))
         alive = canary.poll() is None
@@ -110,55 +106,71 @@ def batch(request: pytest.FixtureRequest, corpus: Corpus) -> Iterator[Batch]:
     yield Batch(name, {d.team: d for d in docs}, alone, results, changed, alive)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_each_case_ends_with_its_status_and_a_plain_message(batch: Batch, case: Case) -> None:
-    doc = batch.docs[case.name]
-    allowed = case.integrity or (case.expect,)
-    assert doc.status in allowed, f"{batch.backend}/{case.name}: {doc.status}: {doc.message}"
-    assert doc.stage != "harness", doc.message
-    if doc.status == case.expect:
-        assert case.says in doc.message
-    if doc.status != "graded":
-        assert doc.message and "Traceback" not in doc.message and len(doc.message) < 600
-    if doc.params.counted is not None and doc.params.weights_file is not None:
-        assert doc.params.counted >= doc.params.weights_file - doc.params.buffers
-    assert (doc.params.counted or 0) >= case.counted_at_least
+class BatchChecks:
+    """The assertions on one backend's batch. Each subclass is its own xdist scope
+    (``--dist loadscope``): the two batches grade on different workers."""
+
+    backend: str
+
+    @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+    def test_each_case_ends_with_its_status_and_a_plain_message(
+        self, batch: Batch, case: Case
+    ) -> None:
+        doc = batch.docs[case.name]
+        allowed = case.integrity or (case.expect,)
+        assert doc.status in allowed, f"{batch.backend}/{case.name}: {doc.status}: {doc.message}"
+        assert doc.stage != "harness", doc.message
+        if doc.status == case.expect:
+            assert case.says in doc.message
+        if doc.status != "graded":
+            assert doc.message and "Traceback" not in doc.message and len(doc.message) < 600
+        if doc.params.counted is not None and doc.params.weights_file is not None:
+            assert doc.params.counted >= doc.params.weights_file - doc.params.buffers
+        assert (doc.params.counted or 0) >= case.counted_at_least
+
+    def test_the_whole_batch_was_graded(self, batch: Batch) -> None:
+        assert sorted(batch.docs) == sorted(c.name for c in CASES)
+        on_disk = sorted(p.parent.name for p in batch.results.glob("*/*/result.json"))
+        assert on_disk == sorted(c.name for c in CASES)
+
+    def test_honest_submissions_score_as_they_do_alone(self, batch: Batch) -> None:
+        for name in HONEST:
+            together, alone = batch.docs[name], batch.alone[name]
+            assert together.status == alone.status == "graded", together.message
+            assert together.metrics == alone.metrics
+            assert together.intervals == alone.intervals
+        # the same weights give the same scores, whatever else the submission did
+        same = ("honest_pt", "fake_result", "kill_parent", "write_outside", "network")
+        for name in same:
+            assert batch.docs[name].metrics == batch.docs["honest_a"].metrics, name
+
+    def test_nothing_is_written_outside_the_output_folders(
+        self, batch: Batch, corpus: Corpus
+    ) -> None:
+        assert list(corpus.markers.iterdir()) == []  # payloads aimed here
+        assert batch.changed == []  # the corpus and the prepared inputs and labels
+        assert not Path("/tmp/pickle_ran").exists() and not Path("/pwned").exists()
+        fake = batch.results / TASK_ID / "fake_result" / "result.json"
+        assert batch.docs["fake_result"].metrics["mse"] > 0
+        assert ResultDocument.model_validate_json(fake.read_text()).metrics["mse"] > 0
+        tasks = {p.name for p in batch.results.iterdir() if p.is_dir()} - {"alone"}
+        assert tasks == {TASK_ID, QUICK_TASK_ID}
+
+    def test_the_host_survives(self, batch: Batch) -> None:
+        assert batch.canary_alive
+        if batch.backend == "docker":
+            import docker
+
+            client = docker.from_env()
+            left = client.containers.list(all=True, filters={"label": "harness.sandbox"})
+            assert [c for c in left if c.labels.get("harness.sandbox") in batch.docs] == []
 
 
-def test_the_whole_batch_was_graded(batch: Batch) -> None:
-    assert sorted(batch.docs) == sorted(c.name for c in CASES)
-    on_disk = sorted(p.parent.name for p in batch.results.glob("*/*/result.json"))
-    assert on_disk == sorted(c.name for c in CASES)
+@pytest.mark.bwrap
+class TestBwrap(BatchChecks):
+    backend = "bwrap"
 
 
-def test_honest_submissions_score_as_they_do_alone(batch: Batch) -> None:
-    for name in HONEST:
-        together, alone = batch.docs[name], batch.alone[name]
-        assert together.status == alone.status == "graded", together.message
-        assert together.metrics == alone.metrics
-        assert together.intervals == alone.intervals
-    # the same weights give the same scores, whatever else the submission did
-    same = ("honest_pt", "fake_result", "kill_parent", "write_outside", "network")
-    for name in same:
-        assert batch.docs[name].metrics == batch.docs["honest_a"].metrics, name
-
-
-def test_nothing_is_written_outside_the_output_folders(batch: Batch, corpus: Corpus) -> None:
-    assert list(corpus.markers.iterdir()) == []  # payloads aimed here
-    assert batch.changed == []  # the corpus and the prepared inputs and labels
-    assert not Path("/tmp/pickle_ran").exists() and not Path("/pwned").exists()
-    fake = batch.results / TASK_ID / "fake_result" / "result.json"
-    assert batch.docs["fake_result"].metrics["mse"] > 0
-    assert ResultDocument.model_validate_json(fake.read_text()).metrics["mse"] > 0
-    tasks = {p.name for p in batch.results.iterdir() if p.is_dir()} - {"alone"}
-    assert tasks == {TASK_ID, QUICK_TASK_ID}
-
-
-def test_the_host_survives(batch: Batch) -> None:
-    assert batch.canary_alive
-    if batch.backend == "docker":
-        import docker
-
-        client = docker.from_env()
-        left = client.containers.list(all=True, filters={"label": "harness.sandbox"})
-        assert [c for c in left if c.labels.get("harness.sandbox") in batch.docs] == []
+@pytest.mark.docker
+class TestDocker(BatchChecks):
+    backend = "docker"

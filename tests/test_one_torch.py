@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from subkit import make_submission
+from kit import make_submission
 
 import harness
 from harness.options import GradeOptions

@@ -204,7 +204,7 @@ def test_export_writes_what_the_model_receives_and_the_seed_layout(
 ) -> None:
     """correlation: N x 1 x 150 x 150 arrays plus images/<id>.png and responses.csv; the
     hidden split is drawn from the fallback seed here, so the warning is printed."""
-    from subkit import write_task
+    from kit import write_task
 
     write_task(project / "tasks")
     out = project / "exported"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from subkit import TINY_MODEL, make_submission, write_task
+from kit import TINY_MODEL, make_submission, write_task
 
 from harness.api import GradeOptions, grade
 
@@ -90,7 +90,7 @@ def test_weights_that_do_not_load_strictly_fail_at_load(env: Path, tmp_path: Pat
         model_src=TINY_MODEL.replace("hidden: int = 8", "hidden: int = 9"),
         save=False,
     )
-    from subkit import save_weights
+    from kit import save_weights
 
     save_weights(TINY_MODEL, folder)
     [doc] = grade([folder], options=_options(tmp_path, env))

@@ -13,7 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from subkit import TINY_MODEL, make_submission, write_task
+from kit import TINY_MODEL, make_submission, write_task
 
 from harness.api import GradeOptions, grade
 from harness.executors import RayExecutor

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import os
+import tempfile
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -112,12 +113,14 @@ class Bench:
     hidden: dict[str, np.ndarray]  # shape -> hidden images, uint8 N x C x H x W
 
 
-@pytest.fixture
-def bench(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Bench]:
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
+    """The zoo's tasks and data, once per module (on each xdist worker that runs a class)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # building the zoo: one thread (the machine is shared)
-    tasks = tmp_path / "tasks"
-    data = tmp_path / "data"
+    root = tmp_path_factory.mktemp("zoo")
+    tasks = root / "tasks"
+    data = root / "data"
     for shape, provider in (("cifar", "cifar10"), ("mnist", "mnist")):
         for fallback in (False, True):
             task_id = f"zoo-{shape}" + ("-eager" if fallback else "")
@@ -135,13 +138,36 @@ def bench(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Bench]:
         "cifar": write_cifar10(data, train=12, test=TEST_IMAGES, seed=5).test_images,
         "mnist": write_mnist(data, train=12, test=TEST_IMAGES, seed=6).test_images,
     }
-    monkeypatch.setenv("HARNESS_TASKS", str(tasks))
-    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("HARNESS_SECRET_SEED", "1234")
-    settings.cache_clear()
-    yield Bench(tmp_path, tasks, data, hidden)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("HARNESS_TASKS", str(tasks))
+        monkeypatch.setenv("HARNESS_CACHE", str(root / "cache"))
+        monkeypatch.setenv("HARNESS_SECRET_SEED", "1234")
+        settings.cache_clear()
+        yield Bench(root, tasks, data, hidden)
     settings.cache_clear()
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def built(bench: Bench) -> dict[str, Built]:
+    """Each zoo model's folder and eager predictions, built once for every test that
+    grades it (filled on first use: a worker that runs only the bwrap class builds only
+    its subset)."""
+    return {}
+
+
+def built_zoo(bench: Bench, cache: dict[str, Built], chosen: list[Entry]) -> list[Built]:
+    for entry in chosen:
+        if entry.name not in cache:
+            cache[entry.name] = build(bench, entry)
+    return [cache[e.name] for e in chosen]
+
+
+@pytest.fixture(scope="module")
+def zoo_docs(bench: Bench, built: dict[str, Built]) -> dict[str, ResultDocument]:
+    """The whole zoo graded once on the process backend, for every test that asserts on
+    one of its models."""
+    return grade_all(bench, built_zoo(bench, built, zoo()), "process")
 
 
 def _random_model(entry: Entry, seed: int) -> torch.nn.Module:
@@ -237,7 +263,7 @@ def problems_of(built: Built, doc: ResultDocument) -> list[str]:
 def grade_all(bench: Bench, built: list[Built], backend: str) -> dict[str, ResultDocument]:
     options = GradeOptions(
         sandbox=backend,
-        results_dir=bench.root / f"results-{backend}",
+        results_dir=Path(tempfile.mkdtemp(prefix=f"results-{backend}-", dir=bench.root)),
         reports=False,
         data_root=bench.data,
     )
@@ -251,23 +277,74 @@ def zoo() -> list[Entry]:
     return [*out, Entry("tv_mnasnet0_5_pt", mnasnet.source, "cifar", "torchvision")]
 
 
-BACKENDS = ["process", pytest.param("bwrap", marks=pytest.mark.bwrap)]
+class TestProcessZoo:
+    """The whole zoo graded once on the process backend; each test asserts on it."""
+
+    def test_real_models_are_graded_verified_and_equal_to_eager(
+        self, bench: Bench, built: dict[str, Built], zoo_docs: dict[str, ResultDocument]
+    ) -> None:
+        all_built = built_zoo(bench, built, zoo())
+        assert_zoo(all_built, zoo_docs, "process")
+        assert sum(b.entry.family != "student" for b in all_built) >= 50
+
+    @pytest.mark.parametrize(
+        ("name", "target"),
+        [
+            ("student_float_cast", "aten._assert_tensor_metadata.default"),  # no outputs
+            ("student_one_minus_sigmoid", "aten.rsub.Scalar"),
+            ("student_lstm_rows", "aten.lstm.input"),
+            ("student_relu6_inplace", "aten.hardtanh_.default"),
+            ("student_autocast_block", "wrap_with_autocast"),
+        ],
+    )
+    def test_the_operators_real_models_need_are_graded(
+        self,
+        bench: Bench,
+        built: dict[str, Built],
+        zoo_docs: dict[str, ResultDocument],
+        name: str,
+        target: str,
+    ) -> None:
+        """x.float(), 1 - x, nn.LSTM, ReLU6(inplace=True), a torch.autocast block."""
+        [one] = built_zoo(bench, built, [e for e in zoo() if e.name == name])
+        assert any(target in t for t in exported_targets(one.entry))
+        assert problems_of(one, zoo_docs[one.folder.name]) == []
+
+    @pytest.mark.parametrize("name", ["tv_mnasnet0_5", "tv_mnasnet0_5_pt"])
+    def test_mnasnet_loads_from_both_weight_formats(
+        self,
+        bench: Bench,
+        built: dict[str, Built],
+        zoo_docs: dict[str, ResultDocument],
+        name: str,
+    ) -> None:
+        [one] = built_zoo(bench, built, [e for e in zoo() if e.name == name])
+        weights = "weights.pt" if name.endswith("_pt") else "weights.safetensors"
+        assert (one.folder / weights).is_file()
+        assert problems_of(one, zoo_docs[one.folder.name]) == []
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_real_models_are_graded_verified_and_equal_to_eager(bench: Bench, backend: str) -> None:
-    chosen = zoo()
-    if backend == "bwrap" and os.environ.get("HARNESS_ZOO_FULL") != "1":
-        chosen = [e for e in chosen if e.name in BWRAP_SUBSET]
-    built = [build(bench, e) for e in chosen]
-    docs = grade_all(bench, built, backend)
-    problems = [p for b in built for p in problems_of(b, docs[b.folder.name])]
-    graded = sum(docs[b.folder.name].status == "graded" for b in built)
+@pytest.mark.bwrap
+class TestBwrapZoo:
+    """A subset on bwrap (every run a fresh Python): its own xdist scope, so it runs on
+    the other worker while the process zoo grades."""
+
+    def test_real_models_are_graded_verified_and_equal_to_eager(
+        self, bench: Bench, built: dict[str, Built]
+    ) -> None:
+        chosen = zoo()
+        if os.environ.get("HARNESS_ZOO_FULL") != "1":
+            chosen = [e for e in chosen if e.name in BWRAP_SUBSET]
+        subset = built_zoo(bench, built, chosen)
+        assert_zoo(subset, grade_all(bench, subset, "bwrap"), "bwrap")
+
+
+def assert_zoo(chosen: list[Built], docs: dict[str, ResultDocument], backend: str) -> None:
+    problems = [p for b in chosen for p in problems_of(b, docs[b.folder.name])]
+    graded = sum(docs[b.folder.name].status == "graded" for b in chosen)
     report = "\n".join(problems)
-    assert not problems, f"{graded}/{len(built)} graded on {backend}:\n{report}"
-    assert len({b.entry.family for b in built}) == 3
-    if backend == "process":
-        assert sum(b.entry.family != "student" for b in built) >= 50
+    assert not problems, f"{graded}/{len(chosen)} graded on {backend}:\n{report}"
+    assert len({b.entry.family for b in chosen}) == 3
 
 
 def _one(
@@ -287,23 +364,6 @@ def exported_targets(entry: Entry) -> set[str]:
     with torch.no_grad():
         program = torch.export.export(model, (torch.rand(2, *SHAPES[entry.shape]),))
     return {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
-
-
-@pytest.mark.parametrize(
-    ("name", "target"),
-    [
-        ("student_float_cast", "aten._assert_tensor_metadata.default"),  # no outputs
-        ("student_one_minus_sigmoid", "aten.rsub.Scalar"),
-        ("student_lstm_rows", "aten.lstm.input"),
-        ("student_relu6_inplace", "aten.hardtanh_.default"),
-        ("student_autocast_block", "wrap_with_autocast"),
-    ],
-)
-def test_the_operators_real_models_need_are_graded(bench: Bench, name: str, target: str) -> None:
-    """x.float(), 1 - x, nn.LSTM, ReLU6(inplace=True), a torch.autocast block."""
-    built, doc = _one(bench, name)
-    assert any(target in t for t in exported_targets(built.entry))
-    assert problems_of(built, doc) == []
 
 
 def test_an_inplace_write_into_a_weight_is_still_refused(bench: Bench) -> None:
@@ -328,12 +388,6 @@ def test_an_inplace_write_into_a_weight_is_still_refused(bench: Bench) -> None:
     _, bad = _one(bench, "student_relu6_inplace", writes)
     assert bad.status == "failed" and bad.stage == "check", bad.message
     assert "changes its stored tensors" in bad.message and "relu6_" in bad.message
-
-
-@pytest.mark.parametrize("name", ["tv_mnasnet0_5", "tv_mnasnet0_5_pt"])
-def test_mnasnet_loads_from_both_weight_formats(bench: Bench, name: str) -> None:
-    built, doc = _one(bench, name)
-    assert problems_of(built, doc) == []
 
 
 REFUSED_BY_CHECK = """

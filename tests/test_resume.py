@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from click.testing import CliRunner
-from subkit import make_submission
+from kit import make_submission
 
 from harness.api import GradeOptions, grade
 from harness.cli import cli

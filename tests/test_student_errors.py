@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from kit import TINY_MODEL, make_submission, save_weights, write_task
 from safetensors.torch import save_file
-from subkit import TINY_MODEL, make_submission, save_weights, write_task
 
 from harness.api import GradeOptions, grade
 from harness.results import ResultDocument

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from subkit import make_submission, write_task
+from kit import make_submission, write_task
 from trust.build_corpus import (
     CASES,
     EVIL_URL,
@@ -42,10 +42,6 @@ from harness.settings import seed_of, settings
 from harness.store import ResultsStore
 from harness.submission import load_submission
 
-BACKENDS = [
-    pytest.param("bwrap", marks=[pytest.mark.bwrap, pytest.mark.slow]),
-    pytest.param("docker", marks=[pytest.mark.docker, pytest.mark.slow]),
-]
 HOST_PATHS = ("/root", "/tmp", "/etc", "/")
 
 
@@ -116,9 +112,9 @@ def _seed_quota(results: Path) -> None:
     (results / TASK_ID / "over_quota" / "result.json").unlink()
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="class")
 def batch(request: pytest.FixtureRequest, corpus: Corpus) -> Iterator[Batch]:
-    name = request.param
+    name = request.cls.backend
     results = corpus.root / f"results-{name}"
     options = GradeOptions(
         sandbox=name, results_dir=results, tasks_dir=corpus.tasks, reports=True, force=True
@@ -134,74 +130,92 @@ def batch(request: pytest.FixtureRequest, corpus: Corpus) -> Iterator[Batch]:
     yield Batch(name, {d.team: d for d in docs}, alone, results, before, after)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_each_attack_ends_with_its_status_and_rule(batch: Batch, case: Case) -> None:
-    doc = batch.docs[case.name]
-    assert doc.status == case.expect, f"{batch.backend}/{case.name}: {doc.message}"
-    assert case.says in doc.message
-    if case.rule:
-        assert case.rule in {v.rule for v in doc.violations}
-    assert doc.stage != "harness" and "Traceback" not in doc.message
-    if case.name.startswith("task_"):
-        assert doc.task == "unknown"  # never the path it named
+class BatchChecks:
+    """The assertions on one backend's batch. Each subclass is its own xdist scope
+    (``--dist loadscope``): the two batches grade on different workers."""
 
+    backend: str
 
-def test_every_submission_has_its_own_result_and_nothing_else(batch: Batch) -> None:
-    expected = {
-        (TASK_ID if c.expect != "invalid" or c.rule != "manifest.task" else "unknown", c.name)
-        for c in CASES
-    }
-    on_disk = {(p.parent.parent.name, p.parent.name) for p in batch.results.glob("*/*/result.json")}
-    assert on_disk == expected
-    assert sorted(p.name for p in batch.results.iterdir() if p.is_dir()) == sorted(
-        {"alone", TASK_ID, "unknown"}
-    )
+    @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+    def test_each_attack_ends_with_its_status_and_rule(self, batch: Batch, case: Case) -> None:
+        doc = batch.docs[case.name]
+        assert doc.status == case.expect, f"{batch.backend}/{case.name}: {doc.message}"
+        assert case.says in doc.message
+        if case.rule:
+            assert case.rule in {v.rule for v in doc.violations}
+        assert doc.stage != "harness" and "Traceback" not in doc.message
+        if case.name.startswith("task_"):
+            assert doc.task == "unknown"  # never the path it named
 
-
-def test_the_honest_teams_score_exactly_as_alone(batch: Batch) -> None:
-    for name in HONEST:
-        assert batch.docs[name].metrics == batch.alone[name].metrics
-        assert batch.docs[name].intervals == batch.alone[name].intervals
-    stored = ResultDocument.model_validate_json(
-        result_path(batch.results, TASK_ID, "honest_a").read_text()
-    )
-    assert stored.team == "honest_a" and stored.metrics == batch.alone["honest_a"].metrics
-    for case in CASES:
-        if case.same_as_honest:
-            assert batch.docs[case.name].metrics == batch.alone["honest_a"].metrics, case.name
-
-
-def test_nothing_on_the_host_changed(batch: Batch, corpus: Corpus) -> None:
-    assert batch.after == batch.before
-    assert stat.S_IMODE(os.stat(corpus.markers / "dir").st_mode) == 0o1750
-    assert stat.S_IMODE(os.stat(corpus.markers / "file").st_mode) == 0o600
-    assert (corpus.markers / "dir" / "keep.txt").read_text() == "keep"
-    # nothing named after a submission's `task` anywhere
-    assert not (corpus.markers / "escape").exists() and not (corpus.markers / "absolute").exists()
-    leftovers = [
-        p
-        for p in Path(os.environ.get("TMPDIR", "/tmp")).glob(
-            "harness-ws-*/**/" + corpus.deep_marker
+    def test_every_submission_has_its_own_result_and_nothing_else(self, batch: Batch) -> None:
+        expected = {
+            (TASK_ID if c.expect != "invalid" or c.rule != "manifest.task" else "unknown", c.name)
+            for c in CASES
+        }
+        on_disk = {
+            (p.parent.parent.name, p.parent.name) for p in batch.results.glob("*/*/result.json")
+        }
+        assert on_disk == expected
+        assert sorted(p.name for p in batch.results.iterdir() if p.is_dir()) == sorted(
+            {"alone", TASK_ID, "unknown"}
         )
-    ]
-    assert leftovers == []
+
+    def test_the_honest_teams_score_exactly_as_alone(self, batch: Batch) -> None:
+        for name in HONEST:
+            assert batch.docs[name].metrics == batch.alone[name].metrics
+            assert batch.docs[name].intervals == batch.alone[name].intervals
+        stored = ResultDocument.model_validate_json(
+            result_path(batch.results, TASK_ID, "honest_a").read_text()
+        )
+        assert stored.team == "honest_a" and stored.metrics == batch.alone["honest_a"].metrics
+        for case in CASES:
+            if case.same_as_honest:
+                assert batch.docs[case.name].metrics == batch.alone["honest_a"].metrics, case.name
+
+    def test_nothing_on_the_host_changed(self, batch: Batch, corpus: Corpus) -> None:
+        assert batch.after == batch.before
+        assert stat.S_IMODE(os.stat(corpus.markers / "dir").st_mode) == 0o1750
+        assert stat.S_IMODE(os.stat(corpus.markers / "file").st_mode) == 0o600
+        assert (corpus.markers / "dir" / "keep.txt").read_text() == "keep"
+        # nothing named after a submission's `task` anywhere
+        assert (
+            not (corpus.markers / "escape").exists() and not (corpus.markers / "absolute").exists()
+        )
+        leftovers = [
+            p
+            for p in Path(os.environ.get("TMPDIR", "/tmp")).glob(
+                "harness-ws-*/**/" + corpus.deep_marker
+            )
+        ]
+        assert leftovers == []
+
+    def test_reports_and_leaderboard_are_inert(self, batch: Batch, tmp_path: Path) -> None:
+        from harness.report import render_site
+
+        folder = batch.results / TASK_ID / "report_injection"
+        markdown = (folder / "report.md").read_text()
+        outside_code = re.sub(r"```.*?```", "", markdown, flags=re.S)
+        assert EVIL_URL in outside_code  # the text is shown...
+        assert "](" + EVIL_URL not in outside_code.replace("\\](", "")  # ...as no link or image
+        assert "<img" not in outside_code
+        assert (folder / "report.html").is_file() and (folder / "results.json").is_file()
+        render_site(batch.results, tmp_path)
+        with open(tmp_path / "leaderboard.csv", newline="") as fh:
+            cells = [cell for row in csv.reader(fh) for cell in row]
+        assert not [c for c in cells if c[:1] in ("=", "+", "@", "\t", "\r")]
+        assert any(c.startswith("'=HYPERLINK") for c in cells)
 
 
-def test_reports_and_leaderboard_are_inert(batch: Batch, tmp_path: Path) -> None:
-    from harness.report import render_site
+@pytest.mark.bwrap
+@pytest.mark.slow
+class TestBwrap(BatchChecks):
+    backend = "bwrap"
 
-    folder = batch.results / TASK_ID / "report_injection"
-    markdown = (folder / "report.md").read_text()
-    outside_code = re.sub(r"```.*?```", "", markdown, flags=re.S)
-    assert EVIL_URL in outside_code  # the text is shown...
-    assert "](" + EVIL_URL not in outside_code.replace("\\](", "")  # ...as no link or image
-    assert "<img" not in outside_code
-    assert (folder / "report.html").is_file() and (folder / "results.json").is_file()
-    render_site(batch.results, tmp_path)
-    with open(tmp_path / "leaderboard.csv", newline="") as fh:
-        cells = [cell for row in csv.reader(fh) for cell in row]
-    assert not [c for c in cells if c[:1] in ("=", "+", "@", "\t", "\r")]
-    assert any(c.startswith("'=HYPERLINK") for c in cells)
+
+@pytest.mark.docker
+@pytest.mark.slow
+class TestDocker(BatchChecks):
+    backend = "docker"
 
 
 # -- the same rules, fast ------------------------------------------------------------------

@@ -361,7 +361,7 @@ def test_validate_references_on_a_generated_task(
 ) -> None:
     """A provider with no public layout (generated data): the one run is on the generated
     hidden split; a lower-is-better metric must come in under `expected` + `tolerance`."""
-    from subkit import TINY_MODEL, make_submission, write_task
+    from kit import TINY_MODEL, make_submission, write_task
 
     tasks = tmp_path / "project" / "tasks"
     folder = write_task(tasks, "tiny")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import sys
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,10 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from kit import honest_state, save_state, write_manifest, write_task  # noqa: E402
+
 TASK = "cheats"
 EAGER_TASK = "cheats-eager"
 ROOMY_TASK = "cheats-roomy"  # a limit that a memorized lookup fits in
@@ -32,43 +37,8 @@ ROOMY_LIMIT = 100_000
 LIMIT = 1_000
 ALLOWANCE = 64
 
-TASK_TOML = """
-id = "{id}"
-title = "cheats corpus: a tiny regression task with a parameter limit"
-kind = "regression"
-input_shape = [1, 150, 150]
-parameter_limit = {limit}
-batch_size = 16
-
-[dataset]
-provider = "correlation"
-[dataset.options]
-public_seed = 7
-train_size = 32
-validation_size = 24
-test_size = 40
-
-[metrics]
-primary = "mse"
-report = ["mse", "mae"]
-bootstrap_samples = 100
-
-[limits]
-time_seconds = 180
-memory_mb = 2048
-cpus = 1
-
-[grading]
-full_marks_at = 0.01
-zero_marks_at = 0.3
-
-[integrity]
-allowance = {allowance}
-allow_eager_fallback = {fallback}
-probe_count = 40
-"""
-
-# The honest network every case builds on: 305 parameters.
+# The honest network every case builds on: the kit's TINY_MODEL (305 parameters) with the
+# pooling split out as `features`, which the cases override.
 BASE = """
 import torch
 from torch import nn
@@ -868,14 +838,24 @@ def case(name: str) -> Case:
 
 def write_tasks(tasks_dir: Path) -> None:
     for task_id, fallback, limit in (
-        (TASK, "false", LIMIT),
-        (EAGER_TASK, "true", LIMIT),
-        (ROOMY_TASK, "false", ROOMY_LIMIT),
+        (TASK, False, LIMIT),
+        (EAGER_TASK, True, LIMIT),
+        (ROOMY_TASK, False, ROOMY_LIMIT),
     ):
-        folder = tasks_dir / task_id
-        folder.mkdir(parents=True, exist_ok=True)
-        text = TASK_TOML.format(id=task_id, limit=limit, allowance=ALLOWANCE, fallback=fallback)
-        (folder / "task.toml").write_text(text)
+        write_task(
+            tasks_dir,
+            task_id,
+            title="cheats corpus: a tiny regression task with a parameter limit",
+            limit=limit,
+            time=180,
+            report=("mse", "mae"),
+            bootstrap=100,
+            integrity={
+                "allowance": ALLOWANCE,
+                "allow_eager_fallback": fallback,
+                "probe_count": 40,
+            },
+        )
 
 
 def lookup(c: Case, hidden: np.ndarray | None, labels: np.ndarray | None) -> Tensors:
@@ -940,13 +920,7 @@ def source(c: Case, table: dict[str, float]) -> str:
 
 def weights(c: Case) -> Tensors:
     """The honest layers (seeded) plus the case's declared tensors."""
-    import torch
-
-    torch.manual_seed(1)
-    fc1, fc2 = torch.nn.Linear(36, c.hidden), torch.nn.Linear(c.hidden, 1)
-    state = {f"fc1.{k}": v for k, v in fc1.state_dict().items()}
-    state |= {f"fc2.{k}": v for k, v in fc2.state_dict().items()}
-    state = {k: v * c.scale for k, v in state.items()} | c.extra()
+    state = honest_state(c.hidden, seed=1, scale=c.scale) | c.extra()
     return {k: v.detach().clone().contiguous() for k, v in state.items()}
 
 
@@ -955,8 +929,6 @@ def build(
 ) -> dict[str, Path]:
     """Write every case under ``out``; ``hidden``/``labels``: the inputs the hash cheats
     memorize (uint8 N x C x H x W and their labels), none memorized when omitted."""
-    from safetensors.torch import save_file
-
     table = answers(hidden, labels) if hidden is not None and labels is not None else {}
     folders = {}
     for c in CASES:
@@ -964,11 +936,8 @@ def build(
         folder.mkdir(parents=True)
         n = max(1, len(hidden)) if hidden is not None else 1
         (folder / "model.py").write_text(source(c, table).replace("@N@", str(n)))
-        (folder / "submission.toml").write_text(
-            f'task = "{c.task}"\nteam = "{c.name}"\nmembers = ["Mallory"]\n\n'
-            '[model]\nentrypoint = "model:build_model"\nweights = "weights.safetensors"\n'
-        )
-        save_file(weights(c) | lookup(c, hidden, labels), str(folder / "weights.safetensors"))
+        write_manifest(folder, task=c.task, members=["Mallory"])
+        save_state(weights(c) | lookup(c, hidden, labels), folder / "weights.safetensors")
         if c.report:
             text = c.report.replace("@TABLE@", " ".join(map(str, _table())))
             (folder / "REPORT.md").write_text(text)

@@ -17,71 +17,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from kit import TINY_MODEL, honest_state, save_state, write_manifest, write_task  # noqa: E402
+
 TASK_ID = "hostile"
 QUICK_TASK_ID = "hostile-quick"  # the same with a short wall clock, for the cases that hang
 PARAMETER_LIMIT = 100_000
-TIME_SECONDS = 120
+TIME_SECONDS = 300  # no honest case needs it: room for a loaded CI (the hanging ones use QUICK)
 QUICK_SECONDS = 12
 
-TASK_TOML = """
-id = "{id}"
-title = "hostile corpus: a tiny regression task with tight limits"
-kind = "regression"
-input_shape = [1, 150, 150]
-parameter_limit = {limit}
-batch_size = 8
-
-[dataset]
-provider = "correlation"
-[dataset.options]
-public_seed = 11
-train_size = 16
-validation_size = 16
-test_size = 16
-
-[metrics]
-primary = "mse"
-report = ["mse", "mae"]
-bootstrap_samples = 100
-
-[limits]
-time_seconds = {seconds}
-memory_mb = 768
-pids = 32
-cpus = 1
-tmpfs_mb = 8
-output_mb = 16
-log_kb = 16
-
-[grading]
-full_marks_at = 0.01
-zero_marks_at = 0.3
-"""
-
-# The honest network every case builds on: 305 parameters.
-MODEL = """
-import torch
-from torch import nn
-
-
-class Net(nn.Module):
-    def __init__(self, hidden: int = 8):
-        super().__init__()
-        self.pool = nn.AdaptiveAvgPool2d(6)
-        self.fc1 = nn.Linear(36, hidden)
-        self.fc2 = nn.Linear(hidden, 1)
-
-    def forward(self, x):
-        return self.fc2(torch.relu(self.fc1(self.pool(x).flatten(1)))).squeeze(1)
-
-
-def build_model():
-    return Net()
-"""
+MODEL = TINY_MODEL  # the honest network every case builds on: 305 parameters
 
 BIG = "\n\ndef build_model():\n    return Net(hidden=4000)  # 152,001 parameters\n"
 
@@ -429,10 +380,20 @@ def case(name: str) -> Case:
 def write_tasks(tasks_dir: Path) -> None:
     """The two tasks the corpus names, in a tasks folder (``HARNESS_TASKS``)."""
     for task, seconds in ((TASK_ID, TIME_SECONDS), (QUICK_TASK_ID, QUICK_SECONDS)):
-        folder = tasks_dir / task
-        folder.mkdir(parents=True, exist_ok=True)
-        text = TASK_TOML.format(id=task, limit=PARAMETER_LIMIT, seconds=seconds)
-        (folder / "task.toml").write_text(text)
+        write_task(
+            tasks_dir,
+            task,
+            title="hostile corpus: a tiny regression task with tight limits",
+            limit=PARAMETER_LIMIT,
+            time=seconds,
+            memory_mb=768,
+            batch_size=8,
+            public_seed=11,
+            sizes=(16, 16, 16),
+            report=("mse", "mae"),
+            bootstrap=100,
+            limits={"pids": 32, "tmpfs_mb": 8, "output_mb": 16, "log_kb": 16},
+        )
 
 
 def build(out: Path, *, markers: Path, results: Path) -> dict[str, Path]:
@@ -449,36 +410,14 @@ def _write(c: Case, folder: Path, markers: Path, results: Path) -> Path:
     if c.name == "source_literals":
         source = source.replace("_TABLE = None  # replaced by the builder", _literal_table())
     (folder / "model.py").write_text(source)
-    (folder / "submission.toml").write_text(
-        f'task = "{c.task}"\nteam = "{c.name}"\nmembers = ["Mallory"]\n\n'
-        f'[model]\nentrypoint = "model:build_model"\nweights = "{c.weights}"\n'
-    )
-    state = _weights(c.hidden, c.seed)
+    write_manifest(folder, task=c.task, members=["Mallory"], weights=c.weights)
+    state = honest_state(c.hidden, c.seed)
     if c.name == "pickle_weights":
         _pickle_bomb(folder / c.weights, state, markers)
-    elif c.weights.endswith(".pt"):
-        import torch
-
-        torch.save(state, str(folder / c.weights))
     else:
-        from safetensors.torch import save_file
-
-        save_file(state, str(folder / c.weights))
+        save_state(state, folder / c.weights)
     _extras(c, folder, state)
     return folder
-
-
-def _weights(hidden: int, seed: int) -> dict[str, object]:
-    import torch
-
-    torch.manual_seed(seed)
-    fc1, fc2 = torch.nn.Linear(36, hidden), torch.nn.Linear(hidden, 1)
-    tensors = {"fc1": fc1, "fc2": fc2}
-    return {
-        f"{n}.{k}": v.detach().clone().contiguous()
-        for n, layer in tensors.items()
-        for k, v in layer.state_dict().items()
-    }
 
 
 def _extras(c: Case, folder: Path, state: dict[str, object]) -> None:

@@ -1,6 +1,6 @@
 """The trust corpus: submissions that attack the grader's host side, not the sandbox.
 
-Each case is a real submission folder in the public format, built with ``tests/subkit.py``
+Each case is a real submission folder in the public format, built with the test kit (``tests/kit``)
 (the tiny regression task and model), whose manifest or code tries one thing the grader
 must refuse or contain: a ``task`` that is a path, a ``team`` that is another team's, links
 and a deep tree left in ``/output``, a full ``/dev/shm``, history values that break a plot,
@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from subkit import TINY_MODEL, make_submission, save_weights, write_task  # noqa: E402
+from kit import TINY_MODEL, make_submission, save_weights, write_task  # noqa: E402
 
 TASK_ID = "trust"
 HONEST = ("honest_a", "honest_b")
@@ -88,14 +88,14 @@ with open("/dev/shm/fill", "wb") as _fh:
 
 def write_tasks(tasks_dir: Path) -> Path:
     """The corpus's task: the tiny regression task with a daily quota of one grading."""
-    folder = write_task(
-        tasks_dir, TASK_ID, limit=100_000, time=300
-    )  # no case hangs: room for a loaded CI
-    text = (folder / "task.toml").read_text()
-    text = text.replace("[grading]\n", f"[grading]\ndaily_quota = {DAILY_QUOTA}\n")
-    text = text.replace("memory_mb = 2048\n", "memory_mb = 2048\ntmpfs_mb = 8\noutput_mb = 16\n")
-    (folder / "task.toml").write_text(text)
-    return folder
+    return write_task(
+        tasks_dir,
+        TASK_ID,
+        limit=100_000,
+        time=300,  # no case hangs: room for a loaded CI
+        limits={"tmpfs_mb": 8, "output_mb": 16},
+        grading={"daily_quota": DAILY_QUOTA},
+    )
 
 
 def build(root: Path, *, markers: Path, deep_marker: str) -> dict[str, Path]:
