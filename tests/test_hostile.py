@@ -26,7 +26,7 @@ from harness.settings import settings
 
 pytestmark = pytest.mark.slow  # two batches of 28 submissions: a few minutes
 
-HONEST = ("honest_a", "honest_b")
+HONEST = ("upright_a", "upright_b")  # not the trust corpus's names: the docker check is by team
 
 
 @dataclass
@@ -142,7 +142,7 @@ class BatchChecks:
         # the same weights give the same scores, whatever else the submission did
         same = ("honest_pt", "fake_result", "kill_parent", "write_outside", "network")
         for name in same:
-            assert batch.docs[name].metrics == batch.docs["honest_a"].metrics, name
+            assert batch.docs[name].metrics == batch.docs["upright_a"].metrics, name
 
     def test_nothing_is_written_outside_the_output_folders(
         self, batch: Batch, corpus: Corpus

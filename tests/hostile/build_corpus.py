@@ -54,8 +54,8 @@ class Case:
 
 
 CASES: tuple[Case, ...] = (
-    Case("honest_a", "an honest model", "graded", "", seed=1),
-    Case("honest_b", "another honest model", "graded", "", seed=2),
+    Case("upright_a", "an honest model", "graded", "", seed=1),
+    Case("upright_b", "another honest model", "graded", "", seed=2),
     Case("honest_pt", "an honest model with .pt weights", "graded", "", weights="weights.pt"),
     Case(
         "fork_bomb",
