@@ -1,4 +1,5 @@
-"""``python -m harness.runner --job DIR --submission DIR --inputs DIR --output DIR``.
+"""``python -m harness.runner --job DIR --submission DIR --inputs DIR --output DIR``, or
+``python -m harness.runner serve SPOOL`` (phase B for a batch: ``serve.py``).
 
 Phases (``job.json`` field ``phase``):
 - ``convert``: read ``.pt`` weights weights-only and write ``weights.safetensors``; runs
@@ -106,7 +107,16 @@ PHASES = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = _args(argv)
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["serve"]:  # the warm predictor: phase B for a batch (serve.py)
+        from .serve import serve
+
+        return serve(args[1:], run)
+    return run(_args(args))
+
+
+def run(a: argparse.Namespace) -> int:
+    """One job: its phase, its report.json; 0 when it succeeded, 3 when it failed."""
     job = json.loads((a.job / "job.json").read_text())
     report = Report(a.output, job["phase"], a.submission)
     try:

@@ -94,9 +94,25 @@ class RunOutcome:
     info: dict[str, str] = field(default_factory=dict)
 
 
+class Predictor(Protocol):
+    """Phase B for a batch: one predictor serves many ``predict`` jobs (see ``predictor``)."""
+
+    def predict(self, job: RunJob) -> RunOutcome:
+        """Run one phase-B job (job.mount_submission is False; job.job_dir holds job.json and
+        program.pt2; job.inputs_dir holds inputs.npy and any probe inputs; job.output_dir is
+        empty). Same RunOutcome contract as Backend.run: never raises for what the program
+        does; a timeout/crash/limit of this job is this job's outcome only."""
+
+    def close(self) -> None: ...
+
+
 class Backend(Protocol):
     name: str
     isolated: bool
+
+    def predictor(self, policy: SandboxPolicy) -> Predictor:
+        """A predictor for a batch of phase-B jobs run under ``policy``'s memory, process
+        and CPU limits (each job's own policy gives its wall clock and output caps)."""
 
     def unavailable_reason(self) -> str | None:
         """None when the backend can run here, else one sentence saying why not."""
