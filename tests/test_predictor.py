@@ -12,7 +12,6 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -71,7 +70,7 @@ SHAPE = (1, 8, 8)
 BATCH = 8
 
 
-def _export(root: Path, name: str, extra: str, seed: int) -> Path:
+def _export(exporter: ProcessBackend, root: Path, name: str, extra: str, seed: int) -> Path:
     """A checked program: the real phase A (process backend), then the host's check."""
     ws = Workspace(root / name)
     source = root / name / "source"
@@ -95,11 +94,12 @@ def _export(root: Path, name: str, extra: str, seed: int) -> Path:
         output_dir=out,
         policy=POLICY,
     )
-    outcome = ProcessBackend(fork=False).run(job)
+    outcome = exporter.run(job)
     assert outcome.status == "ok", outcome.log
     checked = root / name / "checked.pt2"
-    expect = Expect(input_shape=(BATCH, *SHAPE), kind="classification", num_classes=3,
-                    max_bytes=2**24)
+    expect = Expect(
+        input_shape=(BATCH, *SHAPE), kind="classification", num_classes=3, max_bytes=2**24
+    )
     check_program(out / PROGRAM, checked, expect)
     return checked
 
@@ -118,9 +118,13 @@ def _common() -> dict[str, object]:
 @pytest.fixture(scope="module")
 def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("programs")
-    made = {f"good{i}": _export(root, f"good{i}", "0", i) for i in range(3)}
-    made["hog"] = _export(root, "hog", HOG, 10)
-    made["slow"] = _export(root, "slow", SLOW, 11)
+    exporter = ProcessBackend()  # forked from one pre-imported runner
+    try:
+        made = {f"good{i}": _export(exporter, root, f"good{i}", "0", i) for i in range(3)}
+        made["hog"] = _export(exporter, root, "hog", HOG, 10)
+        made["slow"] = _export(exporter, root, "slow", SLOW, 11)
+    finally:
+        exporter.close()
     return made
 
 
@@ -224,8 +228,9 @@ def test_a_bad_request_costs_only_itself(
     with backend.predictor(POLICY) as predictor:
         first = predictor.predict(_job(tmp_path, "a", good, inputs))
         assert first.status == "ok", first.log
-        slow = predictor.predict(_job(tmp_path, "slow", programs["slow"], many_inputs,
-                                      wall_seconds=0.5))
+        slow = predictor.predict(
+            _job(tmp_path, "slow", programs["slow"], many_inputs, wall_seconds=0.5)
+        )
         assert (slow.status, slow.reason) == ("timeout", "wall-clock limit of 0.5 s")
         after_timeout = predictor.predict(_job(tmp_path, "b", good, inputs))
         assert after_timeout.status == "ok", after_timeout.log
@@ -318,8 +323,3 @@ def test_the_process_backend_predicts_run_by_run(
         np.testing.assert_array_equal(_predictions(job), _predictions(fresh))
     finally:
         backend.close()
-
-
-@pytest.fixture(autouse=True)
-def _no_leftover_threads() -> Iterator[None]:
-    yield
