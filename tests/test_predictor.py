@@ -280,7 +280,7 @@ def _kill_server(backend: str, sandbox: str) -> None:
     if backend == "docker":
         import docker
 
-        docker.from_env().containers.get(sandbox).exec_run(["pkill", "-KILL", "-f", "serve"])
+        docker.from_env().containers.get(sandbox).kill()  # the whole container
         return
     for pid in _descendants(int(sandbox)):
         with open(f"/proc/{pid}/cmdline", "rb") as fh:
