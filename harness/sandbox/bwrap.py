@@ -44,7 +44,7 @@ from pathlib import Path
 from .base import MOUNTS, Predictor, RunJob, RunOutcome, SandboxPolicy
 from .common import SAFE_ENV, host_paths, runner_args, runner_root, thread_env
 from .confine import LogPump, exit_code_of, kill_group, share_folders, supervised_argv
-from .predictor import SPOOL, Server
+from .predictor import SPOOL, Server, SpoolPredictor
 from .seccomp import SeccompUnavailable, program, program_fd
 from .watch import Ending, outcome, watch
 
@@ -109,8 +109,6 @@ class BwrapBackend:
 
     def predictor(self, policy: SandboxPolicy) -> Predictor:
         """A warm predictor: one sandbox running ``harness.runner serve`` for a batch."""
-        from .predictor import SpoolPredictor
-
         return SpoolPredictor(self.name, policy, self._serve, NOBODY if _as_nobody() else None)
 
     def _serve(self, policy: SandboxPolicy, spool: Path) -> Server:
