@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from types import TracebackType
 
-from .sandbox import Backend, PerRunPredictor, Predictor, RunJob, RunOutcome, SandboxPolicy
+from .sandbox import Backend, Predictor, RunJob, RunOutcome, SandboxPolicy
 
 
 class Predictors:
@@ -24,12 +24,8 @@ class Predictors:
         with self._lock:
             predictor = self._open.get(job.policy)
             if predictor is None:
-                predictor = self._open[job.policy] = self._start(job.policy)
+                predictor = self._open[job.policy] = self.backend.predictor(job.policy)
         return predictor.predict(job)
-
-    def _start(self, policy: SandboxPolicy) -> Predictor:
-        warm = getattr(self.backend, "predictor", None)  # bwrap and docker: a warm one
-        return warm(policy) if warm is not None else PerRunPredictor(self.backend)
 
     def close(self) -> None:
         with self._lock:

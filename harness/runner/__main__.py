@@ -1,4 +1,5 @@
-"""``python -m harness.runner --job DIR --submission DIR --inputs DIR --output DIR``.
+"""``python -m harness.runner --job DIR --submission DIR --inputs DIR --output DIR``, or
+``python -m harness.runner serve SPOOL`` (phase B for a batch: ``serve.py``).
 
 Phases (``job.json`` field ``phase``):
 - ``convert``: read ``.pt`` weights weights-only and write ``weights.safetensors``; runs
@@ -108,7 +109,17 @@ PHASES: dict[str, Callable[[Any, argparse.Namespace, Report], None]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = _args(argv)
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["serve"]:  # the warm predictor: phase B for a batch (serve.py)
+        from .serve import serve
+
+        return serve(args[1:], run)
+    return run(_args(args))
+
+
+def run(a: argparse.Namespace) -> int:
+    """One job: its phase, its report.json; 0 when it succeeded, 3 when it failed (2 when
+    the job itself breaks the contract: the host's mistake, no report)."""
     try:
         job = from_json((a.job / JOB_FILE).read_text())
     except (OSError, JobError) as exc:  # the host's mistake: say so, write no report

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from ..errors import UserError
 from ..registry import Registry
-from .base import Backend, PerRunPredictor, Predictor, RunJob, RunOutcome, SandboxPolicy
+from .base import Backend, Predictor, RunJob, RunOutcome, SandboxPolicy
 from .bwrap import BwrapBackend
 from .process import ProcessBackend
 
@@ -25,7 +25,6 @@ backends.add("docker", _docker)
 
 __all__ = [
     "Backend",
-    "PerRunPredictor",
     "Predictor",
     "RunJob",
     "RunOutcome",

@@ -94,9 +94,25 @@ class RunOutcome:
     info: dict[str, str] = field(default_factory=dict)
 
 
+class Predictor(Protocol):
+    """Phase B for a batch: one predictor serves many ``predict`` jobs (see ``predictor``)."""
+
+    def predict(self, job: RunJob) -> RunOutcome:
+        """Run one phase-B job (job.mount_submission is False; job.job_dir holds job.json and
+        program.pt2; job.inputs_dir holds inputs.npy and any probe inputs; job.output_dir is
+        empty). Same RunOutcome contract as Backend.run: never raises for what the program
+        does; a timeout/crash/limit of this job is this job's outcome only."""
+
+    def close(self) -> None: ...
+
+
 class Backend(Protocol):
     name: str
     isolated: bool
+
+    def predictor(self, policy: SandboxPolicy) -> Predictor:
+        """A predictor for a batch of phase-B jobs run under ``policy``'s memory, process
+        and CPU limits (each job's own policy gives its wall clock and output caps)."""
 
     def unavailable_reason(self) -> str | None:
         """None when the backend can run here, else one sentence saying why not."""
@@ -107,25 +123,3 @@ class Backend(Protocol):
     def run(self, job: RunJob) -> RunOutcome:
         """Run the runner on ``job``. Never raises for anything the submission does;
         raises ``UserError`` only when the backend itself cannot work."""
-
-
-class Predictor(Protocol):
-    def predict(self, job: RunJob) -> RunOutcome:
-        """Run one phase-B job (no submission code mounted); the same contract as
-        ``Backend.run``: a timeout, crash or limit of this job is its outcome only."""
-
-    def close(self) -> None:
-        """Stop the predictor's sandbox, if any."""
-
-
-class PerRunPredictor:
-    """A predictor that is one more ``backend.run`` per job (backends without a warm one)."""
-
-    def __init__(self, backend: Backend) -> None:
-        self.backend = backend
-
-    def predict(self, job: RunJob) -> RunOutcome:
-        return self.backend.run(job)
-
-    def close(self) -> None:
-        pass

@@ -41,18 +41,13 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from .base import MOUNTS, RunJob, RunOutcome, SandboxPolicy
-from .common import SAFE_ENV, host_paths, runner_args, thread_env
-from .confine import (
-    LogPump,
-    exit_code_of,
-    kill_group,
-    output_over,
-    share_folders,
-    supervised_argv,
-    verdict,
-)
+from ..devices import gpu_device_nodes
+from .base import MOUNTS, Predictor, RunJob, RunOutcome, SandboxPolicy
+from .common import SAFE_ENV, host_paths, runner_args, runner_root, thread_env
+from .confine import LogPump, exit_code_of, kill_group, share_folders, supervised_argv
+from .predictor import SPOOL, Server, SpoolPredictor
 from .seccomp import SeccompUnavailable, program, program_fd
+from .watch import Ending, outcome, watch
 
 NOBODY = 65534
 INSIDE_UID = 1000
@@ -103,19 +98,57 @@ class BwrapBackend:
     def run(self, job: RunJob) -> RunOutcome:
         p = job.policy
         share_folders(_read_only(job), job.output_dir, NOBODY if _as_nobody() else None)
-        binds = [Bind(prefix, prefix) for prefix in _python_prefixes(self.python)]
-        for key, path in host_paths(job).items():
-            if key != "submission" or job.mount_submission:
-                binds.append(Bind(path, MOUNTS[key], writable=key == "output"))
-        inside = supervised_argv(self.python, _rlimits(p), MOUNTS["code"], runner_args(MOUNTS))
+        binds = [
+            Bind(path, MOUNTS[key], writable=key == "output")
+            for key, path in host_paths(job).items()
+            if key != "submission" or job.mount_submission
+        ]
         with ExitStack() as stack:
-            argv = self._argv(stack, binds, _env(p.cpus), p.tmpfs_bytes)
             t0 = time.perf_counter()
-            proc = _popen(argv + inside, _fds(argv))
+            proc = self._launch(stack, binds, p, _rlimits(p), runner_args(MOUNTS))
             return self._supervise(job, proc, t0)
 
+    def predictor(self, policy: SandboxPolicy) -> Predictor:
+        """A warm predictor: one sandbox running ``harness.runner serve`` for a batch."""
+        return SpoolPredictor(self.name, policy, self._serve, NOBODY if _as_nobody() else None)
+
+    def _serve(self, policy: SandboxPolicy, spool: Path) -> Server:
+        """Start the predictor's sandbox: the runner's code, ``spool`` read-write at
+        ``/spool``, nothing else of the host. No CPU-time rlimit: it serves many requests,
+        each under the host's wall clock."""
+        stack = ExitStack()
+        binds = [Bind(str(runner_root()), MOUNTS["code"]), Bind(str(spool), SPOOL, writable=True)]
+        limits = {k: v for k, v in _rlimits(policy).items() if k != "cpu"}
+        try:
+            proc = self._launch(stack, binds, policy, limits, ["serve", SPOOL])
+        except BaseException:
+            stack.close()
+            raise
+        return ProcessServer(proc, policy, stack)
+
+    def _launch(
+        self,
+        stack: ExitStack,
+        binds: list[Bind],
+        p: SandboxPolicy,
+        rlimits: dict[str, int],
+        args: list[str],
+    ) -> subprocess.Popen[bytes]:
+        """Start the supervisor and the runner (``args``) in a new sandbox with ``binds``
+        (and the Python installation); ``stack`` holds what must outlive it."""
+        binds = [Bind(prefix, prefix) for prefix in _python_prefixes(self.python)] + binds
+        inside = supervised_argv(self.python, rlimits, MOUNTS["code"], args)
+        argv = self._argv(stack, binds, _env(p.cpus), p.tmpfs_bytes, gpu=p.gpu)
+        return _popen(argv + inside, _fds(argv))
+
     def _argv(
-        self, stack: ExitStack, binds: list[Bind], env: dict[str, str], tmpfs: int
+        self,
+        stack: ExitStack,
+        binds: list[Bind],
+        env: dict[str, str],
+        tmpfs: int,
+        *,
+        gpu: bool = False,
     ) -> list[str]:
         launcher: list[str] = []
         if _as_nobody():
@@ -132,6 +165,8 @@ class BwrapBackend:
             elif os.path.exists(path):
                 argv += ["--ro-bind", path, path]
         argv += ["--proc", "/proc", "--dev", "/dev"]
+        for node in gpu_device_nodes() if gpu else []:  # the NVIDIA driver's nodes only
+            argv += ["--dev-bind", node, node]
         argv += ["--size", str(tmpfs), "--perms", "1777", "--tmpfs", "/tmp"]
         # POSIX shared memory: capped like /tmp (docker: shm_size), not bwrap's open /dev tmpfs
         argv += ["--size", str(tmpfs), "--perms", "1777", "--tmpfs", "/dev/shm"]
@@ -152,37 +187,58 @@ class BwrapBackend:
             budget=p.output_bytes,
             on_flood=lambda: kill_group(proc.pid),
         )
-        timed_out, killed_for = False, ""
-        deadline = t0 + p.wall_seconds
-        while proc.poll() is None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=POLL_SECONDS)
-                break
-            if time.perf_counter() > deadline:
-                timed_out = True
-                break
-            killed_for = output_over(job.output_dir, p) or ""
-            if killed_for:
-                break
+        seen = watch(
+            lambda: _ended(proc, POLL_SECONDS),
+            deadline=t0 + p.wall_seconds,
+            policy=p,
+            output_dir=job.output_dir,
+        )
         kill_group(proc.pid)
         proc.wait()
-        wall = time.perf_counter() - t0
-        if log.flooded:
-            killed_for = f"log limit: more than {p.output_bytes / 2**20:g} MiB on stdout/stderr"
         code = exit_code_of(proc.returncode)
-        timed_out = timed_out or code == -SIGXCPU
-        status, reason = verdict(
-            code, timed_out=timed_out, policy=p, output_dir=job.output_dir, killed_for=killed_for
-        )
-        return RunOutcome(
-            status=status,
-            exit_code=code,
-            wall_seconds=wall,
-            log=log.text(timeout=2.0),
+        end = Ending(code, flooded=log.flooded, timed_out=code == -SIGXCPU)
+        return outcome(
+            seen,
+            end,
+            policy=p,
             output_dir=job.output_dir,
-            reason=reason,
+            wall=time.perf_counter() - t0,
+            log=log.text(timeout=2.0),
             backend=self.name,
         )
+
+
+class ProcessServer:
+    """The predictor's bwrap sandbox, seen from the host (``predictor.Server``)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], p: SandboxPolicy, stack: ExitStack) -> None:
+        assert proc.stdout is not None
+        self.proc, self.stack = proc, stack
+        self.ident = str(proc.pid)
+        self.log = LogPump.from_stream(
+            proc.stdout, keep=p.log_bytes, budget=p.output_bytes, on_flood=self.kill
+        )
+
+    def ended(self, seconds: float) -> bool:
+        return _ended(self.proc, seconds)
+
+    def ending(self) -> Ending:
+        code = exit_code_of(self.proc.wait())
+        return Ending(code, flooded=self.log.flooded, timed_out=code == -SIGXCPU)
+
+    def kill(self) -> None:
+        kill_group(self.proc.pid)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+        self.stack.close()
+
+
+def _ended(proc: subprocess.Popen[bytes], seconds: float) -> bool:
+    try:
+        proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,10 @@ class LogPump:
                     self.flooded = True
                     self.on_flood()
 
+    def ended(self) -> bool:
+        """Whether the stream has ended (the sandbox's output closed)."""
+        return not self._thread.is_alive()
+
     def text(self, timeout: float = 5.0) -> str:
         self._thread.join(timeout)
         body = bytes(self.head)

@@ -21,7 +21,7 @@ import threading
 import time
 import weakref
 
-from .base import RunJob, RunOutcome
+from .base import Predictor, RunJob, RunOutcome, SandboxPolicy
 from .common import (
     SAFE_ENV,
     CappedLog,
@@ -33,6 +33,7 @@ from .common import (
 )
 from .confine import kill_group
 from .forkserver import Finished, ForkServer, ForkServerError
+from .predictor import PerRunPredictor
 
 
 class ProcessBackend:
@@ -51,6 +52,10 @@ class ProcessBackend:
 
     def describe(self) -> dict[str, str]:
         return {"python": sys.executable}
+
+    def predictor(self, policy: SandboxPolicy) -> Predictor:
+        """Runs fork from the pre-imported server already: a predictor per run is as warm."""
+        return PerRunPredictor(self)
 
     def run(self, job: RunJob) -> RunOutcome:
         paths = host_paths(job)

@@ -26,9 +26,11 @@ from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
 from ...devices import gpu_present
 from ...errors import UserError
-from ..base import MOUNTS, RunJob, RunOutcome
-from ..common import SAFE_ENV, host_paths, runner_args, thread_env
-from ..confine import LogPump, exit_code_of, output_over, share_folders, supervised_argv, verdict
+from ..base import MOUNTS, Predictor, RunJob, RunOutcome, SandboxPolicy
+from ..common import SAFE_ENV, host_paths, runner_args, runner_root, thread_env
+from ..confine import LogPump, exit_code_of, share_folders, supervised_argv
+from ..predictor import SPOOL, Server, SpoolPredictor
+from ..watch import Ending, outcome, watch
 from .engine import client_or_error, engine_answers, image_info
 from .image import GRADER_UID, default_tag
 
@@ -67,24 +69,44 @@ class DockerBackend:
     def run(self, job: RunJob) -> RunOutcome:
         share_folders(_read_only(job), job.output_dir, GRADER_UID)
         t0 = time.perf_counter()
-        container = self.client.containers.create(self.image, **self._options(job))
-        try:
-            return self._supervise(job, container, t0)
-        finally:
-            with contextlib.suppress(docker.errors.APIError, requests.exceptions.RequestException):
-                container.remove(force=True)
-
-    def _options(self, job: RunJob) -> dict[str, Any]:
-        p = job.policy
         paths = host_paths(job)
         mounts = [
             Mount(MOUNTS[key], paths[key], type="bind", read_only=key != "output")
             for key in MOUNTS
             if key != "submission" or job.mount_submission
         ]
+        options = self._options(job.policy, mounts, runner_args(MOUNTS), job.label or "run")
+        container = self.client.containers.create(self.image, **options)
+        try:
+            return self._supervise(job, container, t0)
+        finally:
+            _remove(container)
+
+    def predictor(self, policy: SandboxPolicy) -> Predictor:
+        """A warm predictor: one container running ``harness.runner serve`` for a batch."""
+        return SpoolPredictor(self.name, policy, self._serve, GRADER_UID)
+
+    def _serve(self, policy: SandboxPolicy, spool: Path) -> Server:
+        """Start the predictor's container: the runner's code and ``spool`` (read-write at
+        ``/spool``), the same options as a run's otherwise (GPU included)."""
+        mounts = [
+            Mount(MOUNTS["code"], str(runner_root()), type="bind", read_only=True),
+            Mount(SPOOL, str(spool), type="bind", read_only=False),
+        ]
+        options = self._options(policy, mounts, ["serve", SPOOL], "predictor")
+        container = self.client.containers.create(self.image, **options)
+        try:
+            return ContainerServer(container, policy)
+        except BaseException:
+            _remove(container)
+            raise
+
+    def _options(
+        self, p: SandboxPolicy, mounts: list[Mount], args: list[str], label: str
+    ) -> dict[str, Any]:
         rlimits = {"fsize": p.output_bytes, "core": 0, "nofile": 1024}
-        watch = {**rlimits, "tasks": p.pids}  # the supervisor's process watch (see confine)
-        argv = supervised_argv("python3", watch, MOUNTS["code"], runner_args(MOUNTS))
+        spec = {**rlimits, "tasks": p.pids}  # the supervisor's process watch (see confine)
+        argv = supervised_argv("python3", spec, MOUNTS["code"], args)
         gpu = p.gpu and gpu_present()
         return {
             "command": argv,
@@ -111,56 +133,94 @@ class DockerBackend:
             "log_config": LogConfig(type="none"),
             "ipc_mode": "private",
             "hostname": "sandbox",
-            "labels": {LABEL: job.label or "run"},
+            "labels": {LABEL: label},
             "device_requests": [DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu else [],
         }
 
     def _supervise(self, job: RunJob, container: Container, t0: float) -> RunOutcome:
         p = job.policy
-        stream = container.attach(stdout=True, stderr=True, stream=True, logs=False)
-        chunks = iter(stream)
-        log = LogPump(
-            lambda: next(chunks, b""),
-            keep=p.log_bytes,
-            budget=p.output_bytes,
-            # kill from another thread: the pump must go on draining, or the engine, which
-            # waits for the container's output to be read, never finishes the kill
-            on_flood=lambda: threading.Thread(target=_kill, args=(container,), daemon=True).start(),
-        )
+        stream, log = _attached(container, p)
         container.start()
-        timed_out, killed_for = False, ""
-        deadline = t0 + p.wall_seconds
-        while not _exited(container) and not log.flooded:
-            if time.perf_counter() > deadline:
-                timed_out = True
-                break
-            killed_for = output_over(job.output_dir, p) or ""
-            if killed_for:
-                break
-        _kill(container)
-        state = _state(container)
-        wall = time.perf_counter() - t0
-        if log.flooded:
-            killed_for = f"log limit: more than {p.output_bytes / 2**20:g} MiB on stdout/stderr"
-        elif not killed_for and state.get("OOMKilled"):
-            killed_for = f"memory limit of {p.memory_bytes / 2**20:g} MiB"
-        code = exit_code_of(state.get("ExitCode"))
-        status, reason = verdict(
-            code, timed_out=timed_out, policy=p, output_dir=job.output_dir, killed_for=killed_for
+        seen = watch(
+            lambda: _exited(container),
+            deadline=t0 + p.wall_seconds,
+            policy=p,
+            output_dir=job.output_dir,
+            flooded=lambda: log.flooded,
         )
+        _kill(container)
+        end = _ending(container, log)
+        end.info = {"image": self.image, "container": container.short_id}
         text = log.text(timeout=2.0)
         with contextlib.suppress(Exception):
             stream.close()
-        return RunOutcome(
-            status=status,
-            exit_code=code,
-            wall_seconds=wall,
-            log=text,
+        return outcome(
+            seen,
+            end,
+            policy=p,
             output_dir=job.output_dir,
-            reason=reason,
+            wall=time.perf_counter() - t0,
+            log=text,
             backend=self.name,
-            info={"image": self.image, "container": container.short_id},
         )
+
+
+class ContainerServer:
+    """The predictor's container, seen from the host (``predictor.Server``)."""
+
+    def __init__(self, container: Container, p: SandboxPolicy) -> None:
+        self.container = container
+        self.ident = container.short_id
+        self.stream, self.log = _attached(container, p)
+        container.start()
+        self._end: Ending | None = None
+
+    def ended(self, seconds: float) -> bool:
+        # the attach stream ends with the container: a cheap check before asking the engine
+        if self.log.ended():
+            return _exited(self.container, seconds)
+        time.sleep(seconds)
+        return False
+
+    def ending(self) -> Ending:
+        if self._end is None:
+            self._end = _ending(self.container, self.log)
+        return self._end
+
+    def kill(self) -> None:
+        _kill(self.container)
+        self.ending()
+        with contextlib.suppress(Exception):
+            self.stream.close()
+        _remove(self.container)
+
+
+def _attached(container: Container, p: SandboxPolicy) -> tuple[Any, LogPump]:
+    stream = container.attach(stdout=True, stderr=True, stream=True, logs=False)
+    chunks = iter(stream)
+    log = LogPump(
+        lambda: next(chunks, b""),
+        keep=p.log_bytes,
+        budget=p.output_bytes,
+        # kill from another thread: the pump must go on draining, or the engine, which
+        # waits for the container's output to be read, never finishes the kill
+        on_flood=lambda: threading.Thread(target=_kill, args=(container,), daemon=True).start(),
+    )
+    return stream, log
+
+
+def _ending(container: Container, log: LogPump) -> Ending:
+    state = _state(container)
+    return Ending(
+        exit_code_of(state.get("ExitCode")),
+        flooded=log.flooded,
+        out_of_memory=bool(state.get("OOMKilled")),
+    )
+
+
+def _remove(container: Container) -> None:
+    with contextlib.suppress(docker.errors.APIError, requests.exceptions.RequestException):
+        container.remove(force=True)
 
 
 def _read_only(job: RunJob) -> list[Path]:

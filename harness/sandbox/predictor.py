@@ -1,0 +1,273 @@
+"""Phase B for a whole batch: one warm predictor per backend and batch.
+
+Phase B runs only host-checked programs (no submission code), so one sandbox can serve a
+batch: ``python -m harness.runner serve /spool`` (``runner/serve.py``) imports torch once
+(one CUDA context on a GPU) and runs each request with the same phase-B code and report as
+a fresh run. ``SpoolPredictor`` is the host side, for bwrap and docker:
+
+- the sandbox is started lazily on the first ``predict``; it sees the runner's code and
+  the spool folder (read-write at ``/spool``), nothing else of the host;
+- a request is ``spool/<seq>/`` holding ``job/`` (``job.json``, ``program.pt2``),
+  ``inputs/`` (hard links to the job's files when the sandbox runs as another user and
+  the filesystem allows, else copies) and an empty ``out/``; the host writes the ``ready``
+  marker last (atomically), the server writes ``log`` and then ``done`` (its exit code:
+  0 ok, 3 failed, as a run's). Requests are serialized (a lock) and the host removes each
+  folder once read, so the spool never holds more than the request being served;
+- the host enforces per request what ``Backend.run`` enforces per run, with the same
+  watch loop and verdict (``watch``): the job's wall clock (the first request's also
+  covers the sandbox's start), the output cap on ``out/``, the log cap and flood limit on
+  ``log``; the sandbox as a whole has the predictor policy's memory and process limits;
+- a request that times out, breaks a limit or ends the sandbox gets that outcome, the
+  sandbox is killed, and the next request starts a fresh one: one bad program costs only
+  its own team.
+
+``PerRunPredictor`` (each ``predict`` is ``backend.run``) serves the process backend,
+whose runs already fork from a pre-imported server, and any backend without a warm one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+
+from ..safefs import walk
+from .base import Backend, RunJob, RunOutcome, SandboxPolicy
+from .confine import LogPump, output_over, share_folders
+from .watch import Ending, Watched, outcome, watch
+
+SPOOL = "/spool"
+POLL_SECONDS = 0.005
+READY, DONE, LOG, OUT = "ready", "done", "log", "out"
+
+
+class PerRunPredictor:
+    """A predictor that runs each job as its own sandbox run (``backend.run``)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def predict(self, job: RunJob) -> RunOutcome:
+        return self.backend.run(job)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> PerRunPredictor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Server(Protocol):
+    """A started predictor sandbox, seen from the host."""
+
+    ident: str  # the sandbox's host pid or container id
+    log: LogPump  # its own stdout and stderr (requests log to their own files)
+
+    def ended(self, seconds: float) -> bool:
+        """Whether the sandbox has ended, waiting at most ``seconds``."""
+
+    def ending(self) -> Ending:
+        """How it ended (after ``ended()`` or ``kill()``)."""
+
+    def kill(self) -> None:
+        """Kill the whole sandbox and wait for it (idempotent)."""
+
+
+StartServer = Callable[[SandboxPolicy, Path], Server]
+
+
+class SpoolPredictor:
+    """The warm predictor of an isolated backend (see the module's docstring)."""
+
+    def __init__(
+        self, backend: str, policy: SandboxPolicy, start: StartServer, uid: int | None
+    ) -> None:
+        """``uid``: the sandbox user's host uid when it differs from ours (root host)."""
+        self.backend, self.policy, self._start, self.uid = backend, policy, start, uid
+        self._lock = threading.Lock()
+        self._server: Server | None = None
+        self._spool: Path | None = None
+        self._seq = 0
+        self.starts = 0  # sandboxes started, for tests and benchmarks
+
+    def __enter__(self) -> SpoolPredictor:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def sandbox(self) -> str | None:
+        """The running sandbox's host pid or container id (None: none running)."""
+        return self._server.ident if self._server is not None else None
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop()
+            if self._spool is not None:
+                shutil.rmtree(self._spool, ignore_errors=True)
+                self._spool = None
+
+    def predict(self, job: RunJob) -> RunOutcome:
+        with self._lock:
+            return self._predict(job)
+
+    def _predict(self, job: RunJob) -> RunOutcome:
+        t0 = time.perf_counter()
+        share_folders([job.inputs_dir, job.job_dir], job.output_dir, None)
+        spool = self._spool_dir()
+        if self._server is None:
+            self._server = self._start(self.policy, spool)
+            self.starts += 1
+        server = self._server
+        self._seq += 1
+        request = spool / str(self._seq)
+        try:
+            self._write_request(request, job)
+            p = job.policy
+            log_file = request / LOG
+            seen = watch(
+                lambda: (request / DONE).exists() or server.ended(POLL_SECONDS),
+                deadline=t0 + p.wall_seconds,
+                policy=p,
+                output_dir=request / OUT,
+                flooded=lambda: _size(log_file) > p.output_bytes,
+            )
+            return self._finish(job, request, server, seen, time.perf_counter() - t0)
+        finally:
+            shutil.rmtree(request, ignore_errors=True)
+
+    def _finish(
+        self, job: RunJob, request: Path, server: Server, seen: Watched, wall: float
+    ) -> RunOutcome:
+        p = job.policy
+        code = _done_code(request / DONE)
+        crashed = code is None
+        if crashed or seen.timed_out or seen.killed_for:
+            self._stop()  # the next request starts a fresh sandbox
+        flooded = _size(request / LOG) > p.output_bytes
+        if crashed:
+            end = server.ending()
+            if end.exit_code == 0:
+                end.exit_code = 1  # it ended without answering: never "ok"
+        else:
+            end = Ending(code, flooded=flooded)
+        end.flooded = end.flooded or flooded
+        if not output_over(request / OUT, p):
+            _copy_tree(request / OUT, job.output_dir)
+        log = _capped(request / LOG, p.log_bytes)
+        if crashed and not (seen.timed_out or seen.killed_for or flooded):
+            log += "\n[the predictor's sandbox ended]\n" + server.log.text(timeout=2.0)
+        end.info = {"predictor": "warm", "request": str(self._seq), "sandbox": server.ident}
+        result = outcome(
+            seen,
+            end,
+            policy=p,
+            output_dir=job.output_dir,
+            wall=wall,
+            log=log,
+            backend=self.backend,
+        )
+        if result.status in ("timeout", "killed"):
+            self._stop()  # a limit seen only in the report (memory, processes): fresh start
+        return result
+
+    def _spool_dir(self) -> Path:
+        if self._spool is None:
+            self._spool = Path(tempfile.mkdtemp(prefix="harness-spool-"))
+            os.chmod(self._spool, 0o755)
+        return self._spool
+
+    def _write_request(self, request: Path, job: RunJob) -> None:
+        """``request``'s folders, then the ready marker (renamed into place last)."""
+        request.mkdir()
+        for name, source in (("job", job.job_dir), ("inputs", job.inputs_dir)):
+            target = request / name
+            target.mkdir()
+            for entry in os.scandir(source):
+                if entry.is_file(follow_symlinks=False):
+                    self._place(Path(entry.path), target / entry.name)
+            os.chmod(target, 0o555)
+        (request / OUT).mkdir()
+        if self.uid is not None:
+            for folder in (request, request / OUT):
+                os.chown(folder, self.uid, self.uid)
+        os.chmod(request, 0o755)
+        os.chmod(request / OUT, 0o755)
+        tmp = request / (".ready")
+        tmp.write_text("")
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, request / READY)
+
+    def _place(self, source: Path, target: Path) -> None:
+        """A hard link when the sandbox runs as another user (it cannot write the shared
+        inode: the host's files are 0444 and not its own), else a copy."""
+        if self.uid is not None:
+            with contextlib.suppress(OSError):
+                os.link(source, target)
+                return
+        shutil.copyfile(source, target)
+        os.chmod(target, 0o444)
+
+    def _stop(self) -> None:
+        if self._server is not None:
+            self._server.kill()
+            self._server = None
+        if self._spool is not None:  # nothing of a killed sandbox's requests stays
+            for entry in os.scandir(self._spool):
+                shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _done_code(path: Path) -> int | None:
+    """The exit code in a done marker (None: no marker, or not a number)."""
+    try:
+        return int(path.read_text(encoding="ascii").strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.lstat(path).st_size
+    except OSError:
+        return 0
+
+
+def _capped(path: Path, cap: int) -> str:
+    """The file's first and last ``cap // 2`` bytes, with a note of what was cut."""
+    try:
+        with open(path, "rb", buffering=0) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size <= cap:
+                body = fh.read(cap)
+            else:
+                head = fh.read(cap // 2)
+                fh.seek(size - cap // 2)
+                cut = f"\n[... {size - 2 * (cap // 2)} bytes of output cut ...]\n"
+                body = head + cut.encode() + fh.read(cap // 2)
+    except OSError:
+        return ""
+    return body.decode("utf-8", errors="replace")
+
+
+def _copy_tree(source: Path, target: Path) -> None:
+    """Regular files and folders of ``source`` into ``target`` (links and the rest left)."""
+    for path, info, _depth in walk(source):
+        rel = path.relative_to(source)
+        if stat.S_ISDIR(info.st_mode):
+            (target / rel).mkdir(exist_ok=True)
+        elif stat.S_ISREG(info.st_mode):
+            shutil.copyfile(path, target / rel, follow_symlinks=False)

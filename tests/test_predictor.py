@@ -1,0 +1,325 @@
+"""The warm predictor (``sandbox/predictor.py``, ``runner/serve.py``): phase B for a batch
+in one sandbox, on bwrap and docker.
+
+The programs are real: each tiny model is exported by the real phase A (the process
+backend's runner) and checked by the host (``check_program``); the predictor's answers are
+compared with a fresh ``backend.run`` of the same job.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from harness.jobs import job_with_files
+from harness.program.check import check_program
+from harness.program.records import Expect
+from harness.runner.contract import PROGRAM
+from harness.sandbox import RunJob, SandboxPolicy, get_backend
+from harness.sandbox.base import Backend
+from harness.sandbox.predictor import PerRunPredictor, SpoolPredictor
+from harness.sandbox.process import ProcessBackend
+from harness.staging import Workspace
+
+ISOLATED = [
+    pytest.param("bwrap", marks=pytest.mark.bwrap),
+    pytest.param("docker", marks=pytest.mark.docker),
+]
+
+POLICY = SandboxPolicy(
+    wall_seconds=120,
+    memory_bytes=1024 * 2**20,
+    pids=32,
+    cpus=1,
+    tmpfs_bytes=8 * 2**20,
+    output_bytes=8 * 2**20,
+    log_bytes=16 * 1024,
+)
+
+# {extra}: what the forward adds to the logits (0 for an honest model)
+MODEL = """
+import torch
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(64, 3)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1)) + {extra}
+
+
+def build_model():
+    return Net()
+"""
+# ~2.4 GiB for one batch of 8: past the predictor's 1 GiB
+HOG = "x.repeat(1, 1, 1100, 1100).mean((1, 2, 3))[:, None] * 0"
+# a few hundred milliseconds per batch of 8
+SLOW = "x.repeat(1, 1, 60, 60).mean((1, 2, 3))[:, None] * 0"
+SHAPE = (1, 8, 8)
+BATCH = 8
+
+
+def _export(exporter: ProcessBackend, root: Path, name: str, extra: str, seed: int) -> Path:
+    """A checked program: the real phase A (process backend), then the host's check."""
+    ws = Workspace(root / name)
+    source = root / name / "source"
+    source.mkdir(parents=True)
+    (source / "model.py").write_text(MODEL.format(extra=extra))
+    g = torch.Generator().manual_seed(seed)
+    weights = {"fc.weight": torch.randn(3, 64, generator=g), "fc.bias": torch.randn(3, generator=g)}
+    save_file(weights, source / "w.safetensors")
+    spec = {
+        **_common(),
+        "phase": "export",
+        "entrypoint": "model:build_model",
+        "weights": "w.safetensors",
+        "export_batch": BATCH,
+    }
+    out = ws.output("export-out")
+    job = RunJob(
+        submission_dir=ws.stage("sub", source, ["model.py", "w.safetensors"]),
+        inputs_dir=ws.stage("no-inputs", source, []),
+        job_dir=ws.job("export-job", spec),
+        output_dir=out,
+        policy=POLICY,
+    )
+    outcome = exporter.run(job)
+    assert outcome.status == "ok", outcome.log
+    checked = root / name / "checked.pt2"
+    expect = Expect(
+        input_shape=(BATCH, *SHAPE), kind="classification", num_classes=3, max_bytes=2**24
+    )
+    check_program(out / PROGRAM, checked, expect)
+    return checked
+
+
+def _common() -> dict[str, object]:
+    return {
+        "normalize": None,
+        "kind": "classification",
+        "num_classes": 3,
+        "input_shape": list(SHAPE),
+        "device": "cpu",
+        "threads": 1,
+    }
+
+
+@pytest.fixture(scope="module")
+def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("programs")
+    exporter = ProcessBackend()  # forked from one pre-imported runner
+    try:
+        made = {f"good{i}": _export(exporter, root, f"good{i}", "0", i) for i in range(3)}
+        made["hog"] = _export(exporter, root, "hog", HOG, 10)
+        made["slow"] = _export(exporter, root, "slow", SLOW, 11)
+    finally:
+        exporter.close()
+    return made
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("inputs")
+    rng = np.random.default_rng(0)
+    np.save(folder / "inputs.npy", rng.integers(0, 256, size=(40, *SHAPE), dtype=np.uint8))
+    os.chmod(folder / "inputs.npy", 0o444)
+    os.chmod(folder, 0o555)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def many_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("many")
+    rng = np.random.default_rng(1)
+    np.save(folder / "inputs.npy", rng.integers(0, 256, size=(800, *SHAPE), dtype=np.uint8))
+    return folder
+
+
+def _job(root: Path, name: str, program: Path, inputs: Path, **policy: float) -> RunJob:
+    ws = Workspace(root / name)
+    (root / name).mkdir(parents=True)
+    spec = {
+        **_common(),
+        "phase": "predict",
+        "program": PROGRAM,
+        "batch_size": BATCH,
+        "probe": {"count": 8, "seed": 5, "amplitude": 2},
+    }
+    return RunJob(
+        submission_dir=ws.stage("sub", program.parent, []),
+        inputs_dir=inputs,
+        job_dir=job_with_files(ws, "job", spec, {PROGRAM: program}),
+        output_dir=ws.output("out"),
+        policy=replace(POLICY, **policy),
+        mount_submission=False,
+        label=f"{name}/predict",
+    )
+
+
+@pytest.fixture(scope="module")
+def cache() -> dict[str, Backend]:
+    return {}
+
+
+def _backend(name: str, cache: dict[str, Backend]) -> Backend:
+    if name not in cache:
+        cache[name] = get_backend(name)
+    return cache[name]
+
+
+def _predictions(job: RunJob) -> np.ndarray:
+    return np.load(job.output_dir / "predictions.npy")
+
+
+@pytest.mark.parametrize("name", ISOLATED)
+def test_a_batch_predicts_as_fresh_runs_do_in_one_interpreter(
+    name: str, cache: dict[str, Backend], programs: dict[str, Path], inputs: Path, tmp_path: Path
+) -> None:
+    backend = _backend(name, cache)
+    goods = [programs[f"good{i}"] for i in range(3)]
+    with backend.predictor(POLICY) as predictor:
+        assert isinstance(predictor, SpoolPredictor)
+        warm = [_job(tmp_path, f"warm{i}", p, inputs) for i, p in enumerate(goods)]
+        outcomes = [predictor.predict(job) for job in warm]
+        assert [o.status for o in outcomes] == ["ok"] * 3, [o.log for o in outcomes]
+        assert predictor.starts == 1
+        spool = predictor._spool
+        assert spool is not None and os.listdir(spool) == []  # each request removed
+    assert not spool.exists()
+    # the server's own words: one interpreter, request n of it, the spool held only it
+    for n, outcome in enumerate(outcomes, start=1):
+        assert f"serve: request {n} of this interpreter" in outcome.log
+        assert f"the spool holds ['{outcome.info['request']}']" in outcome.log
+    assert len({o.info["sandbox"] for o in outcomes}) == 1
+    for i, (program, job) in enumerate(zip(goods, warm, strict=True)):
+        fresh = _job(tmp_path, f"fresh{i}", program, inputs)
+        assert backend.run(fresh).status == "ok"
+        np.testing.assert_array_equal(_predictions(job), _predictions(fresh))
+        np.testing.assert_array_equal(
+            np.load(job.output_dir / "probe" / "predictions.npy"),
+            np.load(fresh.output_dir / "probe" / "predictions.npy"),
+        )
+        assert (job.output_dir / "report.json").is_file()
+    assert not np.array_equal(_predictions(warm[0]), _predictions(warm[1]))
+
+
+@pytest.mark.parametrize("name", ISOLATED)
+def test_a_bad_request_costs_only_itself(
+    name: str,
+    cache: dict[str, Backend],
+    programs: dict[str, Path],
+    inputs: Path,
+    many_inputs: Path,
+    tmp_path: Path,
+) -> None:
+    backend = _backend(name, cache)
+    good = programs["good0"]
+    with backend.predictor(POLICY) as predictor:
+        first = predictor.predict(_job(tmp_path, "a", good, inputs))
+        assert first.status == "ok", first.log
+        slow = predictor.predict(
+            _job(tmp_path, "slow", programs["slow"], many_inputs, wall_seconds=0.5)
+        )
+        assert (slow.status, slow.reason) == ("timeout", "wall-clock limit of 0.5 s")
+        after_timeout = predictor.predict(_job(tmp_path, "b", good, inputs))
+        assert after_timeout.status == "ok", after_timeout.log
+        hog = predictor.predict(_job(tmp_path, "hog", programs["hog"], inputs))
+        assert (hog.status, hog.reason) == ("killed", "memory limit of 1024 MiB"), hog.log
+        after_hog = predictor.predict(_job(tmp_path, "c", good, inputs))
+        assert after_hog.status == "ok", after_hog.log
+        assert predictor.starts == 3
+        np.testing.assert_array_equal(
+            _predictions(_job_out(tmp_path, "a")), _predictions(_job_out(tmp_path, "c"))
+        )
+    assert not (tmp_path / "slow" / "out" / "predictions.npy").exists()
+
+
+def _job_out(root: Path, name: str) -> RunJob:
+    return RunJob(root, root, root, root / name / "out", POLICY)
+
+
+@pytest.mark.parametrize("name", ISOLATED)
+def test_a_server_killed_mid_request_costs_only_that_request(
+    name: str,
+    cache: dict[str, Backend],
+    programs: dict[str, Path],
+    inputs: Path,
+    many_inputs: Path,
+    tmp_path: Path,
+) -> None:
+    backend = _backend(name, cache)
+    with backend.predictor(POLICY) as predictor:
+        assert predictor.predict(_job(tmp_path, "a", programs["good1"], inputs)).status == "ok"
+        sandbox = predictor.sandbox
+        assert sandbox is not None
+        killer = threading.Thread(target=_kill_server, args=(name, sandbox))
+        killer.start()
+        crashed = predictor.predict(_job(tmp_path, "slow", programs["slow"], many_inputs))
+        killer.join()
+        assert crashed.status == "error" and crashed.exit_code == -signal.SIGKILL, crashed
+        assert "the predictor's sandbox ended" in crashed.log
+        after = predictor.predict(_job(tmp_path, "b", programs["good1"], inputs))
+        assert after.status == "ok", after.log
+        assert predictor.starts == 2 and predictor.sandbox != sandbox
+
+
+def _kill_server(backend: str, sandbox: str) -> None:
+    """SIGKILL the server's interpreter from the host, once it is busy with a request."""
+    time.sleep(1.0)
+    if backend == "docker":
+        import docker
+
+        docker.from_env().containers.get(sandbox).kill()  # the whole container
+        return
+    for pid in _descendants(int(sandbox)):
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            argv = fh.read().split(b"\0")
+        if b"serve" in argv and b"-u" in argv:
+            os.kill(pid, signal.SIGKILL)
+            return
+    raise AssertionError("no server process found under the sandbox")
+
+
+def _descendants(root: int) -> list[int]:
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    parents[int(entry)] = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    found, frontier = [], [root]
+    while frontier:
+        pid = frontier.pop()
+        children = [c for c, p in parents.items() if p == pid]
+        found += children
+        frontier += children
+    return found
+
+
+def test_the_process_backend_predicts_run_by_run(
+    programs: dict[str, Path], inputs: Path, tmp_path: Path
+) -> None:
+    backend = ProcessBackend()
+    try:
+        with backend.predictor(POLICY) as predictor:
+            assert isinstance(predictor, PerRunPredictor)
+            job = _job(tmp_path, "a", programs["good2"], inputs)
+            assert predictor.predict(job).status == "ok"
+        fresh = _job(tmp_path, "b", programs["good2"], inputs)
+        assert backend.run(fresh).status == "ok"
+        np.testing.assert_array_equal(_predictions(job), _predictions(fresh))
+    finally:
+        backend.close()
