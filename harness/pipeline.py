@@ -245,15 +245,8 @@ def _admitted(
     except UserError:
         raise
     except Exception as exc:
-        doc = document.build(
-            sub,
-            mode,
-            sandbox_info(backend),
-            document.no_notes(sub),
-            status="failed",
-            message=f"internal harness error: {type(exc).__name__}: {exc}",
-            stage="harness",
-        )
+        message = f"{type(exc).__name__}: {exc}"
+        doc = harness_failure(sub, message, options=options, backend=backend, mode=mode)
         doc.student_output = traceback.format_exc()[-4000:]
         return Settled(doc, new=True)
 
