@@ -211,3 +211,31 @@ def test_each_rule_has_one_home(rule: str, pattern: str, home: list[str] | None)
         assert len(found) <= 1, (rule, found)
     else:
         assert found == home, (rule, found)
+
+
+@pytest.mark.parametrize("where", ["harness.stages.validate.admit", "harness.stages.score.score"])
+def test_a_harness_bug_in_a_stage_is_a_failed_result_and_the_batch_goes_on(
+    where: str, tasks: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness.api import grade
+
+    module, name = where.rsplit(".", 1)
+    real = getattr(__import__(module, fromlist=[name]), name)
+    calls: list[int] = []
+
+    def first_one_breaks(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in the harness")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(where, first_one_breaks)
+    subs = [make_submission(tmp_path / "subs", f"team{i}", task="tiny") for i in (1, 2)]
+    options = GradeOptions(
+        sandbox="process", results_dir=tmp_path / "results", reports=False, jobs=1
+    )
+    docs = grade(subs, options=options)
+    assert [d.status for d in docs] == ["failed", "graded"], [d.message for d in docs]
+    assert docs[0].stage == "harness"
+    assert docs[0].message == "internal harness error: RuntimeError: a bug in the harness"
+    assert "RuntimeError" in docs[0].student_output
