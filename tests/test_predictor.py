@@ -64,8 +64,9 @@ def build_model():
 """
 # ~2.4 GiB for one batch of 8: past the predictor's 1 GiB
 HOG = "x.repeat(1, 1, 1100, 1100).mean((1, 2, 3))[:, None] * 0"
-# a few hundred milliseconds per batch of 8
-SLOW = "x.repeat(1, 1, 60, 60).mean((1, 2, 3))[:, None] * 0"
+# seconds for the 100 batches of ``many_inputs`` on any machine, so a timeout of 0.5 s or
+# a kill lands mid-request (at 60x60 a fast machine finished it in 0.9 s)
+SLOW = "x.repeat(1, 1, 200, 200).mean((1, 2, 3))[:, None] * 0"
 SHAPE = (1, 8, 8)
 BATCH = 8
 
@@ -263,7 +264,9 @@ def test_a_server_killed_mid_request_costs_only_that_request(
         assert predictor.predict(_job(tmp_path, "a", programs["good1"], inputs)).status == "ok"
         sandbox = predictor.sandbox
         assert sandbox is not None
-        killer = threading.Thread(target=_kill_server, args=(name, sandbox))
+        assert predictor._spool is not None
+        started = predictor._spool / "2" / "log"  # the server opens it as it starts request 2
+        killer = threading.Thread(target=_kill_server, args=(name, sandbox, started))
         killer.start()
         crashed = predictor.predict(_job(tmp_path, "slow", programs["slow"], many_inputs))
         killer.join()
@@ -274,9 +277,12 @@ def test_a_server_killed_mid_request_costs_only_that_request(
         assert predictor.starts == 2 and predictor.sandbox != sandbox
 
 
-def _kill_server(backend: str, sandbox: str) -> None:
+def _kill_server(backend: str, sandbox: str, started: Path) -> None:
     """SIGKILL the server's interpreter from the host, once it is busy with a request."""
-    time.sleep(1.0)
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert time.monotonic() < deadline, f"the server never started {started.parent}"
+        time.sleep(0.01)
     if backend == "docker":
         import docker
 
