@@ -25,13 +25,12 @@ from typing import Any
 from grading_speed import (
     HISTORY,
     TRAINING,
-    Setup,
     _ratio,
     backend_reason,
     machine,
+    make_setup,
     run_bare,
     run_harness,
-    task_override,
 )
 from kit import save_weights, write_manifest
 
@@ -52,7 +51,7 @@ def course_suite(a: argparse.Namespace) -> dict[str, Any]:
     count = a.submissions if a.submissions != 8 else 100  # 8: grading_speed's own default
     images = a.images if a.images != 5000 else 200
     work = a.work / "course"
-    s = _setup(work, count, images)
+    s = make_setup(work, count, images, write=_write, layout=False)
     r: dict[str, Any] = {
         "machine": machine(),
         "config": {"task": "correlation", "submissions": count, "images": s.images},
@@ -75,29 +74,6 @@ def course_suite(a: argparse.Namespace) -> dict[str, Any]:
     _print(r)
     print(f"wrote {out} ({r['elapsed_s']} s)")
     return r
-
-
-def _setup(work: Path, count: int, images: int) -> Setup:
-    env = dict(os.environ)
-    tasks = task_override(work, images, None)
-    if tasks is not None:
-        env["HARNESS_TASKS"] = os.environ["HARNESS_TASKS"] = str(tasks)
-    from harness.data import prepare_split
-    from harness.tasks import load_task
-
-    task = load_task("correlation")
-    split = prepare_split(task, task.splits.hidden)
-    setup = Setup(
-        work,
-        env,
-        split.inputs_path,
-        split.folder / "labels.npy",
-        work / "layout",
-        task.batch_size,
-        split.count,
-    )
-    setup.subs = [_write(work / "subs", i) for i in range(count)]
-    return setup
 
 
 def _write(root: Path, i: int) -> Path:

@@ -39,6 +39,7 @@ import sys
 import threading
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -233,8 +234,18 @@ def task_override(work: Path, images: int, cpus: float | None) -> Path | None:
     return tasks
 
 
-def make_setup(work: Path, count: int, images: int, cpus: float | None = None) -> Setup:
-    """Prepare the hidden split through the harness, write the submissions and the layout."""
+def make_setup(
+    work: Path,
+    count: int,
+    images: int,
+    cpus: float | None = None,
+    *,
+    write: Callable[[Path, int], Path] | None = None,
+    layout: bool = True,
+) -> Setup:
+    """Prepare the hidden split through the harness, write the submissions (``write``:
+    root, index -> folder; default the four correlation variants) and the PNG layout
+    (the naive grader's; ``layout=False`` skips it)."""
     env = dict(os.environ)
     tasks = task_override(work, images, cpus)
     if tasks is not None:
@@ -253,8 +264,10 @@ def make_setup(work: Path, count: int, images: int, cpus: float | None = None) -
         task.batch_size,
         split.count,
     )
-    _write_layout(setup, split.images(), split.labels())
-    setup.subs = [_write_submission(work / "subs", i) for i in range(count)]
+    if layout:
+        _write_layout(setup, split.images(), split.labels())
+    write = write or _write_submission
+    setup.subs = [write(work / "subs", i) for i in range(count)]
     return setup
 
 

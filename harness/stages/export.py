@@ -3,6 +3,8 @@ dry batch, ``torch.export`` with static shapes; the host receives ``program.pt2`
 
 from __future__ import annotations
 
+import dataclasses
+
 from ..counting import over_limit, over_message
 from ..jobs import PROGRAM, export_batch, export_job_spec
 from ..outputs import read_report
@@ -10,7 +12,7 @@ from ..results import Flag
 from ..runner.contract import torch_mismatch
 from ..safefs import NotPlain, plain_file
 from ..verdicts import Failed, interpret_run, reported_count
-from .records import Counted, Ended, Exported, replace
+from .records import Counted, Ended, Exported
 
 
 def export(counted: Counted) -> Exported | Counted:
@@ -48,5 +50,5 @@ def export(counted: Counted) -> Exported | Counted:
         raise Ended(Failed("over_limit", message, "count", verdict.output), notes)
     if verdict.stage == "export" and task.integrity.allow_eager_fallback:
         flag = Flag(code="export_failed", message=verdict.message)
-        return replace(counted, notes=notes.add(flags=[flag]))
+        return dataclasses.replace(counted, notes=notes.add(flags=[flag]))
     raise Ended(verdict.failed(), notes)

@@ -8,6 +8,7 @@ flags and evidence come from both."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from ..results import Flag
 from ..runner.contract import Probe
 from ..sandbox import RunOutcome
 from ..verdicts import Failed, RunData, interpret_run, read_run
-from .records import Checked, Counted, Ended, Grading, Notes, Predicted, replace
+from .records import Checked, Counted, Ended, Grading, Notes, Predicted
 
 
 def predict(checked: Checked) -> Predicted:
@@ -84,7 +85,7 @@ def unverified(counted: Counted, since: Notes, failure: Failed) -> Counted:
     the notes as they stood after export (``since``), the file's count, and why."""
     params = to_params(counted.count, counted.grading.task.parameter_limit)
     flag = Flag(code=f"{failure.stage}_failed", message=failure.message)
-    return replace(counted, notes=since.add(params=params, flags=[flag]))
+    return dataclasses.replace(counted, notes=since.add(params=params, flags=[flag]))
 
 
 @dataclass(frozen=True)

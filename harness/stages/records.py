@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,11 +174,6 @@ class Scored:
     grading: Grading
     notes: Notes
     scores: Scores
-
-
-def replace(record: Any, **changes: Any) -> Any:
-    """A copy of a record with ``changes`` (records are frozen)."""
-    return dataclasses.replace(record, **changes)
 
 
 class Ended(Exception):
