@@ -114,6 +114,7 @@ def predict_job(root: Path, name: str, program: Path, inputs: Path) -> RunJob:
         "program": PROGRAM,
         "batch_size": BATCH,
         "probe": {"count": 64, "seed": 1, "amplitude": 2},
+        "recheck": True,
     }
     return RunJob(
         submission_dir=ws.stage("sub", program.parent, []),

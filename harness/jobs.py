@@ -75,13 +75,14 @@ def export_job_spec(task: TaskSpec, manifest: Manifest, weights: str, batch: int
 
 
 def predict_job_spec(
-    task: TaskSpec, manifest: Manifest, batch: int, probe: Probe | None
+    task: TaskSpec, manifest: Manifest, batch: int, probe: Probe | None, recheck: bool = True
 ) -> PredictJob:
     return PredictJob(
         **_io(task, manifest),  # type: ignore[arg-type]
         program=PROGRAM,
         batch_size=batch,
         probe=probe,
+        recheck=recheck,
     )
 
 

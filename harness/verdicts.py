@@ -341,6 +341,8 @@ def read_run(outcome: RunOutcome, task: TaskSpec, count: int, probe: Probe | Non
         "inference_s": round(inference, 4),
         "images_per_s": round(count / inference, 1) if inference > 0 else 0.0,
     }
+    if "determinism_s" in t:  # the whole split again (not when proved batch-independent)
+        timing["determinism_s"] = round(float(t["determinism_s"] or 0.0), 4)
     return RunData(outputs=outputs, report=report, timing=timing, probe=noisy)
 
 

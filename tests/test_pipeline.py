@@ -58,6 +58,9 @@ def test_mse_matches_an_independent_computation_on_the_public_layout(
     low, high = doc.intervals["mse"]
     assert low <= doc.metrics["mse"] <= high
     assert doc.params.counted == sum(p.numel() for p in model.parameters())
+    # the graph proves each image independent: phase B predicts the split once
+    assert doc.details["integrity"]["batch_independent"]["proven"] is True
+    assert "inference_s" in doc.timing and "determinism_s" not in doc.timing
 
 
 def test_one_broken_submission_leaves_the_others_graded(env: Path, tmp_path: Path) -> None:

@@ -156,6 +156,7 @@ def _job(root: Path, name: str, program: Path, inputs: Path, **policy: float) ->
         "program": PROGRAM,
         "batch_size": BATCH,
         "probe": {"count": 8, "seed": 5, "amplitude": 2},
+        "recheck": True,
     }
     return RunJob(
         submission_dir=ws.stage("sub", program.parent, []),

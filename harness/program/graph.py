@@ -279,6 +279,7 @@ def check_model(
         payloads={},
         operators=operators,
         uses=uses,
+        shapes={name: tensor_meta(meta, name)[1] for name, meta in metas.items()},
     )
     _link(program, inputs, weights, constants, metas)
     if [_arg_name(b, k) for k, b in inputs] != [_name(a.get("as_tensor")) for a in graph["inputs"]]:

@@ -65,6 +65,7 @@ class Program:
     uses: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # tensor -> (op, arg)
     user_input: str = ""  # the graph's name of the model's input
     output: str = ""  # the graph's name of the model's output
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # value -> static sizes
 
 
 def _fail(rule: str) -> NoReturn:

@@ -132,6 +132,9 @@ class PredictJob(ModelIO):
     program: str
     batch_size: int
     probe: Probe | None
+    # predict the whole split again in another order and batch composition; false when
+    # the host proved from the graph that each image's output depends on it alone
+    recheck: bool
 
 
 JobSpec = ConvertJob | RebuildJob | ExportJob | EagerJob | PredictJob

@@ -1,6 +1,8 @@
 """Check and count the exported program on the host (a zip of JSON and raw bytes; no
 torch, no submission code): ``program.check`` refuses what phase B must not run and writes
-a clean archive; ``counting`` counts every learned value the program can read."""
+a clean archive; ``counting`` counts every learned value the program can read;
+``program.batch`` tries to prove each image's output depends on that image alone (then
+phase B need not predict the split a second time to show it)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from ..counting import (
 )
 from ..jobs import rebuild_job_spec
 from ..outputs import read_report
+from ..program.batch import independence
 from ..program.check import CheckError, Expect, check_program
 from ..program.records import Program
 from ..results import Flag
@@ -48,6 +51,7 @@ def check(exported: Exported) -> Checked:
         message = f"the exported program was refused: {exc.message}"
         raise Ended(Failed("failed", message, "check"), notes) from None
     count = count_checked(checked, task, frozenset(), 0)
+    proof = independence(checked, exported.batch)
     timing = {"check_s": round(time.perf_counter() - t, 4)}
     names = regenerate.candidates(count)
     if names:  # buffers that may be structural: does the code alone rebuild them?
@@ -60,11 +64,12 @@ def check(exported: Exported) -> Checked:
     flags: list[Flag] = verified_flags(count, file, exported.reported, task.integrity.allowance)
     apart = apart_flag(count)
     flags.extend([apart] if apart else [])
-    notes = notes.add(params=params, flags=flags, timing=timing)
+    evidence = {"batch_independent": {"proven": proof.proven, "reason": proof.reason}}
+    notes = notes.add(params=params, flags=flags, timing=timing, evidence=evidence)
     if over_limit(params.counted, params.limit):
         message = over_message(params, task, count, counted.count.counted)
         raise Ended(Failed("over_limit", message, "count"), notes)
-    return Checked(exported, notes, target)
+    return Checked(exported, notes, target, proof.proven)
 
 
 def _regenerated(

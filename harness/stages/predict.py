@@ -33,7 +33,8 @@ def predict(checked: Checked) -> Predicted:
     g.stage("predict")
     ws = g.workspace
     probe = _Probe.of(g)
-    spec = predict_job_spec(g.task, g.sub.manifest, checked.exported.batch, probe.spec)
+    batch, recheck = checked.exported.batch, not checked.independent
+    spec = predict_job_spec(g.task, g.sub.manifest, batch, probe.spec, recheck)
     job = job_with_files(ws, "predict-job", spec, {PROGRAM: checked.program})
     empty = ws.stage("predict-sub", g.sub.path, [])
     out = ws.output("predict-out")

@@ -152,6 +152,7 @@ class Checked:
     exported: Exported
     notes: Notes
     program: Path
+    independent: bool = False  # proved: each image's output depends on that image alone
 
     @property
     def counted(self) -> Counted:
