@@ -85,6 +85,7 @@ class Program:
         self.nodes = graph["nodes"]
         self.output = graph["outputs"][0]["as_tensor"]["name"]
         self.ops = {n["target"]: self._op(n["target"]) for n in self.nodes}
+        self.drops: dict[int, list[list[str]]] = {}  # per node list: names freed after each
 
     @staticmethod
     def _tensors(zf: zipfile.ZipFile, root: str, folder: str, config: str) -> dict[str, Any]:
@@ -163,29 +164,39 @@ class Program:
         output: torch.Tensor = env[self.output]
         return output
 
-    def _run(self, nodes: list[dict[str, Any]], env: dict[str, Any]) -> None:
-        for node in nodes:
-            target = node["target"]
-            if target in HIGHER_ORDER:
-                self._higher_order(node, env)
-                continue
-            args, kwargs = [], {}
-            for named in node["inputs"]:
-                value = self._arg(named["arg"], env)
-                if named.get("kind") == 2:
-                    kwargs[named["name"]] = value
-                else:
-                    args.append(value)
-            op = self.ops.get(target) or self.ops.setdefault(target, self._op(target))
-            result = op(*args, **kwargs)
-            outputs = node["outputs"]
-            if not outputs:  # e.g. aten._assert_tensor_metadata: a check, no value
-                continue
-            if len(outputs) == 1:
-                self._bind(outputs[0], result, env)
+    def _run(
+        self, nodes: list[dict[str, Any]], env: dict[str, Any], keep: frozenset[str] = frozenset()
+    ) -> None:
+        drops = self.drops.get(id(nodes))
+        if drops is None:
+            drops = self.drops[id(nodes)] = _last_uses(nodes, keep | {self.output})
+        for node, drop in zip(nodes, drops, strict=True):
+            self._node(node, env)
+            for name in drop:  # as eager PyTorch frees a value after its last use: the
+                env.pop(name, None)  # allocator reuses warm memory instead of new pages
+
+    def _node(self, node: dict[str, Any], env: dict[str, Any]) -> None:
+        target = node["target"]
+        if target in HIGHER_ORDER:
+            self._higher_order(node, env)
+            return
+        args, kwargs = [], {}
+        for named in node["inputs"]:
+            value = self._arg(named["arg"], env)
+            if named.get("kind") == 2:
+                kwargs[named["name"]] = value
             else:
-                for out, value in zip(outputs, result, strict=True):
-                    self._bind(out, value, env)
+                args.append(value)
+        op = self.ops.get(target) or self.ops.setdefault(target, self._op(target))
+        result = op(*args, **kwargs)
+        outputs = node["outputs"]
+        if not outputs:  # e.g. aten._assert_tensor_metadata: a check, no value
+            return
+        if len(outputs) == 1:
+            self._bind(outputs[0], result, env)
+        else:
+            for out, value in zip(outputs, result, strict=True):
+                self._bind(out, value, env)
 
     def _higher_order(self, node: dict[str, Any], env: dict[str, Any]) -> None:
         """A wrapper node (checked by the host): its body runs in a scope of its own, on
@@ -198,10 +209,40 @@ class Program:
             ref["as_tensor"]["name"]: self._arg(arg, env)
             for ref, arg in zip(body["inputs"], inputs[at + 1 :], strict=True)
         }
+        results = frozenset(ref["as_tensor"]["name"] for ref in body["outputs"])
         with HIGHER_ORDER[node["target"]](self.device, *plain):
-            self._run(body["nodes"], scope)
+            self._run(body["nodes"], scope, results)
         for out, ref in zip(node["outputs"], body["outputs"], strict=True):
             self._bind(out, scope[ref["as_tensor"]["name"]], env)
+
+
+def _refs(node: dict[str, Any]) -> list[str]:
+    """The value names a node reads."""
+    names: list[str] = []
+    for named in node["inputs"]:
+        ((kind, value),) = named["arg"].items()
+        if kind == "as_tensor":
+            names.append(value["name"])
+        elif kind == "as_tensors":
+            names.extend(t["name"] for t in value)
+        elif kind == "as_optional_tensors":
+            names.extend(t["as_tensor"]["name"] for t in value if "as_tensor" in t)
+        elif kind == "as_optional_tensor" and "as_tensor" in value:
+            names.append(value["as_tensor"]["name"])
+    return names
+
+
+def _last_uses(nodes: list[dict[str, Any]], keep: frozenset[str]) -> list[list[str]]:
+    """For each node, the names it reads for the last time (never those in ``keep``)."""
+    last: dict[str, int] = {}
+    for i, node in enumerate(nodes):
+        for name in _refs(node):
+            last[name] = i
+    drops: list[list[str]] = [[] for _ in nodes]
+    for name, i in last.items():
+        if name not in keep:
+            drops[i].append(name)
+    return drops
 
 
 def _autocast(
