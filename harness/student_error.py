@@ -17,7 +17,7 @@ import re
 from typing import Any
 
 from .results import Frame, StudentError
-from .sandbox.common import SAFE_ENV
+from .sandbox.layout import SAFE_ENV
 
 MAX_MESSAGE = 1200
 MAX_LINES = 12

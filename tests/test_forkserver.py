@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 
 from harness.runner.contract import EagerJob
 from harness.sandbox import RunJob, RunOutcome, SandboxPolicy
-from harness.sandbox.common import SAFE_ENV
+from harness.sandbox.layout import SAFE_ENV
 from harness.sandbox.process import ProcessBackend
 from harness.staging import Workspace
 

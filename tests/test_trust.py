@@ -424,7 +424,7 @@ def test_removing_a_workspace_follows_no_link_at_any_depth(tmp_path: Path) -> No
 def test_output_readers_refuse_links_and_deep_trees(tmp_path: Path) -> None:
     from harness.outputs import BadOutput, read_predictions, read_report
     from harness.safefs import NotPlain, TreeTooLarge, open_under, plain_file, walk
-    from harness.sandbox.common import folder_size
+    from harness.sandbox.confine import folder_size
 
     secret = tmp_path / "secret.json"
     secret.write_text('{"ok": true}')

@@ -43,8 +43,8 @@ from pathlib import Path
 
 from ..devices import gpu_device_nodes
 from .base import MOUNTS, Predictor, RunJob, RunOutcome, SandboxPolicy
-from .common import SAFE_ENV, host_paths, runner_args, runner_root, thread_env
 from .confine import LogPump, exit_code_of, kill_group, share_folders, supervised_argv
+from .layout import SAFE_ENV, host_paths, runner_args, runner_root, thread_env
 from .predictor import SPOOL, Server, SpoolPredictor
 from .seccomp import SeccompUnavailable, program, program_fd
 from .watch import Ending, outcome, watch

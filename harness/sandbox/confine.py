@@ -1,7 +1,7 @@
-"""What the isolated backends (bwrap, docker) share: the argv of the in-sandbox
-supervisor (``harness/runner/supervisor.py``, the sandbox's PID 1), the log pump with a
-flood limit, the output watcher, killing a process group, and the verdict on a finished
-run."""
+"""Watching and judging a run, for the backends: the argv of the in-sandbox supervisor
+(``harness/runner/supervisor.py``, the sandbox's PID 1; bwrap and docker), the log pump
+with a flood limit and the capped log, the output watcher and folder size, killing a
+process group, and the verdict on a finished run."""
 
 from __future__ import annotations
 
@@ -214,3 +214,49 @@ def _add_mode(path: Path, bits: int) -> None:
 
 def _mib(n: int) -> str:
     return f"{n / 2**20:g} MiB"
+
+
+class CappedLog:
+    """Reads a stream to its end in a thread, keeping at most ``cap`` bytes (head and tail)."""
+
+    def __init__(self, stream: IO[bytes], cap: int) -> None:
+        self.cap = cap
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+        self._thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, stream: IO[bytes]) -> None:
+        half = self.cap // 2
+        while chunk := stream.read(65536):
+            self.total += len(chunk)
+            if len(self.head) < half:
+                take = half - len(self.head)
+                self.head += chunk[:take]
+                chunk = chunk[take:]
+            if chunk:
+                self.tail += chunk
+                if len(self.tail) > half:
+                    del self.tail[: len(self.tail) - half]
+
+    def text(self, timeout: float = 5.0) -> str:
+        self._thread.join(timeout)
+        body = bytes(self.head)
+        if self.total > len(self.head) + len(self.tail):
+            skipped = self.total - len(self.head) - len(self.tail)
+            body += f"\n[... {skipped} bytes of output cut ...]\n".encode()
+        body += bytes(self.tail)
+        return body.decode("utf-8", errors="replace")
+
+
+def folder_size(folder: Path) -> int:
+    """Bytes in the regular files below ``folder`` (links not followed); past the caps on
+    entries or depth, more than any output limit."""
+    total = 0
+    try:
+        for _path, info, _depth in walk(folder):
+            total += info.st_size if stat.S_ISREG(info.st_mode) else 0
+    except TreeTooLarge:
+        return 1 << 62
+    return total

@@ -113,7 +113,7 @@ class ForkServer:
 
     # -- the server's lifetime --------------------------------------------------------
     def _start_run(self, request: bytes, log_bytes: int, *, restart: bool) -> _Started | None:
-        from .common import CappedLog  # the grading process only (see the module docstring)
+        from .confine import CappedLog  # the grading process only (see the module docstring)
 
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         log_r, log_w = os.pipe()

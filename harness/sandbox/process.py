@@ -22,17 +22,9 @@ import time
 import weakref
 
 from .base import Predictor, RunJob, RunOutcome, SandboxPolicy
-from .common import (
-    SAFE_ENV,
-    CappedLog,
-    folder_size,
-    host_paths,
-    runner_args,
-    runner_root,
-    thread_env,
-)
-from .confine import kill_group
+from .confine import CappedLog, folder_size, kill_group
 from .forkserver import Finished, ForkServer, ForkServerError
+from .layout import SAFE_ENV, host_paths, runner_args, runner_root, thread_env
 from .predictor import PerRunPredictor
 
 

@@ -27,8 +27,8 @@ from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 from ...devices import gpu_present
 from ...errors import UserError
 from ..base import MOUNTS, Predictor, RunJob, RunOutcome, SandboxPolicy
-from ..common import SAFE_ENV, host_paths, runner_args, runner_root, thread_env
 from ..confine import LogPump, exit_code_of, share_folders, supervised_argv
+from ..layout import SAFE_ENV, host_paths, runner_args, runner_root, thread_env
 from ..predictor import SPOOL, Server, SpoolPredictor
 from ..watch import Ending, outcome, watch
 from .engine import client_or_error, engine_answers, image_info
