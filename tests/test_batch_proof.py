@@ -154,3 +154,18 @@ def test_one_image_per_call_is_proved_unless_random(tmp_path: Path) -> None:
     assert _prove(Head(lambda m, y: y - y.mean()), tmp_path, shape)[0]
     noisy = Head(lambda m, y: y + torch.randn_like(y))
     assert _prove(noisy, tmp_path, shape) == (False, "aten.randn_like.default draws random values")
+
+
+def test_an_operator_a_task_adds_is_not_assumed_independent(tmp_path: Path) -> None:
+    """``[integrity] operators`` may add any ATen operator (here ``erfinv``): the proof
+    knows nothing of it, so the re-run decides, even when it only sees free values."""
+    model = Head(lambda m, y: y + torch.erfinv(m.table[:1] * 0.1))
+    torch.manual_seed(0)
+    x = torch.rand(SHAPE)
+    with torch.no_grad():
+        program = torch.export.export(model.eval(), (x,), strict=False)
+    torch.export.save(program, str(tmp_path / "program.pt2"))
+    expect = Expect(SHAPE, "classification", 10, 2**30, extra_ops=("erfinv",))
+    checked, _ = check_program(tmp_path / "program.pt2", tmp_path / "clean.pt2", expect)
+    proof = independence(checked, B)
+    assert not proof.proven and "aten.erfinv" in proof.reason, proof

@@ -147,6 +147,12 @@ def _draws(node: dict[str, Any], name: str) -> bool:
     return ALLOWED.get(name) == RANDOM or name in UNINITIALIZED
 
 
+def _listed(target: str) -> str | None:
+    """The allow-list's reason for ``target`` (by name, or name and overload)."""
+    name, _, overload = target.removeprefix("torch.ops.aten.").partition(".")
+    return ALLOWED.get(name) or ALLOWED.get(f"{name}.{overload}")
+
+
 def _name(target: str) -> str:
     return target.removeprefix("torch.ops.aten.").partition(".")[0]
 
@@ -244,8 +250,10 @@ class _Walk:
         name = _name(node["target"])
         self.op = _short(node)
         mixed = next((s for s in states if isinstance(s, Mixed)), None)
-        if ALLOWED.get(name) == DROPOUT and not _draws(node, name):
-            result: list[State] = [states[0] if states else Free()] * len(outs)  # identity
+        if _listed(node["target"]) is None:  # a task's own operator: nothing is known of it
+            result: list[State] = [Mixed(f"{self.op} is not followed by the proof")] * len(outs)
+        elif ALLOWED.get(name) == DROPOUT and not _draws(node, name):
+            result = [states[0] if states else Free()] * len(outs)  # identity
         elif _draws(node, name):
             result = [Mixed(f"{_short(node)} draws random values")] * len(outs)
         elif mixed is not None:
@@ -257,6 +265,8 @@ class _Walk:
                 result = self._rule(node, name, outs)
             except Exception:  # an argument the rules did not expect: not followed
                 result = [Mixed(f"{_short(node)}: its arguments are not understood")] * len(outs)
+        unknown = Mixed(f"{self.op}: an output the rules do not describe")
+        result = [*result, *[unknown] * (len(outs) - len(result))]  # never a default Free
         if name.endswith("_") and not name.startswith("_") or name == "copy_":
             self._written(node, refs, result)
         for out, st in zip(outs, result, strict=False):
