@@ -5,7 +5,8 @@ re-run still runs and flags it: ``tests/cheats`` ``batch_dependent``, ``random_o
 
 Each model is exported by ``torch.export`` and checked by the host exactly as phase A and
 the check stage do; a proved model is also run, to see that image 0 alone gives the same
-output as beside other images, at another place in the batch."""
+output as beside other images, at another place in the batch (within the determinism
+check's tolerance: kernels round a row by its place, in eager PyTorch as well)."""
 
 from __future__ import annotations
 
@@ -41,7 +42,10 @@ def _prove(model: nn.Module, tmp: Path, shape: tuple[int, ...] = SHAPE) -> tuple
             y, place = torch.rand(shape), shape[0] - 1
             y[place] = x[0]
             beside = run(y)[place]
-        assert torch.equal(alone, beside), "proved, yet the output changed with the batch"
+        # the determinism check's tolerance: kernels may round a row differently by its
+        # place in the batch (a few 1e-8 in eager PyTorch too), never more
+        limit = 1e-4 * (1 + float(alone.abs().max()))
+        assert float((alone - beside).abs().max()) <= limit, "proved, yet the batch mattered"
     return proof.proven, proof.reason
 
 
