@@ -28,8 +28,10 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the test kit
 
-from harness.jobs import job_with_files  # noqa: E402
+from kit.jobs import predict_run  # noqa: E402
+
 from harness.program.check import check_program  # noqa: E402
 from harness.program.records import Expect  # noqa: E402
 from harness.runner.contract import PROGRAM  # noqa: E402
@@ -106,24 +108,9 @@ def export(exporter: ProcessBackend, root: Path, seed: int) -> Path:
 
 
 def predict_job(root: Path, name: str, program: Path, inputs: Path) -> RunJob:
-    ws = Workspace(root / name)
-    (root / name).mkdir(parents=True)
-    spec = {
-        **COMMON,
-        "phase": "predict",
-        "program": PROGRAM,
-        "batch_size": BATCH,
-        "probe": {"count": 64, "seed": 1, "amplitude": 2},
-        "recheck": True,
-    }
-    return RunJob(
-        submission_dir=ws.stage("sub", program.parent, []),
-        inputs_dir=inputs,
-        job_dir=job_with_files(ws, "job", spec, {PROGRAM: program}),
-        output_dir=ws.output("out"),
-        policy=POLICY,
-        mount_submission=False,
-        label=name,
+    probe = {"count": 64, "seed": 1, "amplitude": 2}
+    return predict_run(
+        root, name, program, inputs, io=COMMON, batch=BATCH, probe=probe, policy=POLICY
     )
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from kit.jobs import predict_run
 from safetensors.torch import save_file
 
-from harness.jobs import job_with_files
 from harness.program.check import check_program
 from harness.program.records import Expect
 from harness.runner.contract import PROGRAM
@@ -148,25 +148,12 @@ def many_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _job(root: Path, name: str, program: Path, inputs: Path, **policy: float) -> RunJob:
-    ws = Workspace(root / name)
-    (root / name).mkdir(parents=True)
-    spec = {
-        **_common(),
-        "phase": "predict",
-        "program": PROGRAM,
-        "batch_size": BATCH,
-        "probe": {"count": 8, "seed": 5, "amplitude": 2},
-        "recheck": True,
-    }
-    return RunJob(
-        submission_dir=ws.stage("sub", program.parent, []),
-        inputs_dir=inputs,
-        job_dir=job_with_files(ws, "job", spec, {PROGRAM: program}),
-        output_dir=ws.output("out"),
-        policy=replace(POLICY, **policy),
-        mount_submission=False,
+    probe = {"count": 8, "seed": 5, "amplitude": 2}
+    limits = replace(POLICY, **policy)
+    return predict_run(
+        root, name, program, inputs, io=_common(), batch=BATCH, probe=probe, policy=limits,
         label=f"{name}/predict",
-    )
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .flow import tensor_refs
-from .hop import hop_call
+from .hop import hop_call, inline_bodies
 from .ops import ALLOWED, DROPOUT, INPLACE, POINTWISE, RANDOM, higher_order
 from .records import Program, tensor_meta
 
@@ -92,13 +92,14 @@ PROVEN = "each image's output depends only on that image (proved from the graph)
 
 def independence(program: Program, batch: int) -> Independence:
     """Prove (or not) that the program's output row ``i`` depends only on input row ``i``."""
-    nodes = _inline(program.nodes)
+    nodes = inline_bodies(program.nodes)
     shapes = dict(program.shapes)
     _body_shapes(program.nodes, "", shapes)
     if batch == 1:  # one image per call: only randomness could make a difference
         for node in nodes:
-            name = _name(node["target"])
-            if _draws(node, name):
+            if _listed(node["target"]) is None:  # a task's own operator: it may be random
+                return Independence(False, f"{_short(node)} is not followed by the proof")
+            if _draws(node, _name(node["target"])):
                 return Independence(False, f"{_short(node)} draws random values")
         return Independence(True, PROVEN)
     walk = _Walk(shapes, batch)
@@ -118,12 +119,6 @@ def independence(program: Program, batch: int) -> Independence:
     if isinstance(out, Free) and 0 in out.uniform:
         return Independence(True, PROVEN)
     return Independence(False, "the output is not laid out one row per image")
-
-
-def _inline(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    from .hop import inline_bodies
-
-    return inline_bodies(nodes)
 
 
 def _body_shapes(nodes: list[dict[str, Any]], tag: str, shapes: dict[str, tuple[int, ...]]) -> None:
