@@ -34,13 +34,13 @@ from .pipeline import (
     save_result,
     settle,
 )
-from .predictors import Predictors
 from .registry import Registry
 from .results import ResultDocument
 from .sandbox import Backend, get_backend
 from .store import Claim, ResultsStore
 from .submission import Submission, content_hash
 from .tasks import TaskSpec
+from .warm import WarmSandboxes
 
 OnDone = Callable[[ResultDocument], None]
 
@@ -85,7 +85,7 @@ class LocalExecutor:
         store = ResultsStore(options.results_dir)
         options = dataclasses.replace(options, jobs=jobs_for(options, len(folders)))
 
-        with Predictors(backend) as predictors:
+        with WarmSandboxes(backend) as warm:
 
             def one(folder: Path) -> ResultDocument:
                 doc = grade_submission(
@@ -95,7 +95,7 @@ class LocalExecutor:
                     mode=mode,
                     store=store,
                     on_stage=on_stage,
-                    predict_with=predictors,
+                    warm=warm,
                 )
                 if on_done:
                     on_done(doc)

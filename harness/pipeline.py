@@ -27,7 +27,6 @@ from .stages.records import (
     Counted,
     Ended,
     Exported,
-    Predict,
     Predicted,
     sandbox_info,
 )
@@ -36,6 +35,7 @@ from .store import ResultsStore
 from .submission import Submission, is_declared_reference
 from .tasks import TaskSpec, load_task
 from .verdicts import Failed
+from .warm import WarmSandboxes
 
 
 def identity_of(options: GradeOptions) -> Identity:
@@ -72,11 +72,11 @@ def grade_submission(
     mode: Mode = "grade",
     store: ResultsStore | None = None,
     on_stage: OnStage | None = None,
-    predict_with: Predict | None = None,
+    warm: WarmSandboxes | None = None,
 ) -> ResultDocument:
     """Grade one folder here; always returns a result document, recorded in the results
     store, or the stored one when an identical grading is there (unless ``force``).
-    ``predict_with``: the batch's warm predictor for phase B (default: one more run).
+    ``warm``: the batch's warm sandboxes (default: each job one more run).
 
     The team's folder is locked meanwhile, so concurrent runs never grade it twice."""
     t0 = time.perf_counter()
@@ -95,7 +95,7 @@ def grade_submission(
                 mode=mode,
                 store=store,
                 on_stage=on_stage,
-                predict_with=predict_with,
+                warm=warm,
             ),
         )
         if isinstance(admitted, Settled):

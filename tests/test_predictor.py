@@ -26,7 +26,7 @@ from harness.program.records import Expect
 from harness.runner.contract import PROGRAM
 from harness.sandbox import RunJob, SandboxPolicy, get_backend
 from harness.sandbox.base import Backend
-from harness.sandbox.predictor import PerRunPredictor, SpoolPredictor
+from harness.sandbox.predictor import PerRun, SpoolPredictor
 from harness.sandbox.process import ProcessBackend
 from harness.staging import Workspace
 
@@ -309,7 +309,7 @@ def test_the_process_backend_predicts_run_by_run(
     backend = ProcessBackend()
     try:
         with backend.predictor(POLICY) as predictor:
-            assert isinstance(predictor, PerRunPredictor)
+            assert isinstance(predictor, PerRun)
             job = _job(tmp_path, "a", programs["good2"], inputs)
             assert predictor.predict(job).status == "ok"
         fresh = _job(tmp_path, "b", programs["good2"], inputs)

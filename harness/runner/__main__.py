@@ -1,5 +1,6 @@
 """``python -m harness.runner --job DIR --submission DIR --inputs DIR --output DIR``, or
-``python -m harness.runner serve SPOOL`` (phase B for a batch: ``serve.py``).
+``python -m harness.runner serve SPOOL`` (phase B for a batch: ``serve.py``), or
+``python -m harness.runner zygote LIMITS`` (phase-A runs for a batch: ``zygote.py``).
 
 Phases (``job.json`` field ``phase``):
 - ``convert``: read ``.pt`` weights weights-only and write ``weights.safetensors``; runs
@@ -114,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         from .serve import serve
 
         return serve(args[1:], run)
+    if args[:1] == ["zygote"]:  # the submissions' own runs for a batch (zygote.py)
+        from .zygote import zygote
+
+        return zygote(args[1:], run)
     return run(_args(args))
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from ..errors import UserError
 from ..registry import Registry
-from .base import Backend, Predictor, RunJob, RunOutcome, SandboxPolicy
+from .base import Backend, Predictor, RunJob, Runner, RunOutcome, SandboxPolicy
 from .bwrap import BwrapBackend
 from .process import ProcessBackend
 
@@ -28,6 +28,7 @@ __all__ = [
     "Predictor",
     "RunJob",
     "RunOutcome",
+    "Runner",
     "SandboxPolicy",
     "backends",
     "get_backend",

@@ -106,6 +106,16 @@ class Predictor(Protocol):
     def close(self) -> None: ...
 
 
+class Runner(Protocol):
+    """The submissions' own runs for a batch (convert, export, rebuild: ``mount_submission``
+    and no GPU): one runner serves many jobs (see ``zygote``)."""
+
+    def run(self, job: RunJob) -> RunOutcome:
+        """Same contract as ``Backend.run``: the job's own outcome, never another's."""
+
+    def close(self) -> None: ...
+
+
 class Backend(Protocol):
     name: str
     isolated: bool
@@ -113,6 +123,10 @@ class Backend(Protocol):
     def predictor(self, policy: SandboxPolicy) -> Predictor:
         """A predictor for a batch of phase-B jobs run under ``policy``'s memory, process
         and CPU limits (each job's own policy gives its wall clock and output caps)."""
+
+    def runner(self, policy: SandboxPolicy) -> Runner:
+        """A runner for a batch of the submissions' own runs under ``policy``'s memory,
+        process and CPU limits (each job's own policy gives its wall clock and caps)."""
 
     def unavailable_reason(self) -> str | None:
         """None when the backend can run here, else one sentence saying why not."""

@@ -43,11 +43,19 @@ from pathlib import Path
 
 from ..devices import gpu_device_nodes
 from .base import MOUNTS, Predictor, RunJob, RunOutcome, SandboxPolicy
-from .confine import LogPump, exit_code_of, kill_group, share_folders, supervised_argv
+from .confine import (
+    LogPump,
+    exit_code_of,
+    kill_group,
+    share_folders,
+    supervised_argv,
+    zygote_argv,
+)
 from .layout import SAFE_ENV, host_paths, runner_args, runner_root, thread_env
 from .predictor import SPOOL, Server, SpoolPredictor
 from .seccomp import SeccompUnavailable, program, program_fd
 from .watch import Ending, outcome, watch
+from .zygote import Heard, Zygote, zygote_binds
 
 NOBODY = 65534
 INSIDE_UID = 1000
@@ -105,7 +113,8 @@ class BwrapBackend:
         ]
         with ExitStack() as stack:
             t0 = time.perf_counter()
-            proc = self._launch(stack, binds, p, _rlimits(p), runner_args(MOUNTS))
+            inside = supervised_argv(self.python, _rlimits(p), MOUNTS["code"], runner_args(MOUNTS))
+            proc = self._launch(stack, binds, p, inside)
             return self._supervise(job, proc, t0)
 
     def predictor(self, policy: SandboxPolicy) -> Predictor:
@@ -120,24 +129,47 @@ class BwrapBackend:
         binds = [Bind(str(runner_root()), MOUNTS["code"]), Bind(str(spool), SPOOL, writable=True)]
         limits = {k: v for k, v in _rlimits(policy).items() if k != "cpu"}
         try:
-            proc = self._launch(stack, binds, policy, limits, ["serve", SPOOL])
+            inside = supervised_argv(self.python, limits, MOUNTS["code"], ["serve", SPOOL])
+            proc = self._launch(stack, binds, policy, inside)
         except BaseException:
             stack.close()
             raise
         return ProcessServer(proc, policy, stack)
+
+    def runner(self, policy: SandboxPolicy) -> Zygote:
+        """A warm runner for the submissions' own runs: one zygote sandbox for a batch."""
+        uid = NOBODY if _as_nobody() else None
+        return Zygote(self.name, policy, self._zygote, uid, lambda p: _rlimits(p)["cpu"])
+
+    def _zygote(self, policy: SandboxPolicy, folders: dict[str, Path], heard: Heard) -> Server:
+        """Start the zygote's sandbox: a fresh run's sandbox with the zygote's folders
+        (``sandbox/zygote.py``) and the zygote as its PID 1; each run's CPU-time limit is
+        set by the zygote in the run's fork."""
+        stack = ExitStack()
+        binds = [Bind(str(runner_root()), MOUNTS["code"])]
+        binds += [
+            Bind(source, target, writable) for source, target, writable in zygote_binds(folders)
+        ]
+        limits = {k: v for k, v in _rlimits(policy).items() if k != "cpu"}
+        try:
+            inside = zygote_argv(self.python, limits, MOUNTS["code"])
+            proc = self._launch(stack, binds, policy, inside)
+        except BaseException:
+            stack.close()
+            raise
+        return ProcessServer(proc, policy, stack, heard)
 
     def _launch(
         self,
         stack: ExitStack,
         binds: list[Bind],
         p: SandboxPolicy,
-        rlimits: dict[str, int],
-        args: list[str],
+        inside: list[str],
     ) -> subprocess.Popen[bytes]:
-        """Start the supervisor and the runner (``args``) in a new sandbox with ``binds``
-        (and the Python installation); ``stack`` holds what must outlive it."""
+        """Start ``inside`` (the supervisor's argv, or the zygote's) as PID 1 of a new
+        sandbox with ``binds`` (and the Python installation); ``stack`` holds what must
+        outlive it."""
         binds = [Bind(prefix, prefix) for prefix in _python_prefixes(self.python)] + binds
-        inside = supervised_argv(self.python, rlimits, MOUNTS["code"], args)
         argv = self._argv(stack, binds, _env(p.cpus), p.tmpfs_bytes, gpu=p.gpu)
         return _popen(argv + inside, _fds(argv))
 
@@ -209,14 +241,21 @@ class BwrapBackend:
 
 
 class ProcessServer:
-    """The predictor's bwrap sandbox, seen from the host (``predictor.Server``)."""
+    """A warm bwrap sandbox (the predictor's or the zygote's), seen from the host
+    (``predictor.Server``)."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], p: SandboxPolicy, stack: ExitStack) -> None:
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        p: SandboxPolicy,
+        stack: ExitStack,
+        heard: Heard | None = None,
+    ) -> None:
         assert proc.stdout is not None
         self.proc, self.stack = proc, stack
         self.ident = str(proc.pid)
         self.log = LogPump.from_stream(
-            proc.stdout, keep=p.log_bytes, budget=p.output_bytes, on_flood=self.kill
+            proc.stdout, keep=p.log_bytes, budget=p.output_bytes, on_flood=self.kill, on_chunk=heard
         )
 
     def ended(self, seconds: float) -> bool:

@@ -39,6 +39,13 @@ def supervised_argv(
     return [python, "-I", "-S", supervisor, spec, *runner]
 
 
+def zygote_argv(python: str, rlimits: dict[str, int], code_root: str) -> list[str]:
+    """argv for a zygote sandbox's first process: the runner's zygote, which sets the
+    rlimits and supervises itself (``runner/zygote.py``)."""
+    spec = ",".join(f"{name}={value}" for name, value in rlimits.items())
+    return [python, "-I", "-u", "-c", RUNNER_BOOT, code_root, "zygote", spec]
+
+
 def kill_group(pid: int) -> None:
     """SIGKILL a run's whole process group (gone already, or not ours: nothing to do)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -66,8 +73,11 @@ class LogPump:
         keep: int,
         budget: int,
         on_flood: Callable[[], None],
+        on_chunk: Callable[[bytes], None] | None = None,
     ) -> None:
+        """``on_chunk`` sees every chunk as it comes (a warm sandbox's own messages)."""
         self.keep, self.budget, self.on_flood = keep, budget, on_flood
+        self.on_chunk = on_chunk
         self.head = bytearray()
         self.tail = bytearray()
         self.total = 0
@@ -85,6 +95,8 @@ class LogPump:
         with contextlib.suppress(Exception):
             while chunk := self._read():
                 self.total += len(chunk)
+                if self.on_chunk is not None:
+                    self.on_chunk(chunk)
                 if self.flooded:
                     continue  # drain what is left after the kill: an engine may wait for it
                 if len(self.head) < half:

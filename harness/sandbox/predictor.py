@@ -21,8 +21,9 @@ a fresh run. ``SpoolPredictor`` is the host side, for bwrap and docker:
   sandbox is killed, and the next request starts a fresh one: one bad program costs only
   its own team.
 
-``PerRunPredictor`` (each ``predict`` is ``backend.run``) serves the process backend,
-whose runs already fork from a pre-imported server, and any backend without a warm one.
+``PerRun`` (each ``predict`` is ``backend.run``) serves the process backend,
+whose runs already fork from a pre-imported server, and any backend without a warm one;
+it is also the process backend's runner (``zygote.py`` is bwrap's and docker's).
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ POLL_SECONDS = 0.005
 READY, DONE, LOG, OUT = "ready", "done", "log", "out"
 
 
-class PerRunPredictor:
-    """A predictor that runs each job as its own sandbox run (``backend.run``)."""
+class PerRun:
+    """A predictor, or a runner, that runs each job as its own sandbox run
+    (``backend.run``)."""
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -58,10 +60,13 @@ class PerRunPredictor:
     def predict(self, job: RunJob) -> RunOutcome:
         return self.backend.run(job)
 
+    def run(self, job: RunJob) -> RunOutcome:
+        return self.backend.run(job)
+
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> PerRunPredictor:
+    def __enter__(self) -> PerRun:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -144,7 +149,7 @@ class SpoolPredictor:
                 deadline=t0 + p.wall_seconds,
                 policy=p,
                 output_dir=request / OUT,
-                flooded=lambda: _size(log_file) > p.output_bytes,
+                flooded=lambda: size_of(log_file) > p.output_bytes,
             )
             return self._finish(job, request, server, seen, time.perf_counter() - t0)
         finally:
@@ -158,7 +163,7 @@ class SpoolPredictor:
         crashed = code is None
         if crashed or seen.timed_out or seen.killed_for:
             self._stop()  # the next request starts a fresh sandbox
-        flooded = _size(request / LOG) > p.output_bytes
+        flooded = size_of(request / LOG) > p.output_bytes
         if crashed:
             end = server.ending()
             if end.exit_code == 0:
@@ -167,8 +172,8 @@ class SpoolPredictor:
             end = Ending(code, flooded=flooded)
         end.flooded = end.flooded or flooded
         if not output_over(request / OUT, p):
-            _copy_tree(request / OUT, job.output_dir)
-        log = _capped(request / LOG, p.log_bytes)
+            copy_tree(request / OUT, job.output_dir)
+        log = capped(request / LOG, p.log_bytes)
         if crashed and not (seen.timed_out or seen.killed_for or flooded):
             log += "\n[the predictor's sandbox ended]\n" + server.log.text(timeout=2.0)
         end.info = {"predictor": "warm", "request": str(self._seq), "sandbox": server.ident}
@@ -239,14 +244,14 @@ def _done_code(path: Path) -> int | None:
         return None
 
 
-def _size(path: Path) -> int:
+def size_of(path: Path) -> int:
     try:
         return os.lstat(path).st_size
     except OSError:
         return 0
 
 
-def _capped(path: Path, cap: int) -> str:
+def capped(path: Path, cap: int) -> str:
     """The file's first and last ``cap // 2`` bytes, with a note of what was cut."""
     try:
         with open(path, "rb", buffering=0) as fh:
@@ -263,7 +268,7 @@ def _capped(path: Path, cap: int) -> str:
     return body.decode("utf-8", errors="replace")
 
 
-def _copy_tree(source: Path, target: Path) -> None:
+def copy_tree(source: Path, target: Path) -> None:
     """Regular files and folders of ``source`` into ``target`` (links and the rest left)."""
     for path, info, _depth in walk(source):
         rel = path.relative_to(source)

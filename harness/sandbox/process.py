@@ -21,11 +21,11 @@ import threading
 import time
 import weakref
 
-from .base import Predictor, RunJob, RunOutcome, SandboxPolicy
+from .base import Predictor, RunJob, Runner, RunOutcome, SandboxPolicy
 from .confine import CappedLog, folder_size, kill_group
 from .forkserver import Finished, ForkServer, ForkServerError
 from .layout import SAFE_ENV, host_paths, runner_args, runner_root, thread_env
-from .predictor import PerRunPredictor
+from .predictor import PerRun
 
 
 class ProcessBackend:
@@ -47,7 +47,11 @@ class ProcessBackend:
 
     def predictor(self, policy: SandboxPolicy) -> Predictor:
         """Runs fork from the pre-imported server already: a predictor per run is as warm."""
-        return PerRunPredictor(self)
+        return PerRun(self)
+
+    def runner(self, policy: SandboxPolicy) -> Runner:
+        """Runs fork from the pre-imported server already: a runner per run is as warm."""
+        return PerRun(self)
 
     def run(self, job: RunJob) -> RunOutcome:
         paths = host_paths(job)

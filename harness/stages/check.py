@@ -89,9 +89,7 @@ def _regenerated(
     job = ws.job("rebuild-job", rebuild_job_spec(g.task, g.sub.manifest))
     out = ws.output("rebuild-out")
     no_inputs = ws.stage("rebuild-inputs", g.sub.path, [])
-    outcome = g.backend.run(
-        g.sandbox_job(sub_dir, job, out, code=True, inputs=no_inputs, gpu=False)
-    )
+    outcome = g.run_code(g.sandbox_job(sub_dir, job, out, code=True, inputs=no_inputs, gpu=False))
     timing["rebuild_s"] = round(outcome.wall_seconds, 4)
     if interpret_run(outcome, "build") is not None:
         return frozenset()

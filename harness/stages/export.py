@@ -29,9 +29,7 @@ def export(counted: Counted) -> Exported | Counted:
     job = ws.job("export-job", export_job_spec(task, g.sub.manifest, name, batch))
     out = ws.output("export-out")
     no_inputs = ws.stage("export-inputs", g.sub.path, [])
-    outcome = g.backend.run(
-        g.sandbox_job(sub_dir, job, out, code=True, inputs=no_inputs, gpu=False)
-    )
+    outcome = g.run_code(g.sandbox_job(sub_dir, job, out, code=True, inputs=no_inputs, gpu=False))
     notes = counted.notes.add(timing={"export_s": round(outcome.wall_seconds, 4)})
     verdict = interpret_run(outcome, "export")
     if verdict is None:

@@ -39,7 +39,7 @@ def predict(checked: Checked) -> Predicted:
     empty = ws.stage("predict-sub", g.sub.path, [])
     out = ws.output("predict-out")
     run_job = g.sandbox_job(empty, job, out, code=False, inputs=probe.inputs())
-    outcome = (g.predict_with or g.backend.run)(run_job)
+    outcome = g.predict(run_job)
     notes = checked.notes.add(
         flags=probe.notes, timing={"sandbox_s": round(outcome.wall_seconds, 4)}
     )

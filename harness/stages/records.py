@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,8 +22,7 @@ if TYPE_CHECKING:
     from ..staging import Workspace
     from ..submission import Submission
     from ..tasks import TaskSpec
-
-Predict = Callable[[RunJob], RunOutcome]  # phase B: the batch's warm predictor, or a run
+    from ..warm import WarmSandboxes
 
 
 @dataclass(frozen=True)
@@ -41,12 +39,21 @@ class Grading:
     cache_key: str
     sandbox: SandboxInfo
     on_stage: OnStage | None = None
-    predict_with: Predict | None = None  # None: phase B is one more ``backend.run``
+    warm: WarmSandboxes | None = None  # None: every job is one more ``backend.run``
 
     def stage(self, name: str) -> None:
         """Tell the progress display which stage this grading entered."""
         if self.on_stage is not None:
             self.on_stage(self.sub.task_id, self.sub.team, name)
+
+    def predict(self, job: RunJob) -> RunOutcome:
+        """Phase B: the batch's warm predictor, else a run of its own."""
+        return self.warm.predict(job) if self.warm is not None else self.backend.run(job)
+
+    def run_code(self, job: RunJob) -> RunOutcome:
+        """The submission's own run (convert, export, rebuild; no GPU): the batch's warm
+        runner, else a run of its own."""
+        return self.warm.run(job) if self.warm is not None else self.backend.run(job)
 
     def gpu(self) -> bool:
         return use_gpu(self.task.device, self.options.gpu, gpu_present())

@@ -22,8 +22,9 @@ from ..staging import Workspace
 from ..store import ResultsStore
 from ..submission import Submission
 from ..tasks import TaskSpec
+from ..warm import WarmSandboxes
 from . import document
-from .records import Admitted, Grading, Notes, Predict, sandbox_info
+from .records import Admitted, Grading, Notes, sandbox_info
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ def admit(
     mode: Mode,
     store: ResultsStore | None,
     on_stage: OnStage | None = None,
-    predict_with: Predict | None = None,
+    warm: WarmSandboxes | None = None,
 ) -> Admitted | Settled:
     """Validate, prepare the inputs, look in the store (None: always grade)."""
     if on_stage is not None:
@@ -74,7 +75,7 @@ def admit(
         cache_key=key,
         sandbox=sandbox,
         on_stage=on_stage,
-        predict_with=predict_with,
+        warm=warm,
     )
     return Admitted(grading, Notes(params=Params(), flags=flags))
 

@@ -47,7 +47,8 @@ def _convert(g: Grading, name: str, timing: dict[str, float]) -> Path:
     sub_dir = ws.stage("convert-sub", g.sub.path, [name])
     job = ws.job("convert-job", convert_job_spec(name))
     out = ws.output("convert-out")
-    outcome = g.backend.run(g.sandbox_job(sub_dir, job, out, code=True))  # weights only
+    no_inputs = ws.stage("convert-inputs", g.sub.path, [])
+    outcome = g.run_code(g.sandbox_job(sub_dir, job, out, code=True, inputs=no_inputs, gpu=False))
     timing["convert_s"] = round(outcome.wall_seconds, 4)
     verdict = interpret_run(outcome, "convert")
     if verdict is not None:

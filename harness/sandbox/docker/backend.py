@@ -27,10 +27,11 @@ from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 from ...devices import gpu_present
 from ...errors import UserError
 from ..base import MOUNTS, Predictor, RunJob, RunOutcome, SandboxPolicy
-from ..confine import LogPump, exit_code_of, share_folders, supervised_argv
+from ..confine import LogPump, exit_code_of, share_folders, supervised_argv, zygote_argv
 from ..layout import SAFE_ENV, host_paths, runner_args, runner_root, thread_env
 from ..predictor import SPOOL, Server, SpoolPredictor
 from ..watch import Ending, outcome, watch
+from ..zygote import Heard, Zygote, zygote_binds
 from .engine import client_or_error, engine_answers, image_info
 from .image import GRADER_UID, default_tag
 
@@ -75,7 +76,8 @@ class DockerBackend:
             for key in MOUNTS
             if key != "submission" or job.mount_submission
         ]
-        options = self._options(job.policy, mounts, runner_args(MOUNTS), job.label or "run")
+        argv = supervised_argv("python3", _spec(job.policy), MOUNTS["code"], runner_args(MOUNTS))
+        options = self._options(job.policy, mounts, argv, job.label or "run")
         container = self.client.containers.create(self.image, **options)
         try:
             return self._supervise(job, container, t0)
@@ -93,7 +95,8 @@ class DockerBackend:
             Mount(MOUNTS["code"], str(runner_root()), type="bind", read_only=True),
             Mount(SPOOL, str(spool), type="bind", read_only=False),
         ]
-        options = self._options(policy, mounts, ["serve", SPOOL], "predictor")
+        argv = supervised_argv("python3", _spec(policy), MOUNTS["code"], ["serve", SPOOL])
+        options = self._options(policy, mounts, argv, "predictor")
         container = self.client.containers.create(self.image, **options)
         try:
             return ContainerServer(container, policy)
@@ -101,12 +104,33 @@ class DockerBackend:
             _remove(container)
             raise
 
+    def runner(self, policy: SandboxPolicy) -> Zygote:
+        """A warm runner for the submissions' own runs: one zygote container for a batch."""
+        return Zygote(self.name, policy, self._zygote, GRADER_UID)
+
+    def _zygote(self, policy: SandboxPolicy, folders: dict[str, Path], heard: Heard) -> Server:
+        """Start the zygote's container: a fresh run's options with the zygote's folders
+        (``sandbox/zygote.py``) and the zygote as its PID 1 (it supervises itself)."""
+        mounts = [Mount(MOUNTS["code"], str(runner_root()), type="bind", read_only=True)]
+        mounts += [
+            Mount(target, source, type="bind", read_only=not writable)
+            for source, target, writable in zygote_binds(folders)
+        ]
+        argv = zygote_argv("python3", _spec(policy), MOUNTS["code"])
+        options = self._options(policy, mounts, argv, "zygote")
+        container = self.client.containers.create(self.image, **options)
+        try:
+            return ContainerServer(container, policy, heard)
+        except BaseException:
+            _remove(container)
+            raise
+
     def _options(
-        self, p: SandboxPolicy, mounts: list[Mount], args: list[str], label: str
+        self, p: SandboxPolicy, mounts: list[Mount], argv: list[str], label: str
     ) -> dict[str, Any]:
-        rlimits = {"fsize": p.output_bytes, "core": 0, "nofile": 1024}
-        spec = {**rlimits, "tasks": p.pids}  # the supervisor's process watch (see confine)
-        argv = supervised_argv("python3", spec, MOUNTS["code"], args)
+        """A container's options; ``argv``: its first process (the supervisor's argv for
+        a run or the predictor, the zygote's)."""
+        rlimits = _rlimits(p)
         gpu = p.gpu and gpu_present()
         return {
             "command": argv,
@@ -166,12 +190,13 @@ class DockerBackend:
 
 
 class ContainerServer:
-    """The predictor's container, seen from the host (``predictor.Server``)."""
+    """A warm container (the predictor's or the zygote's), seen from the host
+    (``predictor.Server``)."""
 
-    def __init__(self, container: Container, p: SandboxPolicy) -> None:
+    def __init__(self, container: Container, p: SandboxPolicy, heard: Heard | None = None) -> None:
         self.container = container
         self.ident = container.short_id
-        self.stream, self.log = _attached(container, p)
+        self.stream, self.log = _attached(container, p, heard)
         container.start()
         self._end: Ending | None = None
 
@@ -195,13 +220,25 @@ class ContainerServer:
         _remove(self.container)
 
 
-def _attached(container: Container, p: SandboxPolicy) -> tuple[Any, LogPump]:
+def _rlimits(p: SandboxPolicy) -> dict[str, int]:
+    return {"fsize": p.output_bytes, "core": 0, "nofile": 1024}
+
+
+def _spec(p: SandboxPolicy) -> dict[str, int]:
+    """The rlimits again, for the first process, and its task watch (see ``confine``)."""
+    return {**_rlimits(p), "tasks": p.pids}
+
+
+def _attached(
+    container: Container, p: SandboxPolicy, heard: Heard | None = None
+) -> tuple[Any, LogPump]:
     stream = container.attach(stdout=True, stderr=True, stream=True, logs=False)
     chunks = iter(stream)
     log = LogPump(
         lambda: next(chunks, b""),
         keep=p.log_bytes,
         budget=p.output_bytes,
+        on_chunk=heard,
         # kill from another thread: the pump must go on draining, or the engine, which
         # waits for the container's output to be read, never finishes the kill
         on_flood=lambda: threading.Thread(target=_kill, args=(container,), daemon=True).start(),

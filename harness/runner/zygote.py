@@ -1,0 +1,266 @@
+"""``python -m harness.runner zygote LIMITS``: the submissions' own runs for a batch (phase
+A: convert, export, rebuild) from one pre-imported interpreter, for bwrap and docker. The
+host side is ``sandbox/zygote.py``; standard library and torch only.
+
+The zygote is the sandbox's PID 1, so the kernel drops every signal the sandbox sends it,
+and it does the supervisor's job (``supervisor.py``): it sets the sandbox's rlimits
+(``LIMITS``, as the supervisor reads them), reaps every process and watches the number of
+tasks. It imports torch, the ``torch.export`` stack and the runner once, then serves one
+request at a time, each submission's run in a fresh fork:
+
+1. The host empties ``/output`` and ``/log``, fills ``/submission``, ``/inputs`` and
+   ``/job`` with this run's files (read-only here), then writes ``/ctl/<seq>`` (``/ctl``
+   is read-only here too: nothing in the sandbox can make or change a request).
+2. The zygote forks a child which: starts a new session; reads /dev/null and writes
+   ``/log/<seq>`` on stdout and stderr; closes every other descriptor; takes the request's
+   CPU-time limit; gets fresh seeds; works in ``/tmp``; and runs the runner's ``run`` on the
+   same folders, with the same report and exit codes, as a fresh sandbox's runner.
+3. When the child has ended (or the sandbox reached its task cap), the zygote SIGKILLs
+   every other process in the sandbox (``kill(-1)``) until none is left, empties ``/tmp``
+   and ``/dev/shm``, removes the SysV IPC objects, and only then prints
+   ``@zygote done SEQ CODE OOM`` on its own stdout. No child holds that descriptor, and it
+   cannot be reopened through ``/proc``: the zygote is not dumpable.
+
+The host fills the next request only after that line, so the runs of two submissions
+never meet in the sandbox, and nothing one leaves behind is there when the next starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .supervisor import PR_SET_DUMPABLE, PROCESS_LIMIT_EXIT, WATCH_SECONDS, set_limits, tasks
+
+CTL, LOG = Path("/ctl"), Path("/log")
+FOLDERS = {"job": "/job", "submission": "/submission", "inputs": "/inputs", "output": "/output"}
+SCRATCH = (Path("/tmp"), Path("/dev/shm"))
+DONE = "@zygote done"  # the host reads "@zygote done SEQ CODE OOM" (sandbox/zygote.py)
+DONE_LINE = re.compile(rb"@zygote done (\d+) (-?\d+) ([01])\n")
+POLL_SECONDS = 0.002
+CLEAN_SECONDS = 5.0
+PRELOAD = (
+    "numpy",
+    "torch",
+    "safetensors.torch",
+    "torch.export._trace",
+    "torch._export.serde.serialize",
+    "harness.runner.load",
+    "harness.runner.inventory",
+    "harness.runner.phase_a",
+    "harness.runner.rebuild",
+)
+
+Run = Callable[[argparse.Namespace], int]
+
+
+def zygote(argv: list[str], run: Run) -> int:
+    cap = set_limits(argv[0])
+    with contextlib.suppress(Exception):  # nothing in the sandbox may ptrace it or its fds
+        ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    t = time.perf_counter()
+    for name in PRELOAD:
+        with contextlib.suppress(Exception):
+            __import__(name)
+    took = time.perf_counter() - t
+    print(f"zygote: imports done in {took:.2f} s (pid {os.getpid()})", flush=True)
+    seq = 0
+    while True:
+        seq += 1
+        request = _await(CTL / str(seq))
+        before = oom_kills()
+        code = _serve(seq, request, run, cap)
+        if not clean():
+            print("zygote: a process outlived the cleanup; ending the sandbox", flush=True)
+            return 1
+        oom = int(oom_kills() > before)
+        print(f"{DONE} {seq} {code} {oom}", flush=True)
+
+
+def _await(ctl: Path) -> dict[str, int]:
+    while not ctl.exists():
+        _reap()
+        time.sleep(POLL_SECONDS)
+    loaded = json.loads(ctl.read_text())
+    return {k: int(v) for k, v in loaded.items()}
+
+
+def _serve(seq: int, request: dict[str, int], run: Run, cap: int) -> int:
+    """Fork the run, reap until it ends; its exit code (``-N``: signal N), or the
+    supervisor's ``PROCESS_LIMIT_EXIT`` when the task cap was reached."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    child = os.fork()
+    if child == 0:
+        _child(seq, request, run)  # never returns
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return 1
+        if pid == child:
+            code = os.waitstatus_to_exitcode(status)
+            return 1 if code == PROCESS_LIMIT_EXIT else code
+        if pid:
+            continue
+        if cap and tasks() >= cap - 1:
+            return PROCESS_LIMIT_EXIT
+        time.sleep(WATCH_SECONDS)
+
+
+def _child(seq: int, request: dict[str, int], run: Run) -> None:
+    code = 1
+    try:
+        os.setsid()
+        null = os.open(os.devnull, os.O_RDONLY)
+        log = os.open(LOG / str(seq), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(null, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.closerange(3, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        if "cpu" in request:
+            resource.setrlimit(resource.RLIMIT_CPU, (request["cpu"], request["cpu"]))
+        os.chdir("/tmp")
+        fresh_interpreter_state()
+        args = argparse.Namespace(**{k: Path(v) for k, v in FOLDERS.items()})
+        sys.argv = ["harness.runner", *(f"--{k}={v}" for k, v in FOLDERS.items())]
+        code = int(run(args) or 0)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code & 0xFF)
+
+
+def fresh_interpreter_state() -> None:
+    """What a new interpreter would not share with its siblings: temp dir, seeds, signals."""
+    import random
+    import tempfile
+
+    tempfile.tempdir = None  # recomputed from the run's TMPDIR
+    random.seed()
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed()
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.seed()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def clean() -> bool:
+    """No other process left, empty scratch folders, no SysV IPC objects. False when a
+    process survived ``CLEAN_SECONDS`` of SIGKILLs (the host then ends the sandbox)."""
+    deadline = time.perf_counter() + CLEAN_SECONDS
+    while True:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(-1, signal.SIGKILL)  # every process but PID 1 (this one): race-free
+        _reap()
+        if not _others():
+            break
+        if time.perf_counter() > deadline:
+            return False
+        time.sleep(0.005)
+    for folder in SCRATCH:
+        _empty(folder)
+    _remove_ipc()
+    return True
+
+
+def _reap() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if not pid:
+            return
+
+
+def _others() -> list[int]:
+    """Processes of this PID namespace other than this one that have not ended."""
+    alive = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) != os.getpid():
+            with contextlib.suppress(OSError):
+                state = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state not in ("Z", "X"):
+                    alive.append(int(name))
+    return alive
+
+
+def _empty(folder: Path) -> None:
+    """Remove everything in ``folder`` (what a run left; modes it set do not stop it)."""
+
+    def retry(func: Callable[..., object], path: str, _exc: object) -> None:
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(path), 0o700)
+            if os.path.isdir(path) and not os.path.islink(path):
+                os.chmod(path, 0o700)
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)
+
+    with contextlib.suppress(OSError):
+        os.chmod(folder, 0o1777)
+    for entry in _listdir(folder):
+        path = folder / entry
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, onerror=retry)
+        else:
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def _listdir(folder: Path) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
+
+
+def _remove_ipc() -> None:
+    """SysV shared memory, semaphores and message queues a run made (IPC_RMID)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    removers = {
+        "shm": lambda i: libc.shmctl(i, 0, None),
+        "sem": lambda i: libc.semctl(i, 0, 0),
+        "msg": lambda i: libc.msgctl(i, 0, None),
+    }
+    for kind, remove in removers.items():
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            rows = Path(f"/proc/sysvipc/{kind}").read_text().splitlines()[1:]
+            for row in rows:
+                remove(int(row.split()[1]))
+
+
+def oom_kills() -> int:
+    """The memory cgroup's OOM kills so far (docker's; 0 where none is visible: bwrap)."""
+    for path, key in (
+        ("/sys/fs/cgroup/memory.events", "oom_kill"),
+        ("/sys/fs/cgroup/memory/memory.oom_control", "oom_kill"),
+    ):
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path(path).read_text().splitlines():
+                name, _, value = line.partition(" ")
+                if name == key:
+                    return int(value)
+    return 0

@@ -1,0 +1,310 @@
+"""The submissions' own runs for a batch (phase A: convert, export, rebuild) through one
+warm sandbox per backend and policy: the host side of ``runner/zygote.py``.
+
+A fresh bwrap or docker run imports torch and the ``torch.export`` stack (seconds of CPU)
+before it does anything; the zygote imports them once per batch and forks each run. The
+sandbox is the backend's own (the same namespaces or container, seccomp filter, read-only
+root, capped tmpfs, rlimits and cgroup limits as a fresh run) with these host folders:
+
+=================  ==========  ==================================================
+inside             access      holds
+=================  ==========  ==================================================
+``/submission``    read-only   this run's submission files (hard links, else copies)
+``/inputs``        read-only   this run's inputs (none for phase A)
+``/job``           read-only   this run's ``job.json``
+``/ctl``           read-only   ``<seq>``: the host's go for run ``seq`` (JSON limits)
+``/output``        read-write  empty at each start; copied out once the run has ended
+``/log``           read-write  ``<seq>``: the run's stdout and stderr
+``/opt/harness``   read-only   the runner's code
+=================  ==========  ==================================================
+
+The folders are bound once, at the sandbox's start; the host changes what is in them
+between runs. The host fills a run's folders only after the zygote said the previous
+run is over: its ``@zygote done SEQ CODE OOM`` line comes on the zygote's own stdout, which
+no run holds, after every other process of the sandbox was killed and ``/tmp``,
+``/dev/shm`` and the SysV IPC objects were emptied. So no run sees another team's files,
+and nothing one run leaves behind (a process, a file in ``/tmp``) meets the next.
+
+The host enforces per run what ``Backend.run`` enforces: the wall clock (the first run's
+also covers the sandbox's start), the output cap on ``/output``, the log cap and flood
+limit on ``/log/<seq>``; the sandbox as a whole has the policy's memory and process
+limits, the run its CPU-time limit. A run that times out, breaks a limit or ends the
+sandbox gets that outcome, the sandbox is killed, and the next run starts a fresh one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import stat
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+
+from ..runner.zygote import DONE_LINE
+from ..safefs import walk
+from .base import MOUNTS, RunJob, RunOutcome, SandboxPolicy
+from .confine import output_over
+from .layout import host_paths
+from .predictor import Server, capped, copy_tree, size_of
+from .watch import Ending, Watched, outcome, watch
+
+POLL_SECONDS = 0.005
+CTL, LOG = "/ctl", "/log"
+READ_ONLY = ("submission", "inputs", "job", "ctl")
+WRITABLE = ("output", "log")
+
+Heard = Callable[[bytes], None]
+StartZygote = Callable[[SandboxPolicy, dict[str, Path], Heard], Server]
+
+
+def zygote_binds(folders: dict[str, Path]) -> list[tuple[str, str, bool]]:
+    """(host folder, path inside, writable) for each of the zygote's folders."""
+    inside = {**MOUNTS, "ctl": CTL, "log": LOG}
+    return [(str(folders[k]), inside[k], k in WRITABLE) for k in (*READ_ONLY, *WRITABLE)]
+
+
+class Zygote:
+    """A warm runner for the submissions' own runs (see the module's docstring)."""
+
+    def __init__(
+        self,
+        backend: str,
+        policy: SandboxPolicy,
+        start: StartZygote,
+        uid: int | None,
+        cpu_seconds: Callable[[SandboxPolicy], int | None] = lambda p: None,
+    ) -> None:
+        """``uid``: the sandbox user's host uid when it differs from ours (root host);
+        ``cpu_seconds``: a run's CPU-time limit under its policy (None: none)."""
+        self.backend, self.policy, self._start, self.uid = backend, policy, start, uid
+        self.cpu_seconds = cpu_seconds
+        self._lock = threading.Lock()
+        self._server: Server | None = None
+        self._root: Path | None = None
+        self._seq = 0
+        self._ears = Ears()
+        self.starts = 0  # sandboxes started, for tests and benchmarks
+
+    def __enter__(self) -> Zygote:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def sandbox(self) -> str | None:
+        """The running sandbox's host pid or container id (None: none running)."""
+        return self._server.ident if self._server is not None else None
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop()
+
+    def run(self, job: RunJob) -> RunOutcome:
+        with self._lock:
+            return self._run(job)
+
+    # -- one run ------------------------------------------------------------------------
+    def _run(self, job: RunJob) -> RunOutcome:
+        t0 = time.perf_counter()
+        server, root = self._ensure()
+        self._seq += 1
+        seq, ears = self._seq, self._ears
+        self._fill(job, root)
+        go = {"cpu": cpu} if (cpu := self.cpu_seconds(job.policy)) is not None else {}
+        _write_atomic(root["ctl"] / str(seq), json.dumps(go))
+        log_file = root["log"] / str(seq)
+        p = job.policy
+        seen = watch(
+            lambda: ears.said(seq) or server.ended(POLL_SECONDS),
+            deadline=t0 + p.wall_seconds,
+            policy=p,
+            output_dir=root["output"],
+            flooded=lambda: size_of(log_file) > p.output_bytes,
+        )
+        said = ears.done.get(seq)
+        return self._finish(job, seq, said, server, seen, time.perf_counter() - t0)
+
+    def _ensure(self) -> tuple[Server, dict[str, Path]]:
+        """The running sandbox, else a fresh one on emptied folders (a new zygote counts
+        its runs from 1 again, so no go of the last one may stay in ``/ctl``)."""
+        if self._server is None:
+            if self._root is None:
+                self._root = _folders(self.uid)
+            for folder in self._paths().values():
+                _empty(folder)
+            self._seq, self._ears = 0, Ears()  # the last sandbox's late words go elsewhere
+            self._server = self._start(self.policy, self._paths(), self._ears.hear)
+            self.starts += 1
+        return self._server, self._paths()
+
+    def _finish(
+        self,
+        job: RunJob,
+        seq: int,
+        said: tuple[int, bool] | None,
+        server: Server,
+        seen: Watched,
+        wall: float,
+    ) -> RunOutcome:
+        p, root = job.policy, self._paths()
+        if said is None or seen.timed_out or seen.killed_for:
+            self._kill()  # the run is not over until its sandbox is gone
+        log_file = root["log"] / str(seq)
+        flooded = size_of(log_file) > p.output_bytes
+        if said is None:
+            end = server.ending()
+            if end.exit_code == 0:
+                end.exit_code = 1  # it ended without answering: never "ok"
+        else:
+            end = Ending(said[0], out_of_memory=said[1])
+        end.flooded = end.flooded or flooded
+        if not output_over(root["output"], p):
+            copy_tree(root["output"], job.output_dir)
+        log = capped(log_file, p.log_bytes)
+        if said is None and not (seen.timed_out or seen.killed_for or flooded):
+            log += "\n[the sandbox ended]\n" + server.log.text(timeout=2.0)
+        end.info = {"runner": "zygote", "request": str(seq), "sandbox": server.ident}
+        result = outcome(
+            seen,
+            end,
+            policy=p,
+            output_dir=job.output_dir,
+            wall=wall,
+            log=log,
+            backend=self.backend,
+        )
+        if result.status in ("timeout", "killed"):
+            self._kill()  # a limit the sandbox may still feel (tasks, memory): fresh start
+        for key in WRITABLE:
+            _empty(root[key])
+        return result
+
+    # -- folders ------------------------------------------------------------------------
+    def _paths(self) -> dict[str, Path]:
+        assert self._root is not None
+        return {k: self._root / k for k in (*READ_ONLY, *WRITABLE)}
+
+    def _fill(self, job: RunJob, root: dict[str, Path]) -> None:
+        """This run's files into the read-only folders (emptied first: the previous run
+        and every process it made are gone)."""
+        sources = host_paths(job)
+        for key in ("submission", "inputs", "job"):
+            _empty(root[key])
+            if key != "submission" or job.mount_submission:
+                _place_tree(Path(sources[key]), root[key])
+
+    def _kill(self) -> None:
+        if self._server is not None:
+            self._server.kill()
+            self._server = None
+
+    def _stop(self) -> None:
+        self._kill()
+        if self._root is not None:
+            _remove(self._root)
+            self._root = None
+
+
+class Ears:
+    """One sandbox's stdout as it comes: the runs its zygote said are done."""
+
+    def __init__(self) -> None:
+        self.done: dict[int, tuple[int, bool]] = {}  # seq -> (exit code, OOM kill seen)
+        self._heard = bytearray()
+        self._said = threading.Condition()
+
+    def hear(self, chunk: bytes) -> None:
+        with self._said:
+            self._heard += chunk
+            *whole, rest = bytes(self._heard).split(b"\n")
+            self._heard = bytearray(rest[-4096:])
+            for line in whole:
+                match = DONE_LINE.fullmatch(line + b"\n")
+                if match:
+                    seq, code, oom = (int(g) for g in match.groups())
+                    self.done[seq] = (code, bool(oom))
+            self._said.notify_all()
+
+    def said(self, seq: int) -> bool:
+        """Whether run ``seq`` is done, waiting at most a poll interval."""
+        with self._said:
+            if seq not in self.done:
+                self._said.wait(POLL_SECONDS)
+            return seq in self.done
+
+
+def _folders(uid: int | None) -> Path:
+    root = Path(tempfile.mkdtemp(prefix="harness-zygote-"))
+    os.chmod(root, 0o755)
+    for key in (*READ_ONLY, *WRITABLE):
+        (root / key).mkdir(mode=0o755)
+        if key in WRITABLE:
+            _hand_over(root / key, uid)
+    return root
+
+
+def _hand_over(folder: Path, uid: int | None) -> None:
+    """Make ``folder`` the sandbox user's to write (see ``confine.share_folders``)."""
+    if uid is not None and os.geteuid() == 0:
+        os.chown(folder, uid, uid)
+        os.chmod(folder, 0o700)
+    elif uid is not None:
+        os.chmod(folder, 0o777)
+
+
+def _place_tree(source: Path, target: Path) -> None:
+    """Regular files and folders of ``source`` into ``target``: hard links where the
+    filesystem allows (the sandbox sees them through a read-only bind), else copies."""
+    for path, info, _depth in walk(source):
+        rel = path.relative_to(source)
+        if stat.S_ISDIR(info.st_mode):
+            (target / rel).mkdir(exist_ok=True)
+            os.chmod(target / rel, 0o755)
+        elif stat.S_ISREG(info.st_mode):
+            try:
+                os.link(path, target / rel, follow_symlinks=False)
+            except OSError:
+                shutil.copyfile(path, target / rel, follow_symlinks=False)
+            with contextlib.suppress(OSError):
+                os.chmod(target / rel, (info.st_mode & 0o777) | 0o444)
+
+
+def _empty(folder: Path) -> None:
+    """Remove what is in ``folder``, whatever modes a run set (never following links)."""
+
+    def retry(func: Callable[..., object], path: str, _exc: object) -> None:
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(path), 0o700)
+            func(path)
+
+    for entry in os.scandir(folder):
+        if entry.is_dir(follow_symlinks=False):
+            with contextlib.suppress(OSError):
+                os.chmod(entry.path, 0o700)
+            shutil.rmtree(entry.path, onerror=retry)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+
+
+def _remove(root: Path) -> None:
+    for key in WRITABLE:
+        with contextlib.suppress(OSError):
+            _empty(root / key)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name("." + path.name)
+    tmp.write_text(text)
+    os.chmod(tmp, 0o444)
+    os.replace(tmp, path)
