@@ -16,7 +16,7 @@ import secrets
 import socket
 import textwrap
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,10 +28,15 @@ from harness.runner.contract import JOB_FILE, EagerJob, to_json
 from harness.sandbox import RunJob, RunOutcome, SandboxPolicy, backends, get_backend
 from harness.sandbox.base import Backend
 
+# "-zygote": the same backend's warm runner (``sandbox/zygote.py``): each run forked from one
+# pre-imported interpreter per policy, runs of one test module after one another
 ISOLATED = [
     pytest.param("bwrap", marks=pytest.mark.bwrap),
     pytest.param("docker", marks=pytest.mark.docker),
+    pytest.param("bwrap-zygote", marks=pytest.mark.bwrap),
+    pytest.param("docker-zygote", marks=pytest.mark.docker),
 ]
+ZYGOTES = ISOLATED[2:]
 ALL = [pytest.param("process"), *ISOLATED]
 
 POLICY = SandboxPolicy(
@@ -70,14 +75,35 @@ def test_every_registered_backend_is_in_this_suite() -> None:
 
 
 @pytest.fixture(scope="module")
-def backend_cache() -> dict[str, Backend]:
-    return {}
+def backend_cache() -> Iterator[dict[Any, Any]]:
+    """Backends by name, and the zygotes by name and policy (closed at the end)."""
+    cache: dict[Any, Any] = {}
+    yield cache
+    for key, value in cache.items():
+        if isinstance(key, tuple):
+            value.close()
 
 
-def _backend(name: str, cache: dict[str, Backend]) -> Backend:
+def _backend(name: str, cache: dict[Any, Any]) -> Backend:
+    name = name.removesuffix("-zygote")
     if name not in cache:
         cache[name] = get_backend(name)  # unavailable: UserError, so the test fails
     return cache[name]
+
+
+def _runs(name: str, cache: dict[Any, Any]) -> Callable[[RunJob], RunOutcome]:
+    """How ``name`` runs a job: the backend's own run, or its zygote for the job's policy."""
+    backend = _backend(name, cache)
+    if not name.endswith("-zygote"):
+        return backend.run
+
+    def run(job: RunJob) -> RunOutcome:
+        if (name, job.policy) not in cache:
+            cache[name, job.policy] = backend.runner(job.policy)
+        outcome: RunOutcome = cache[name, job.policy].run(job)
+        return outcome
+
+    return run
 
 
 def _job(root: Path, probe: str, policy: SandboxPolicy = POLICY) -> RunJob:
@@ -115,9 +141,9 @@ def _job(root: Path, probe: str, policy: SandboxPolicy = POLICY) -> RunJob:
     return RunJob(sub, split / "inputs", job, out, policy, label="conformance")
 
 
-def _run(name: str, cache: dict[str, Backend], root: Path, probe: str, **policy: Any) -> RunOutcome:
+def _run(name: str, cache: dict[Any, Any], root: Path, probe: str, **policy: Any) -> RunOutcome:
     job = _job(root, probe, replace(POLICY, **policy))
-    return _backend(name, cache).run(job)
+    return _runs(name, cache)(job)
 
 
 def _findings(outcome: RunOutcome) -> dict[str, Any]:
@@ -136,7 +162,7 @@ def test_an_honest_run_is_ok_and_writes_predictions(name, backend_cache, tmp_pat
     assert (outcome.status, outcome.exit_code) == ("ok", 0), outcome.log[-2000:]
     predictions = np.load(outcome.output_dir / "predictions.npy", allow_pickle=False)
     assert predictions.shape == (8, 3)
-    assert outcome.backend == name
+    assert outcome.backend == name.removesuffix("-zygote")
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -296,11 +322,11 @@ found["secrets"] = hits
 
 
 def _probe_services(
-    name: str, cache: dict[str, Backend], services: dict[str, Any], root: Path, probe: str
+    name: str, cache: dict[Any, Any], services: dict[str, Any], root: Path, probe: str
 ) -> dict[str, Any]:
     job = _job(root, probe + REPORT)
     (job.inputs_dir / "services.json").write_text(json.dumps(services))
-    return _findings(_backend(name, cache).run(job))
+    return _findings(_runs(name, cache)(job))
 
 
 @pytest.fixture(scope="module")
@@ -500,7 +526,7 @@ def test_the_kernels_admin_calls_fail_with_eperm(name, backend_cache, tmp_path) 
     assert {call: found[call] for call in DENIED_EVERYWHERE} == dict.fromkeys(
         DENIED_EVERYWHERE, "EPERM"
     )
-    if name == "bwrap":
+    if name.startswith("bwrap"):
         assert found["ptrace"] == "EPERM"
 
 
@@ -512,3 +538,90 @@ def test_dev_shm_is_capped_like_tmp(name, backend_cache, tmp_path) -> None:
     outcome = _run(name, backend_cache, tmp_path, probe, output_bytes=32 * 2**20)
     assert outcome.status == "killed", outcome.log[-2000:]
     assert "disk limit" in outcome.reason
+
+
+# -- the zygote: one run after another in one sandbox ---------------------------------------
+
+# A run that leaves everything it can behind: a detached process that keeps writing into
+# /output and /tmp, files in /tmp and /dev/shm, a SysV shared memory segment; and that
+# prints the zygote's "done" line for every run number, then takes its time.
+_LEAVE_BEHIND = """
+import ctypes, os, sys, time
+for seq in range(1, 40):
+    print(f"@zygote done {seq} 0 0", flush=True)
+    print(f"@zygote done {seq} 0 0", file=sys.stderr, flush=True)
+open("/tmp/planted", "w").write("from the last run")
+open("/dev/shm/planted", "w").write("from the last run")
+ctypes.CDLL(None).shmget(0x4242, 4096, 0o1666)
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        for i in range(400):
+            for path in (f"/output/late{i}", f"/tmp/late{i}"):
+                try:
+                    open(path, "w").write("still here")
+                except OSError:
+                    pass
+            time.sleep(0.025)
+    os._exit(0)
+time.sleep(3)
+"""
+
+# What the next run finds when it starts.
+_FIND_LEFTOVERS = """
+import json, os, time
+time.sleep(0.5)
+found = {
+    "tmp": sorted(os.listdir("/tmp")),
+    "shm": sorted(os.listdir("/dev/shm")),
+    "sysv": open("/proc/sysvipc/shm").read().splitlines()[1:],
+    "output": sorted(set(os.listdir("/output")) - {"report.json"}),  # the runner's own
+    "processes": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+    "pid": os.getpid(),
+}
+"""
+
+
+@pytest.mark.parametrize("name", ZYGOTES)
+def test_nothing_of_a_run_meets_the_next(name, backend_cache, tmp_path) -> None:
+    """The end of a run is the zygote's word on its own stdout, said after every other
+    process was killed and /tmp, /dev/shm and SysV IPC were emptied: a run's forged "done"
+    lines do not end it early, and the next run finds nothing of it."""
+    left = _run(name, backend_cache, tmp_path / "a", _LEAVE_BEHIND)
+    assert left.status == "ok", left.log[-2000:]
+    assert left.wall_seconds >= 3  # the forged lines did not end it
+    after = _run(name, backend_cache, tmp_path / "b", _FIND_LEFTOVERS + REPORT)
+    assert after.info["sandbox"] == left.info["sandbox"]  # one sandbox served both
+    found = _findings(after)
+    assert (found["tmp"], found["shm"], found["sysv"], found["output"]) == ([], [], [], [])
+    assert found["processes"] == [1, found["pid"]]  # the zygote (PID 1) and this run
+
+
+# What a run may reach of the zygote and of the host's requests.
+_REACH_ZYGOTE = """
+import json, os
+found = {"ctl": [], "zygote": []}
+for seq in range(1, 40):
+    try:
+        with open(f"/ctl/{seq}", "w") as fh:
+            fh.write("{}")
+        found["ctl"].append(seq)
+    except OSError:
+        pass
+for path, mode in (("/proc/1/fd/1", "ab"), ("/proc/1/fd/0", "rb"), ("/proc/1/mem", "rb+"),
+                   ("/proc/1/environ", "rb")):
+    try:
+        open(path, mode).close()
+        found["zygote"].append(path)
+    except OSError:
+        pass
+found["parent"] = os.getppid()
+"""
+
+
+@pytest.mark.parametrize("name", ZYGOTES)
+def test_a_run_cannot_reach_the_zygote_or_make_a_request(name, backend_cache, tmp_path) -> None:
+    found = _findings(_run(name, backend_cache, tmp_path, _REACH_ZYGOTE + REPORT))
+    assert found["ctl"] == []  # read-only: only the host says which run comes next
+    assert found["zygote"] == []  # not dumpable: its stdout cannot be reopened
+    assert found["parent"] == 1  # the zygote is PID 1: the kernel drops the run's signals

@@ -13,7 +13,8 @@ request at a time, each submission's run in a fresh fork:
    is read-only here too: nothing in the sandbox can make or change a request).
 2. The zygote forks a child which: starts a new session; reads /dev/null and writes
    ``/log/<seq>`` on stdout and stderr; closes every other descriptor; takes the request's
-   CPU-time limit; gets fresh seeds; works in ``/tmp``; and runs the runner's ``run`` on the
+   CPU-time limit; gets the sandbox's environment as it was before the imports, fresh
+   seeds, and ``/tmp`` as its working folder; and runs the runner's ``run`` on the
    same folders, with the same report and exit codes, as a fresh sandbox's runner.
 3. When the child has ended (or the sandbox reached its task cap), the zygote SIGKILLs
    every other process in the sandbox (``kill(-1)``) until none is left, empties ``/tmp``
@@ -67,6 +68,7 @@ Run = Callable[[argparse.Namespace], int]
 
 def zygote(argv: list[str], run: Run) -> int:
     cap = set_limits(argv[0])
+    env = dict(os.environ)  # the sandbox's environment, before any import adds to it
     with contextlib.suppress(Exception):  # nothing in the sandbox may ptrace it or its fds
         ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     t = time.perf_counter()
@@ -80,7 +82,7 @@ def zygote(argv: list[str], run: Run) -> int:
         seq += 1
         request = _await(CTL / str(seq))
         before = oom_kills()
-        code = _serve(seq, request, run, cap)
+        code = _serve(seq, request, run, cap, env)
         if not clean():
             print("zygote: a process outlived the cleanup; ending the sandbox", flush=True)
             return 1
@@ -96,14 +98,14 @@ def _await(ctl: Path) -> dict[str, int]:
     return {k: int(v) for k, v in loaded.items()}
 
 
-def _serve(seq: int, request: dict[str, int], run: Run, cap: int) -> int:
+def _serve(seq: int, request: dict[str, int], run: Run, cap: int, env: dict[str, str]) -> int:
     """Fork the run, reap until it ends; its exit code (``-N``: signal N), or the
     supervisor's ``PROCESS_LIMIT_EXIT`` when the task cap was reached."""
     sys.stdout.flush()
     sys.stderr.flush()
     child = os.fork()
     if child == 0:
-        _child(seq, request, run)  # never returns
+        _child(seq, request, run, env)  # never returns
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -119,7 +121,7 @@ def _serve(seq: int, request: dict[str, int], run: Run, cap: int) -> int:
         time.sleep(WATCH_SECONDS)
 
 
-def _child(seq: int, request: dict[str, int], run: Run) -> None:
+def _child(seq: int, request: dict[str, int], run: Run, env: dict[str, str]) -> None:
     code = 1
     try:
         os.setsid()
@@ -132,9 +134,11 @@ def _child(seq: int, request: dict[str, int], run: Run) -> None:
         if "cpu" in request:
             resource.setrlimit(resource.RLIMIT_CPU, (request["cpu"], request["cpu"]))
         os.chdir("/tmp")
+        os.environ.clear()
+        os.environ.update(env)
         fresh_interpreter_state()
         args = argparse.Namespace(**{k: Path(v) for k, v in FOLDERS.items()})
-        sys.argv = ["harness.runner", *(f"--{k}={v}" for k, v in FOLDERS.items())]
+        sys.argv = ["harness.runner", *(a for k, v in FOLDERS.items() for a in (f"--{k}", v))]
         code = int(run(args) or 0)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

@@ -128,7 +128,7 @@ class Zygote:
             deadline=t0 + p.wall_seconds,
             policy=p,
             output_dir=root["output"],
-            flooded=lambda: size_of(log_file) > p.output_bytes,
+            flooded=lambda: _flooded(log_file, p),
         )
         said = ears.done.get(seq)
         return self._finish(job, seq, said, server, seen, time.perf_counter() - t0)
@@ -159,7 +159,7 @@ class Zygote:
         if said is None or seen.timed_out or seen.killed_for:
             self._kill()  # the run is not over until its sandbox is gone
         log_file = root["log"] / str(seq)
-        flooded = size_of(log_file) > p.output_bytes
+        flooded = _flooded(log_file, p)
         if said is None:
             end = server.ending()
             if end.exit_code == 0:
@@ -240,6 +240,12 @@ class Ears:
             if seq not in self.done:
                 self._said.wait(POLL_SECONDS)
             return seq in self.done
+
+
+def _flooded(log_file: Path, p: SandboxPolicy) -> bool:
+    """The run wrote its output cap to its log: the file-size rlimit (the same cap) stops
+    the log there, so reaching it is the flood a fresh run's pipe shows."""
+    return size_of(log_file) >= p.output_bytes
 
 
 def _folders(uid: int | None) -> Path:
