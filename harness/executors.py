@@ -85,7 +85,8 @@ class LocalExecutor:
         store = ResultsStore(options.results_dir)
         options = dataclasses.replace(options, jobs=jobs_for(options, len(folders)))
 
-        with WarmSandboxes(backend) as warm:
+        # a zygote per 4 gradings at once: its runs are short, and each one imports torch
+        with WarmSandboxes(backend, runners=options.jobs // 4) as warm:
 
             def one(folder: Path) -> ResultDocument:
                 doc = grade_submission(

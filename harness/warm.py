@@ -17,7 +17,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Generic, Protocol, TypeVar
 
-from .sandbox import Backend, RunJob, RunOutcome, SandboxPolicy
+from .sandbox import Backend, RunJob, Runner, RunOutcome, SandboxPolicy
 
 
 class _Closable(Protocol):
@@ -49,19 +49,59 @@ class _Pool(Generic[W]):
             warm.close()
 
 
-class WarmSandboxes:
-    """``predict`` for phase-B jobs, ``run`` for the submissions' own runs."""
+class _Runners:
+    """Up to ``size`` runners per policy, each serving one run at a time: a run takes an
+    idle one, else opens one while fewer than ``size`` are open, else waits."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, open_one: Callable[[SandboxPolicy], Runner], size: int) -> None:
+        self._open_one, self.size = open_one, max(1, size)
+        self._idle: dict[SandboxPolicy, list[Runner]] = {}
+        self._all: dict[SandboxPolicy, list[Runner]] = {}
+        self._free = threading.Condition()
+
+    def run(self, job: RunJob) -> RunOutcome:
+        runner = self._take(job.policy)
+        try:
+            return runner.run(job)
+        finally:
+            with self._free:
+                self._idle[job.policy].append(runner)
+                self._free.notify()
+
+    def _take(self, policy: SandboxPolicy) -> Runner:
+        with self._free:
+            idle, every = self._idle.setdefault(policy, []), self._all.setdefault(policy, [])
+            while not idle and len(every) >= self.size:
+                self._free.wait()
+            if idle:
+                return idle.pop()
+            runner = self._open_one(policy)
+            every.append(runner)
+            return runner
+
+    def close(self) -> None:
+        with self._free:
+            open_now = [r for runners in self._all.values() for r in runners]
+            self._idle, self._all = {}, {}
+        for runner in open_now:
+            runner.close()
+
+
+class WarmSandboxes:
+    """``predict`` for phase-B jobs (one predictor per policy: one CUDA context), ``run``
+    for the submissions' own runs (``runners`` zygotes per policy at most: each imports
+    torch once, so a few serve a batch; more let runs of big models overlap)."""
+
+    def __init__(self, backend: Backend, runners: int = 1) -> None:
         self.backend = backend
         self._predictors = _Pool(backend.predictor)
-        self._runners = _Pool(backend.runner)
+        self._runners = _Runners(backend.runner, runners)
 
     def predict(self, job: RunJob) -> RunOutcome:
         return self._predictors.get(job.policy).predict(job)
 
     def run(self, job: RunJob) -> RunOutcome:
-        return self._runners.get(job.policy).run(job)
+        return self._runners.run(job)
 
     def close(self) -> None:
         self._runners.close()
