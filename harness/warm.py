@@ -12,6 +12,7 @@ the next job starts a fresh one."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from types import TracebackType
@@ -34,6 +35,10 @@ class _Pool(Generic[W]):
         self._open_one = open_one
         self._open: dict[SandboxPolicy, W] = {}
         self._lock = threading.Lock()
+
+    def opened(self, policy: SandboxPolicy) -> bool:
+        with self._lock:
+            return policy in self._open
 
     def get(self, policy: SandboxPolicy) -> W:
         with self._lock:
@@ -87,6 +92,12 @@ class _Runners:
             runner.close()
 
 
+def _quietly(start: Callable[[], None]) -> None:
+    """A start in the background: what fails here fails again, and is reported, on use."""
+    with contextlib.suppress(Exception):
+        start()
+
+
 class WarmSandboxes:
     """``predict`` for phase-B jobs (one predictor per policy: one CUDA context), ``run``
     for the submissions' own runs (``runners`` zygotes per policy at most: each imports
@@ -99,6 +110,13 @@ class WarmSandboxes:
 
     def predict(self, job: RunJob) -> RunOutcome:
         return self._predictors.get(job.policy).predict(job)
+
+    def prewarm(self, policy: SandboxPolicy) -> None:
+        """Start the predictor for ``policy`` in the background, if none is open: its
+        sandbox imports torch while the first submissions' own runs go on."""
+        if not self._predictors.opened(policy):
+            predictor = self._predictors.get(policy)
+            threading.Thread(target=_quietly, args=(predictor.start,), daemon=True).start()
 
     def run(self, job: RunJob) -> RunOutcome:
         return self._runners.run(job)

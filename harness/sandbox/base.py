@@ -103,6 +103,10 @@ class Predictor(Protocol):
         empty). Same RunOutcome contract as Backend.run: never raises for what the program
         does; a timeout/crash/limit of this job is this job's outcome only."""
 
+    def start(self) -> None:
+        """Start the warm sandbox now, if there is one to start (the first ``predict``
+        starts it otherwise); raises what starting raises."""
+
     def close(self) -> None: ...
 
 

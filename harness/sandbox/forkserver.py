@@ -187,14 +187,13 @@ class ForkServer:
         return mine
 
     def _stop(self) -> None:
+        """End the server now: it holds nothing worth a graceful exit, and each run has a
+        session of its own, so killing the server's group ends no run."""
         if self._ctl is not None:
-            self._ctl.close()  # the server exits on end of file
+            self._ctl.close()
         if self._proc is not None:
-            try:
-                self._proc.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                _kill_group(self._proc.pid)
-                self._proc.wait()
+            _kill_group(self._proc.pid)
+            self._proc.wait()
         self._proc, self._ctl = None, None
 
 

@@ -63,6 +63,9 @@ class PerRun:
     def run(self, job: RunJob) -> RunOutcome:
         return self.backend.run(job)
 
+    def start(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -130,14 +133,21 @@ class SpoolPredictor:
         with self._lock:
             return self._predict(job)
 
+    def start(self) -> None:
+        with self._lock:
+            self._ensure()
+
+    def _ensure(self) -> Server:
+        if self._server is None:
+            self._server = self._start(self.policy, self._spool_dir())
+            self.starts += 1
+        return self._server
+
     def _predict(self, job: RunJob) -> RunOutcome:
         t0 = time.perf_counter()
         share_folders([job.inputs_dir, job.job_dir], job.output_dir, None)
         spool = self._spool_dir()
-        if self._server is None:
-            self._server = self._start(self.policy, spool)
-            self.starts += 1
-        server = self._server
+        server = self._ensure()
         self._seq += 1
         request = spool / str(self._seq)
         try:

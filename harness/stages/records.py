@@ -52,8 +52,15 @@ class Grading:
 
     def run_code(self, job: RunJob) -> RunOutcome:
         """The submission's own run (convert, export, rebuild; no GPU): the batch's warm
-        runner, else a run of its own."""
-        return self.warm.run(job) if self.warm is not None else self.backend.run(job)
+        runner, else a run of its own. Phase B's predictor starts meanwhile."""
+        if self.warm is None:
+            return self.backend.run(job)
+        self.warm.prewarm(self.policy(gpu=True))
+        return self.warm.run(job)
+
+    def policy(self, *, gpu: bool) -> SandboxPolicy:
+        """The task's limits, with the GPU where ``gpu`` and the grading uses one."""
+        return SandboxPolicy.from_limits(self.task.limits, gpu=gpu and self.gpu())
 
     def gpu(self) -> bool:
         return use_gpu(self.task.device, self.options.gpu, gpu_present())
@@ -69,7 +76,7 @@ class Grading:
         gpu: bool = True,
     ) -> RunJob:
         """One sandbox run of this grading, under the task's limits."""
-        policy = SandboxPolicy.from_limits(self.task.limits, gpu=gpu and self.gpu())
+        policy = self.policy(gpu=gpu)
         return RunJob(
             submission_dir=sub_dir,
             inputs_dir=inputs or self.split.inputs_dir,

@@ -1,0 +1,99 @@
+"""A batch's warm sandboxes (``harness/warm.py``): how many runners a policy gets, and that
+each serves one run at a time. The runners here only count and wait (the zygote's own
+promises are in ``test_sandbox_conformance.py``, the predictor's in ``test_predictor.py``)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+from harness.sandbox import RunJob, RunOutcome, SandboxPolicy
+from harness.warm import WarmSandboxes
+
+POLICY = SandboxPolicy(
+    wall_seconds=60,
+    memory_bytes=2**30,
+    pids=64,
+    cpus=1,
+    tmpfs_bytes=2**24,
+    output_bytes=2**24,
+    log_bytes=2**14,
+)
+
+
+class Runner:
+    def __init__(self, backend: Backend, policy: SandboxPolicy) -> None:
+        self.backend, self.policy = backend, policy
+        self.busy = False
+        self.closed = False
+
+    def run(self, job: RunJob) -> RunOutcome:
+        assert not self.busy, "a runner was given two runs at once"
+        assert job.policy == self.policy
+        self.busy = True
+        with self.backend.lock:
+            self.backend.running += 1
+            self.backend.peak = max(self.backend.peak, self.backend.running)
+        time.sleep(0.2)
+        with self.backend.lock:
+            self.backend.running -= 1
+        self.busy = False
+        return RunOutcome("ok", 0, 0.05, "", job.output_dir, info={"runner": str(id(self))})
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Backend:
+    """Counts the runners it opens and the runs going on at once."""
+
+    name = "counting"
+    isolated = True
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.opened: list[Runner] = []
+        self.running = 0
+        self.peak = 0
+
+    def runner(self, policy: SandboxPolicy) -> Runner:
+        with self.lock:
+            self.opened.append(Runner(self, policy))
+            return self.opened[-1]
+
+    def predictor(self, policy: SandboxPolicy) -> Runner:
+        raise AssertionError("no phase B here")
+
+
+def _job(policy: SandboxPolicy) -> RunJob:
+    here = Path("/nonexistent")
+    return RunJob(here, here, here, here, policy)
+
+
+def _runs(warm: WarmSandboxes, jobs: list[RunJob]) -> list[RunOutcome]:
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        return list(pool.map(warm.run, jobs))
+
+
+def test_one_runner_serves_every_run_of_a_policy_one_at_a_time() -> None:
+    backend = Backend()
+    with WarmSandboxes(backend, runners=1) as warm:  # type: ignore[arg-type]
+        outcomes = _runs(warm, [_job(POLICY)] * 8)
+    assert len(backend.opened) == 1 and backend.peak == 1
+    assert {o.info["runner"] for o in outcomes} == {str(id(backend.opened[0]))}
+    assert backend.opened[0].closed
+
+
+def test_up_to_n_runners_per_policy_and_their_own_for_another_policy() -> None:
+    backend = Backend()
+    other = replace(POLICY, memory_bytes=2**31)
+    with WarmSandboxes(backend, runners=3) as warm:  # type: ignore[arg-type]
+        _runs(warm, [_job(POLICY)] * 12 + [_job(other)] * 2)
+    per_policy = {p: sum(r.policy == p for r in backend.opened) for p in (POLICY, other)}
+    assert per_policy[POLICY] == 3
+    assert 1 <= per_policy[other] <= 2
+    assert 3 <= backend.peak <= 5
+    assert all(r.closed for r in backend.opened)
