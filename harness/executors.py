@@ -85,8 +85,7 @@ class LocalExecutor:
         store = ResultsStore(options.results_dir)
         options = dataclasses.replace(options, jobs=jobs_for(options, len(folders)))
 
-        # a zygote per 4 gradings at once: its runs are short, and each one imports torch
-        with WarmSandboxes(backend, runners=options.jobs // 4) as warm:
+        with WarmSandboxes(backend, jobs=options.jobs) as warm:
 
             def one(folder: Path) -> ResultDocument:
                 doc = grade_submission(

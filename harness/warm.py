@@ -1,11 +1,15 @@
-"""The batch's warm sandboxes, one per kind and sandbox policy (a task's limits):
+"""The batch's warm sandboxes, per kind and sandbox policy (a task's limits):
 
-- phase B of every submission goes through the backend's predictor, so bwrap and docker
-  start one interpreter (and, on a GPU, one CUDA context) per batch rather than per
-  submission; it runs only host-checked programs, never submission code;
-- the submissions' own runs (convert, export, rebuild) go through the backend's runner,
+- phase B of every submission goes through the backend's predictors, so bwrap and docker
+  start one interpreter (and, on a GPU, one CUDA context) per predictor rather than one
+  per submission; they run only host-checked programs, never submission code. On a CPU a
+  policy gets one predictor per grading at once (``--jobs``): each serves one request at
+  a time on its share of the cores, so the cores are all busy; on a GPU one predictor
+  holds the batch's one CUDA context;
+- the submissions' own runs (convert, export, rebuild) go through the backend's runners,
   for bwrap and docker a zygote that imports torch once and forks each run into the
-  sandbox on its own (``sandbox/zygote.py``).
+  sandbox on its own (``sandbox/zygote.py``); one per four gradings at once, since its
+  runs are short and each zygote imports torch.
 
 A program or a submission that crashes or hangs a warm sandbox costs only its own team:
 the next job starts a fresh one."""
@@ -14,82 +18,71 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Generic, Protocol, TypeVar
 
-from .sandbox import Backend, RunJob, Runner, RunOutcome, SandboxPolicy
+from .sandbox import Backend, Predictor, RunJob, Runner, RunOutcome, SandboxPolicy
 
 
-class _Closable(Protocol):
+class _Warm(Protocol):
     def close(self) -> None: ...
 
 
-W = TypeVar("W", bound=_Closable)
+W = TypeVar("W", bound=_Warm)
 
 
 class _Pool(Generic[W]):
-    """One warm sandbox per policy, opened on first use."""
+    """Up to ``size(policy)`` warm sandboxes per policy, each given one job at a time: a
+    job takes an idle one, else opens one while fewer are open, else waits."""
 
-    def __init__(self, open_one: Callable[[SandboxPolicy], W]) -> None:
-        self._open_one = open_one
-        self._open: dict[SandboxPolicy, W] = {}
-        self._lock = threading.Lock()
-
-    def opened(self, policy: SandboxPolicy) -> bool:
-        with self._lock:
-            return policy in self._open
-
-    def get(self, policy: SandboxPolicy) -> W:
-        with self._lock:
-            warm = self._open.get(policy)
-            if warm is None:
-                warm = self._open[policy] = self._open_one(policy)
-            return warm
-
-    def close(self) -> None:
-        with self._lock:
-            open_now, self._open = list(self._open.values()), {}
-        for warm in open_now:
-            warm.close()
-
-
-class _Runners:
-    """Up to ``size`` runners per policy, each serving one run at a time: a run takes an
-    idle one, else opens one while fewer than ``size`` are open, else waits."""
-
-    def __init__(self, open_one: Callable[[SandboxPolicy], Runner], size: int) -> None:
-        self._open_one, self.size = open_one, max(1, size)
-        self._idle: dict[SandboxPolicy, list[Runner]] = {}
-        self._all: dict[SandboxPolicy, list[Runner]] = {}
+    def __init__(
+        self, open_one: Callable[[SandboxPolicy], W], size: Callable[[SandboxPolicy], int]
+    ) -> None:
+        self._open_one, self._size = open_one, size
+        self._idle: dict[SandboxPolicy, list[W]] = {}
+        self._all: dict[SandboxPolicy, list[W]] = {}
         self._free = threading.Condition()
 
-    def run(self, job: RunJob) -> RunOutcome:
-        runner = self._take(job.policy)
+    @contextlib.contextmanager
+    def one(self, policy: SandboxPolicy) -> Iterator[W]:
+        warm = self._take(policy)
         try:
-            return runner.run(job)
+            yield warm
         finally:
             with self._free:
-                self._idle[job.policy].append(runner)
+                self._idle[policy].append(warm)
                 self._free.notify()
 
-    def _take(self, policy: SandboxPolicy) -> Runner:
+    def open_all(self, policy: SandboxPolicy) -> list[W]:
+        """Open what ``policy`` may have and has not yet (idle); the ones opened now."""
         with self._free:
-            idle, every = self._idle.setdefault(policy, []), self._all.setdefault(policy, [])
-            while not idle and len(every) >= self.size:
+            idle, every = self._lists(policy)
+            opened = [self._open_one(policy) for _ in range(self._size(policy) - len(every))]
+            idle.extend(opened)
+            every.extend(opened)
+            return opened
+
+    def _take(self, policy: SandboxPolicy) -> W:
+        with self._free:
+            idle, every = self._lists(policy)
+            while not idle and len(every) >= max(1, self._size(policy)):
                 self._free.wait()
             if idle:
                 return idle.pop()
-            runner = self._open_one(policy)
-            every.append(runner)
-            return runner
+            warm = self._open_one(policy)
+            every.append(warm)
+            return warm
+
+    def _lists(self, policy: SandboxPolicy) -> tuple[list[W], list[W]]:
+        return self._idle.setdefault(policy, []), self._all.setdefault(policy, [])
 
     def close(self) -> None:
         with self._free:
-            open_now = [r for runners in self._all.values() for r in runners]
+            open_now = [w for warms in self._all.values() for w in warms]
             self._idle, self._all = {}, {}
-        for runner in open_now:
-            runner.close()
+        for warm in open_now:
+            warm.close()
 
 
 def _quietly(start: Callable[[], None]) -> None:
@@ -99,27 +92,31 @@ def _quietly(start: Callable[[], None]) -> None:
 
 
 class WarmSandboxes:
-    """``predict`` for phase-B jobs (one predictor per policy: one CUDA context), ``run``
-    for the submissions' own runs (``runners`` zygotes per policy at most: each imports
-    torch once, so a few serve a batch; more let runs of big models overlap)."""
+    """``predict`` for phase-B jobs, ``run`` for the submissions' own runs; ``jobs``:
+    the gradings at once (the module's docstring says how many sandboxes that opens)."""
 
-    def __init__(self, backend: Backend, runners: int = 1) -> None:
+    def __init__(self, backend: Backend, jobs: int = 1) -> None:
         self.backend = backend
-        self._predictors = _Pool(backend.predictor)
-        self._runners = _Runners(backend.runner, runners)
+        self.jobs = max(1, jobs)
+        self._predictors: _Pool[Predictor] = _Pool(backend.predictor, self._predictors_for)
+        self._runners: _Pool[Runner] = _Pool(backend.runner, lambda p: max(1, self.jobs // 4))
+
+    def _predictors_for(self, policy: SandboxPolicy) -> int:
+        return 1 if policy.gpu else self.jobs
 
     def predict(self, job: RunJob) -> RunOutcome:
-        return self._predictors.get(job.policy).predict(job)
-
-    def prewarm(self, policy: SandboxPolicy) -> None:
-        """Start the predictor for ``policy`` in the background, if none is open: its
-        sandbox imports torch while the first submissions' own runs go on."""
-        if not self._predictors.opened(policy):
-            predictor = self._predictors.get(policy)
-            threading.Thread(target=_quietly, args=(predictor.start,), daemon=True).start()
+        with self._predictors.one(job.policy) as predictor:
+            return predictor.predict(job)
 
     def run(self, job: RunJob) -> RunOutcome:
-        return self._runners.run(job)
+        with self._runners.one(job.policy) as runner:
+            return runner.run(job)
+
+    def prewarm(self, policy: SandboxPolicy) -> None:
+        """Start the predictors ``policy`` may have in the background: their sandboxes
+        import torch while the first submissions' own runs go on."""
+        for predictor in self._predictors.open_all(policy):
+            threading.Thread(target=_quietly, args=(predictor.start,), daemon=True).start()
 
     def close(self) -> None:
         self._runners.close()

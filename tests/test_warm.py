@@ -1,5 +1,5 @@
-"""A batch's warm sandboxes (``harness/warm.py``): how many runners a policy gets, and that
-each serves one run at a time. The runners here only count and wait (the zygote's own
+"""A batch's warm sandboxes (``harness/warm.py``): how many runners and predictors a policy
+gets, and that each serves one job at a time. The runners here only count and wait (the zygote's own
 promises are in ``test_sandbox_conformance.py``, the predictor's in ``test_predictor.py``)."""
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ class Runner:
         self.backend, self.policy = backend, policy
         self.busy = False
         self.closed = False
+        self.started = False
 
     def run(self, job: RunJob) -> RunOutcome:
         assert not self.busy, "a runner was given two runs at once"
@@ -42,6 +43,11 @@ class Runner:
             self.backend.running -= 1
         self.busy = False
         return RunOutcome("ok", 0, 0.05, "", job.output_dir, info={"runner": str(id(self))})
+
+    predict = run
+
+    def start(self) -> None:
+        self.started = True
 
     def close(self) -> None:
         self.closed = True
@@ -65,7 +71,7 @@ class Backend:
             return self.opened[-1]
 
     def predictor(self, policy: SandboxPolicy) -> Runner:
-        raise AssertionError("no phase B here")
+        return self.runner(policy)
 
 
 def _job(policy: SandboxPolicy) -> RunJob:
@@ -80,7 +86,7 @@ def _runs(warm: WarmSandboxes, jobs: list[RunJob]) -> list[RunOutcome]:
 
 def test_one_runner_serves_every_run_of_a_policy_one_at_a_time() -> None:
     backend = Backend()
-    with WarmSandboxes(backend, runners=1) as warm:  # type: ignore[arg-type]
+    with WarmSandboxes(backend, jobs=1) as warm:  # type: ignore[arg-type]
         outcomes = _runs(warm, [_job(POLICY)] * 8)
     assert len(backend.opened) == 1 and backend.peak == 1
     assert {o.info["runner"] for o in outcomes} == {str(id(backend.opened[0]))}
@@ -90,10 +96,24 @@ def test_one_runner_serves_every_run_of_a_policy_one_at_a_time() -> None:
 def test_up_to_n_runners_per_policy_and_their_own_for_another_policy() -> None:
     backend = Backend()
     other = replace(POLICY, memory_bytes=2**31)
-    with WarmSandboxes(backend, runners=3) as warm:  # type: ignore[arg-type]
+    with WarmSandboxes(backend, jobs=12) as warm:  # type: ignore[arg-type]
         _runs(warm, [_job(POLICY)] * 12 + [_job(other)] * 2)
     per_policy = {p: sum(r.policy == p for r in backend.opened) for p in (POLICY, other)}
     assert per_policy[POLICY] == 3
     assert 1 <= per_policy[other] <= 2
     assert 3 <= backend.peak <= 5
     assert all(r.closed for r in backend.opened)
+
+
+def test_a_cpu_policy_gets_a_predictor_per_grading_and_a_gpu_policy_one() -> None:
+    backend = Backend()
+    gpu = replace(POLICY, gpu=True)
+    with WarmSandboxes(backend, jobs=2) as warm:  # type: ignore[arg-type]
+        warm.prewarm(POLICY)
+        warm.prewarm(POLICY)  # opens nothing more
+        time.sleep(0.1)
+        assert len(backend.opened) == 2 and all(r.started for r in backend.opened)
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            list(pool.map(warm.predict, [_job(POLICY)] * 6 + [_job(gpu)] * 6))
+    per_policy = {p: sum(r.policy == p for r in backend.opened) for p in (POLICY, gpu)}
+    assert per_policy == {POLICY: 2, gpu: 1}
