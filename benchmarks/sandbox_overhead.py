@@ -9,7 +9,10 @@ Two numbers per backend, measured round-robin (so load drifts hit every backend 
   tiny eager job (a linear model, 8 images 1x8x8), so ``import torch`` included.
 
 ``process`` is the reference: ``process`` itself runs from a pre-imported fork server,
-``process-fresh`` starts a new interpreter per run like the isolated backends do.
+``process-fresh`` starts a new interpreter per run like the isolated backends' own runs
+do. ``bwrap-zygote`` and ``docker-zygote`` run the job through the backend's warm runner
+(``sandbox/zygote.py``: one sandbox for all rounds, each run a fork of its pre-imported
+zygote; its start is in the dropped first round, so ``start`` is 0).
 
     python benchmarks/sandbox_overhead.py [--repeat 5] [--out benchmarks/sandbox_overhead.json]
 
@@ -20,6 +23,7 @@ Prints a table of medians with each backend's extra seconds and ratio over
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -38,7 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness.runner.contract import JOB_FILE, EagerJob, to_json  # noqa: E402
-from harness.sandbox import RunJob, SandboxPolicy, get_backend  # noqa: E402
+from harness.sandbox import RunJob, RunOutcome, SandboxPolicy, get_backend  # noqa: E402
 from harness.sandbox.base import Backend  # noqa: E402
 from harness.sandbox.process import ProcessBackend  # noqa: E402
 
@@ -89,7 +93,7 @@ def make_job(root: Path) -> RunJob:
 
 
 def start_docker(backend: Any, job: RunJob) -> None:
-    options = {**backend._options(job), "command": ["python3", "-I", "-c", "pass"]}
+    options = backend._options(job.policy, [], ["python3", "-I", "-c", "pass"], "benchmark")
     container = backend.client.containers.create(backend.image, **options)
     try:
         container.start()
@@ -111,30 +115,43 @@ def start_process(_backend: Any, _job: RunJob) -> None:
     subprocess.run([sys.executable, "-I", "-c", "pass"], check=True)
 
 
-def backends() -> dict[str, tuple[Backend, Callable[[Any, RunJob], None]]]:
-    found: dict[str, tuple[Backend, Callable[[Any, RunJob], None]]] = {
-        "process": (ProcessBackend(), start_process),
-        "process-fresh": (ProcessBackend(fork=False), start_process),
+def start_nothing(_backend: Any, _job: RunJob) -> None:
+    pass
+
+
+Run = Callable[[RunJob], RunOutcome]
+Start = Callable[[Any, RunJob], None]
+
+
+def backends(stack: ExitStack) -> dict[str, tuple[Backend, Start, Run]]:
+    process, fresh = ProcessBackend(), ProcessBackend(fork=False)
+    found: dict[str, tuple[Backend, Start, Run]] = {
+        "process": (process, start_process, process.run),
+        "process-fresh": (fresh, start_process, fresh.run),
     }
     for name, start in (("bwrap", start_bwrap), ("docker", start_docker)):
         try:
-            found[name] = (get_backend(name), start)
+            backend = get_backend(name)
         except Exception as exc:  # report what could not run; measure the rest
             print(f"{name}: not measured ({exc})", file=sys.stderr)
+            continue
+        found[name] = (backend, start, backend.run)
+        zygote = stack.enter_context(contextlib.closing(backend.runner(POLICY)))
+        found[f"{name}-zygote"] = (backend, start_nothing, zygote.run)
     return found
 
 
 def measure(repeat: int) -> dict[str, dict[str, list[float]]]:
-    chosen = backends()
-    samples: dict[str, dict[str, list[float]]] = {n: {"start": [], "run": []} for n in chosen}
-    with tempfile.TemporaryDirectory(prefix="sandbox-bench-") as tmp:
+    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="sandbox-bench-") as tmp:
+        chosen = backends(stack)
+        samples: dict[str, dict[str, list[float]]] = {n: {"start": [], "run": []} for n in chosen}
         for i in range(repeat + 1):  # the first round warms caches and is dropped
-            for name, (backend, start) in chosen.items():
+            for name, (backend, start, run) in chosen.items():
                 job = make_job(Path(tmp) / f"{name}-{i}")
                 t = time.perf_counter()
                 start(backend, job)
                 started = time.perf_counter() - t
-                outcome = backend.run(job)
+                outcome = run(job)
                 if outcome.status != "ok":
                     raise SystemExit(f"{name}: the benchmark job ended {outcome.status}")
                 if i:

@@ -16,12 +16,23 @@ goes through this module:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+from .runner.emptying import remove_tree
+
+__all__ = [
+    "NotPlain",
+    "TreeTooLarge",
+    "open_under",
+    "plain_file",
+    "read_under",
+    "remove_tree",
+    "walk",
+]
 
 MAX_ENTRIES = 100_000
 MAX_DEPTH = 64
@@ -118,89 +129,3 @@ def plain_file(root: Path, path: Path) -> Path:
     if not stat.S_ISREG(info.st_mode):
         raise NotPlain(f"{rel} is not a regular file")
     return path
-
-
-def remove_tree(root: Path) -> None:
-    """Delete ``root`` and everything below it without following a link, at any depth.
-
-    Each sub-folder found is first renamed to the top level of ``root`` (so the folders
-    being emptied are always ``root``'s children: no recursion, no long paths, two file
-    descriptors open), made writable through its own descriptor, emptied and removed."""
-    try:
-        info = os.lstat(root)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISDIR(info.st_mode):
-        os.unlink(root)
-        return
-    _chmod_dir(root, None)
-    top = os.open(root, _DIR_FLAGS)
-    try:
-        pending = [name for name in os.listdir(top)]
-        queue: list[str] = []
-        counter = 0
-        for name in pending:
-            _remove_entry(top, name, queue)
-        while queue:
-            name = queue.pop()
-            _chmod_dir(Path(name), top)
-            try:
-                fd = os.open(name, _DIR_FLAGS, dir_fd=top)
-            except OSError:
-                continue
-            try:
-                for child in os.listdir(fd):
-                    info = os.lstat(child, dir_fd=fd)
-                    if stat.S_ISDIR(info.st_mode):
-                        counter += 1
-                        flat = f".rm-{counter}"
-                        while _exists(flat, top):
-                            counter += 1
-                            flat = f".rm-{counter}"
-                        os.rename(child, flat, src_dir_fd=fd, dst_dir_fd=top)
-                        queue.append(flat)
-                    else:
-                        with contextlib.suppress(FileNotFoundError):
-                            os.unlink(child, dir_fd=fd)
-            finally:
-                os.close(fd)
-            with contextlib.suppress(OSError):
-                os.rmdir(name, dir_fd=top)
-    finally:
-        os.close(top)
-    os.rmdir(root)
-
-
-def _remove_entry(top: int, name: str, queue: list[str]) -> None:
-    info = os.lstat(name, dir_fd=top)
-    if stat.S_ISDIR(info.st_mode):
-        queue.append(name)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(name, dir_fd=top)
-
-
-def _exists(name: str, top: int) -> bool:
-    try:
-        os.lstat(name, dir_fd=top)
-    except FileNotFoundError:
-        return False
-    return True
-
-
-def _chmod_dir(path: Path, dir_fd: int | None) -> None:
-    """Give the owner rwx on a folder through an O_PATH descriptor of the folder itself
-    (a link there fails to open: O_NOFOLLOW), so nothing else can be changed."""
-    flags = os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC
-    try:
-        fd = os.open(path, flags, dir_fd=dir_fd)
-    except OSError:
-        return
-    try:
-        mode = stat.S_IMODE(os.fstat(fd).st_mode)
-        if mode & 0o700 != 0o700:
-            os.chmod(f"/proc/self/fd/{fd}", mode | 0o700)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

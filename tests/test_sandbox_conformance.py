@@ -543,7 +543,8 @@ def test_dev_shm_is_capped_like_tmp(name, backend_cache, tmp_path) -> None:
 # -- the zygote: one run after another in one sandbox ---------------------------------------
 
 # A run that leaves everything it can behind: a detached process that keeps writing into
-# /output and /tmp, files in /tmp and /dev/shm, a SysV shared memory segment; and that
+# /output and /tmp, files in /tmp and /dev/shm (some in a folder of mode 000), a SysV
+# shared memory segment; and that
 # prints the zygote's "done" line for every run number, then takes its time.
 _LEAVE_BEHIND = """
 import ctypes, os, sys, time
@@ -552,6 +553,10 @@ for seq in range(1, 40):
     print(f"@zygote done {seq} 0 0", file=sys.stderr, flush=True)
 open("/tmp/planted", "w").write("from the last run")
 open("/dev/shm/planted", "w").write("from the last run")
+for top in ("/tmp", "/output"):
+    os.makedirs(f"{top}/locked/inner/deep")
+    open(f"{top}/locked/inner/deep/planted", "w").write("from the last run")
+    os.chmod(f"{top}/locked/inner", 0)
 ctypes.CDLL(None).shmget(0x4242, 4096, 0o1666)
 if os.fork() == 0:
     os.setsid()

@@ -35,13 +35,13 @@ import json
 import os
 import re
 import resource
-import shutil
 import signal
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .emptying import empty_folder
 from .supervisor import PR_SET_DUMPABLE, PROCESS_LIMIT_EXIT, WATCH_SECONDS, set_limits, tasks
 
 CTL, LOG = Path("/ctl"), Path("/log")
@@ -184,7 +184,8 @@ def clean() -> bool:
             return False
         time.sleep(0.005)
     for folder in SCRATCH:
-        _empty(folder)
+        with contextlib.suppress(OSError):
+            empty_folder(folder)
     _remove_ipc()
     return True
 
@@ -209,36 +210,6 @@ def _others() -> list[int]:
                 if state not in ("Z", "X"):
                     alive.append(int(name))
     return alive
-
-
-def _empty(folder: Path) -> None:
-    """Remove everything in ``folder`` (what a run left; modes it set do not stop it)."""
-
-    def retry(func: Callable[..., object], path: str, _exc: object) -> None:
-        with contextlib.suppress(OSError):
-            os.chmod(os.path.dirname(path), 0o700)
-            if os.path.isdir(path) and not os.path.islink(path):
-                os.chmod(path, 0o700)
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                os.unlink(path)
-
-    with contextlib.suppress(OSError):
-        os.chmod(folder, 0o1777)
-    for entry in _listdir(folder):
-        path = folder / entry
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, onerror=retry)
-        else:
-            with contextlib.suppress(OSError):
-                path.unlink()
-
-
-def _listdir(folder: Path) -> list[str]:
-    try:
-        return os.listdir(folder)
-    except OSError:
-        return []
 
 
 def _remove_ipc() -> None:

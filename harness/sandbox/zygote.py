@@ -46,8 +46,9 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
+from ..runner.emptying import empty_folder
 from ..runner.zygote import DONE_LINE
-from ..safefs import walk
+from ..safefs import remove_tree, walk
 from .base import MOUNTS, RunJob, RunOutcome, SandboxPolicy
 from .confine import output_over
 from .layout import host_paths
@@ -286,27 +287,12 @@ def _place_tree(source: Path, target: Path) -> None:
 
 def _empty(folder: Path) -> None:
     """Remove what is in ``folder``, whatever modes a run set (never following links)."""
-
-    def retry(func: Callable[..., object], path: str, _exc: object) -> None:
-        with contextlib.suppress(OSError):
-            os.chmod(os.path.dirname(path), 0o700)
-            func(path)
-
-    for entry in os.scandir(folder):
-        if entry.is_dir(follow_symlinks=False):
-            with contextlib.suppress(OSError):
-                os.chmod(entry.path, 0o700)
-            shutil.rmtree(entry.path, onerror=retry)
-        else:
-            with contextlib.suppress(OSError):
-                os.unlink(entry.path)
+    empty_folder(folder)
 
 
 def _remove(root: Path) -> None:
-    for key in WRITABLE:
-        with contextlib.suppress(OSError):
-            _empty(root / key)
-    shutil.rmtree(root, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        remove_tree(root)
 
 
 def _write_atomic(path: Path, text: str) -> None:
