@@ -108,7 +108,8 @@ def start_bwrap(backend: Any, job: RunJob) -> None:
     binds = [bwrap.Bind(p, p) for p in bwrap._python_prefixes(backend.python)]
     with ExitStack() as stack:
         argv = backend._argv(stack, binds, bwrap._env(1.0), POLICY.tmpfs_bytes)
-        subprocess.run([*argv, backend.python, "-I", "-c", "pass"], check=True)
+        command = [*argv, backend.python, "-I", "-c", "pass"]
+        subprocess.run(command, check=True, pass_fds=bwrap._fds(argv))  # the seccomp filter
 
 
 def start_process(_backend: Any, _job: RunJob) -> None:
