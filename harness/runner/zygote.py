@@ -19,7 +19,8 @@ request at a time, each submission's run in a fresh fork:
 3. When the child has ended (or the sandbox reached its task cap), the zygote SIGKILLs
    every other process in the sandbox (``kill(-1)``) until none is left, empties ``/tmp``
    and ``/dev/shm``, removes the SysV IPC objects, and only then prints
-   ``@zygote done SEQ CODE OOM`` on its own stdout. No child holds that descriptor, and it
+   ``@zygote done SEQ STATUS OOM`` on its own stdout (the status as the supervisor
+   gives a fresh run's). No child holds that descriptor, and it
    cannot be reopened through ``/proc``: the zygote is not dumpable.
 
 The host fills the next request only after that line, so the runs of two submissions
@@ -40,15 +41,17 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from .emptying import empty_folder
-from .supervisor import PR_SET_DUMPABLE, PROCESS_LIMIT_EXIT, WATCH_SECONDS, set_limits, tasks
+from .forked import run_forked
+from .supervisor import PR_SET_DUMPABLE, set_limits, supervise
 
 CTL, LOG = Path("/ctl"), Path("/log")
 FOLDERS = {"job": "/job", "submission": "/submission", "inputs": "/inputs", "output": "/output"}
 SCRATCH = (Path("/tmp"), Path("/dev/shm"))
-DONE = "@zygote done"  # the host reads "@zygote done SEQ CODE OOM" (sandbox/zygote.py)
-DONE_LINE = re.compile(rb"@zygote done (\d+) (-?\d+) ([01])\n")
+DONE = "@zygote done"  # the host reads "@zygote done SEQ STATUS OOM" (sandbox/zygote.py)
+DONE_LINE = re.compile(rb"@zygote done (\d+) (\d+) ([01])\n")
 POLL_SECONDS = 0.002
 CLEAN_SECONDS = 5.0
 PRELOAD = (
@@ -99,75 +102,30 @@ def _await(ctl: Path) -> dict[str, int]:
 
 
 def _serve(seq: int, request: dict[str, int], run: Run, cap: int, env: dict[str, str]) -> int:
-    """Fork the run, reap until it ends; its exit code (``-N``: signal N), or the
-    supervisor's ``PROCESS_LIMIT_EXIT`` when the task cap was reached."""
+    """Fork the run and supervise it as the supervisor does a fresh run's runner: its
+    status (``128 + N`` for signal N), or ``PROCESS_LIMIT_EXIT`` at the task cap."""
     sys.stdout.flush()
     sys.stderr.flush()
     child = os.fork()
     if child == 0:
         _child(seq, request, run, env)  # never returns
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return 1
-        if pid == child:
-            code = os.waitstatus_to_exitcode(status)
-            return 1 if code == PROCESS_LIMIT_EXIT else code
-        if pid:
-            continue
-        if cap and tasks() >= cap - 1:
-            return PROCESS_LIMIT_EXIT
-        time.sleep(WATCH_SECONDS)
+    return supervise(child, cap)
 
 
-def _child(seq: int, request: dict[str, int], run: Run, env: dict[str, str]) -> None:
-    code = 1
+def _child(seq: int, request: dict[str, int], run: Run, env: dict[str, str]) -> NoReturn:
     try:
-        os.setsid()
-        null = os.open(os.devnull, os.O_RDONLY)
         log = os.open(LOG / str(seq), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(null, 0)
-        os.dup2(log, 1)
-        os.dup2(log, 2)
-        os.closerange(3, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
-        if "cpu" in request:
-            resource.setrlimit(resource.RLIMIT_CPU, (request["cpu"], request["cpu"]))
-        os.chdir("/tmp")
-        os.environ.clear()
-        os.environ.update(env)
-        fresh_interpreter_state()
+
+        def limits() -> None:  # no descriptor of the zygote's stays open in the run
+            os.closerange(3, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+            if "cpu" in request:
+                resource.setrlimit(resource.RLIMIT_CPU, (request["cpu"], request["cpu"]))
+
         args = argparse.Namespace(**{k: Path(v) for k, v in FOLDERS.items()})
-        sys.argv = ["harness.runner", *(a for k, v in FOLDERS.items() for a in (f"--{k}", v))]
-        code = int(run(args) or 0)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except BaseException:
-        import traceback
-
-        traceback.print_exc()
+        argv = ["harness.runner", *(a for k, v in FOLDERS.items() for a in (f"--{k}", v))]
+        run_forked(log, cwd="/tmp", env=env, argv=argv, main=lambda: run(args), before=limits)
     finally:
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code & 0xFF)
-
-
-def fresh_interpreter_state() -> None:
-    """What a new interpreter would not share with its siblings: temp dir, seeds, signals."""
-    import random
-    import tempfile
-
-    tempfile.tempdir = None  # recomputed from the run's TMPDIR
-    random.seed()
-    numpy = sys.modules.get("numpy")
-    if numpy is not None:
-        numpy.random.seed()
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.seed()
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os._exit(1)  # only when the run could not start
 
 
 def clean() -> bool:

@@ -210,11 +210,17 @@ def share_folders(read_only: list[Path], writable: Path, uid: int | None) -> Non
                 _add_mode(path, 0o555)
             elif stat.S_ISREG(info.st_mode):
                 _add_mode(path, 0o444)
+    hand_over(writable, uid)
+
+
+def hand_over(folder: Path, uid: int | None) -> None:
+    """Make ``folder`` the sandbox user's to write: its own when the host runs as root
+    (``uid``: that user's host uid), else open to it; as it is when ``uid`` is None."""
     if uid is not None and os.geteuid() == 0:
-        os.chown(writable, uid, uid)
-        os.chmod(writable, 0o700)
+        os.chown(folder, uid, uid)
+        os.chmod(folder, 0o700)
     elif uid is not None:
-        os.chmod(writable, 0o777)
+        os.chmod(folder, 0o777)
 
 
 def _add_mode(path: Path, bits: int) -> None:

@@ -371,35 +371,18 @@ def _wait_exit(pid: int, chan: socket.socket) -> None:
 
 def _run(request: dict[str, Any], log_fd: int, supervisor: int) -> None:
     """The run itself: the process backend's policy, then the runner's main. Never returns."""
-    code = 1
     try:
         _die_with(supervisor)
-        os.setsid()
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.dup2(log_fd, 1)
-        os.dup2(log_fd, 2)
-        os.close(null)
-        os.close(log_fd)
-        os.chdir(request["cwd"])
-        os.environ.clear()
-        os.environ.update(request["env"])
-        _fresh_interpreter_state()
-        sys.argv = ["harness.runner", *request["args"]]
         from harness.runner.__main__ import main
+        from harness.runner.forked import run_forked
 
-        code = int(main(request["args"]) or 0)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except BaseException:
-        import traceback
-
-        traceback.print_exc()
+        args = request["args"]
+        argv = ["harness.runner", *args]
+        run_forked(
+            log_fd, cwd=request["cwd"], env=request["env"], argv=argv, main=lambda: main(args)
+        )
     finally:
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code & 0xFF)
+        os._exit(1)  # only when the run could not start
 
 
 def _die_with(supervisor: int) -> None:
@@ -410,20 +393,6 @@ def _die_with(supervisor: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
     if os.getppid() != supervisor:  # it died before the call took effect
         os._exit(1)
-
-
-def _fresh_interpreter_state() -> None:
-    """What a new interpreter would not share with its siblings: temp dir, seeds, signals."""
-    import random
-    import tempfile
-
-    tempfile.tempdir = None  # recomputed from the run's TMPDIR
-    random.seed()
-    numpy = sys.modules.get("numpy")
-    if numpy is not None:
-        numpy.random.seed()
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _send(chan: socket.socket, message: dict[str, Any]) -> None:

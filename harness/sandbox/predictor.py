@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol
+from typing import Protocol, Self
 
 from ..safefs import walk
 from .base import Backend, RunJob, RunOutcome, SandboxPolicy
@@ -95,21 +95,14 @@ class Server(Protocol):
 StartServer = Callable[[SandboxPolicy, Path], Server]
 
 
-class SpoolPredictor:
-    """The warm predictor of an isolated backend (see the module's docstring)."""
+class WarmSandbox:
+    """What the host side of a warm sandbox (this predictor, the zygote) shares: one job at
+    a time under ``_lock``, the running ``_server``, and closing (``_close``)."""
 
-    def __init__(
-        self, backend: str, policy: SandboxPolicy, start: StartServer, uid: int | None
-    ) -> None:
-        """``uid``: the sandbox user's host uid when it differs from ours (root host)."""
-        self.backend, self.policy, self._start, self.uid = backend, policy, start, uid
-        self._lock = threading.Lock()
-        self._server: Server | None = None
-        self._spool: Path | None = None
-        self._seq = 0
-        self.starts = 0  # sandboxes started, for tests and benchmarks
+    _lock: threading.Lock
+    _server: Server | None
 
-    def __enter__(self) -> SpoolPredictor:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -124,10 +117,31 @@ class SpoolPredictor:
 
     def close(self) -> None:
         with self._lock:
-            self._stop()
-            if self._spool is not None:
-                shutil.rmtree(self._spool, ignore_errors=True)
-                self._spool = None
+            self._close()
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+
+class SpoolPredictor(WarmSandbox):
+    """The warm predictor of an isolated backend (see the module's docstring)."""
+
+    def __init__(
+        self, backend: str, policy: SandboxPolicy, start: StartServer, uid: int | None
+    ) -> None:
+        """``uid``: the sandbox user's host uid when it differs from ours (root host)."""
+        self.backend, self.policy, self._start, self.uid = backend, policy, start, uid
+        self._lock = threading.Lock()
+        self._server: Server | None = None
+        self._spool: Path | None = None
+        self._seq = 0
+        self.starts = 0  # sandboxes started, for tests and benchmarks
+
+    def _close(self) -> None:
+        self._stop()
+        if self._spool is not None:
+            shutil.rmtree(self._spool, ignore_errors=True)
+            self._spool = None
 
     def predict(self, job: RunJob) -> RunOutcome:
         with self._lock:
@@ -168,33 +182,20 @@ class SpoolPredictor:
     def _finish(
         self, job: RunJob, request: Path, server: Server, seen: Watched, wall: float
     ) -> RunOutcome:
-        p = job.policy
         code = _done_code(request / DONE)
-        crashed = code is None
-        if crashed or seen.timed_out or seen.killed_for:
+        if code is None or seen.timed_out or seen.killed_for:
             self._stop()  # the next request starts a fresh sandbox
-        flooded = size_of(request / LOG) > p.output_bytes
-        if crashed:
-            end = server.ending()
-            if end.exit_code == 0:
-                end.exit_code = 1  # it ended without answering: never "ok"
-        else:
-            end = Ending(code, flooded=flooded)
-        end.flooded = end.flooded or flooded
-        if not output_over(request / OUT, p):
-            copy_tree(request / OUT, job.output_dir)
-        log = capped(request / LOG, p.log_bytes)
-        if crashed and not (seen.timed_out or seen.killed_for or flooded):
-            log += "\n[the predictor's sandbox ended]\n" + server.log.text(timeout=2.0)
-        end.info = {"predictor": "warm", "request": str(self._seq), "sandbox": server.ident}
-        result = outcome(
+        result = answered(
+            self.backend,
+            job,
+            server,
             seen,
-            end,
-            policy=p,
-            output_dir=job.output_dir,
+            code=code,
+            flooded=size_of(request / LOG) > job.policy.output_bytes,
+            output=request / OUT,
+            log_file=request / LOG,
             wall=wall,
-            log=log,
-            backend=self.backend,
+            info={"predictor": "warm", "request": str(self._seq), "sandbox": server.ident},
         )
         if result.status in ("timeout", "killed"):
             self._stop()  # a limit seen only in the report (memory, processes): fresh start
@@ -244,6 +245,43 @@ class SpoolPredictor:
         if self._spool is not None:  # nothing of a killed sandbox's requests stays
             for entry in os.scandir(self._spool):
                 shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def answered(
+    backend: str,
+    job: RunJob,
+    server: Server,
+    seen: Watched,
+    *,
+    code: int | None,
+    flooded: bool,
+    output: Path,
+    log_file: Path,
+    wall: float,
+    info: dict[str, str],
+    out_of_memory: bool = False,
+) -> RunOutcome:
+    """The outcome of one request to a warm sandbox (a predictor's or a zygote's), as
+    ``Backend.run`` gives a run's: ``code`` is the exit code the sandbox answered (None:
+    it ended, or was killed, without answering), ``output`` and ``log_file`` what the
+    request wrote (the output is copied to the job's folder unless over its cap)."""
+    p = job.policy
+    if code is None:
+        end = server.ending()
+        if end.exit_code == 0:
+            end.exit_code = 1  # it ended without answering: never "ok"
+    else:
+        end = Ending(code, out_of_memory=out_of_memory)
+    end.flooded = end.flooded or flooded
+    if not output_over(output, p):
+        copy_tree(output, job.output_dir)
+    log = capped(log_file, p.log_bytes)
+    if code is None and not (seen.timed_out or seen.killed_for or flooded):
+        log += "\n[the predictor's sandbox ended]\n" + server.log.text(timeout=2.0)
+    end.info = info
+    return outcome(
+        seen, end, policy=p, output_dir=job.output_dir, wall=wall, log=log, backend=backend
+    )
 
 
 def _done_code(path: Path) -> int | None:

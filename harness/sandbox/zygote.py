@@ -20,7 +20,7 @@ inside             access      holds
 
 The folders are bound once, at the sandbox's start; the host changes what is in them
 between runs. The host fills a run's folders only after the zygote said the previous
-run is over: its ``@zygote done SEQ CODE OOM`` line comes on the zygote's own stdout, which
+run is over: its ``@zygote done SEQ STATUS OOM`` line comes on the zygote's own stdout, which
 no run holds, after every other process of the sandbox was killed and ``/tmp``,
 ``/dev/shm`` and the SysV IPC objects were emptied. So no run sees another team's files,
 and nothing one run leaves behind (a process, a file in ``/tmp``) meets the next.
@@ -44,16 +44,15 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 
 from ..runner.emptying import empty_folder
 from ..runner.zygote import DONE_LINE
 from ..safefs import remove_tree, walk
 from .base import MOUNTS, RunJob, RunOutcome, SandboxPolicy
-from .confine import output_over
+from .confine import exit_code_of, hand_over
 from .layout import host_paths
-from .predictor import Server, capped, copy_tree, size_of
-from .watch import Ending, Watched, outcome, watch
+from .predictor import Server, WarmSandbox, answered, size_of
+from .watch import Watched, watch
 
 POLL_SECONDS = 0.005
 CTL, LOG = "/ctl", "/log"
@@ -70,7 +69,7 @@ def zygote_binds(folders: dict[str, Path]) -> list[tuple[str, str, bool]]:
     return [(str(folders[k]), inside[k], k in WRITABLE) for k in (*READ_ONLY, *WRITABLE)]
 
 
-class Zygote:
+class Zygote(WarmSandbox):
     """A warm runner for the submissions' own runs (see the module's docstring)."""
 
     def __init__(
@@ -92,22 +91,8 @@ class Zygote:
         self._ears = Ears()
         self.starts = 0  # sandboxes started, for tests and benchmarks
 
-    def __enter__(self) -> Zygote:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    @property
-    def sandbox(self) -> str | None:
-        """The running sandbox's host pid or container id (None: none running)."""
-        return self._server.ident if self._server is not None else None
-
-    def close(self) -> None:
-        with self._lock:
-            self._stop()
+    def _close(self) -> None:
+        self._stop()
 
     def run(self, job: RunJob) -> RunOutcome:
         with self._lock:
@@ -156,32 +141,22 @@ class Zygote:
         seen: Watched,
         wall: float,
     ) -> RunOutcome:
-        p, root = job.policy, self._paths()
+        root = self._paths()
         if said is None or seen.timed_out or seen.killed_for:
             self._kill()  # the run is not over until its sandbox is gone
         log_file = root["log"] / str(seq)
-        flooded = _flooded(log_file, p)
-        if said is None:
-            end = server.ending()
-            if end.exit_code == 0:
-                end.exit_code = 1  # it ended without answering: never "ok"
-        else:
-            end = Ending(said[0], out_of_memory=said[1])
-        end.flooded = end.flooded or flooded
-        if not output_over(root["output"], p):
-            copy_tree(root["output"], job.output_dir)
-        log = capped(log_file, p.log_bytes)
-        if said is None and not (seen.timed_out or seen.killed_for or flooded):
-            log += "\n[the sandbox ended]\n" + server.log.text(timeout=2.0)
-        end.info = {"runner": "zygote", "request": str(seq), "sandbox": server.ident}
-        result = outcome(
+        result = answered(
+            self.backend,
+            job,
+            server,
             seen,
-            end,
-            policy=p,
-            output_dir=job.output_dir,
+            code=exit_code_of(said[0]) if said else None,
+            out_of_memory=bool(said and said[1]),
+            flooded=_flooded(log_file, job.policy),
+            output=root["output"],
+            log_file=log_file,
             wall=wall,
-            log=log,
-            backend=self.backend,
+            info={"runner": "zygote", "request": str(seq), "sandbox": server.ident},
         )
         if result.status in ("timeout", "killed"):
             self._kill()  # a limit the sandbox may still feel (tasks, memory): fresh start
@@ -255,17 +230,8 @@ def _folders(uid: int | None) -> Path:
     for key in (*READ_ONLY, *WRITABLE):
         (root / key).mkdir(mode=0o755)
         if key in WRITABLE:
-            _hand_over(root / key, uid)
+            hand_over(root / key, uid)
     return root
-
-
-def _hand_over(folder: Path, uid: int | None) -> None:
-    """Make ``folder`` the sandbox user's to write (see ``confine.share_folders``)."""
-    if uid is not None and os.geteuid() == 0:
-        os.chown(folder, uid, uid)
-        os.chmod(folder, 0o700)
-    elif uid is not None:
-        os.chmod(folder, 0o777)
 
 
 def _place_tree(source: Path, target: Path) -> None:
