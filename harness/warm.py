@@ -51,7 +51,7 @@ class _Pool(Generic[W]):
             yield warm
         finally:
             with self._free:
-                self._idle[policy].append(warm)
+                self._idle.setdefault(policy, []).append(warm)
                 self._free.notify()
 
     def open_all(self, policy: SandboxPolicy) -> list[W]:

@@ -301,8 +301,8 @@ found["processes"] = len([p for p in os.listdir("/proc") if p.isdigit()])
 found["root"] = sorted(os.listdir("/"))
 found["inputs"] = sorted(os.listdir("/inputs"))
 writable = {}
-for folder in ["/", "/etc", "/usr", "/submission", "/inputs", "/job", "/opt/harness", "/tmp",
-               "/output"]:
+for folder in ["/", "/etc", "/usr", "/dev", "/submission", "/inputs", "/job", "/opt/harness",
+               "/tmp", "/output"]:
     try:
         with open(os.path.join(folder, "probe-write"), "w") as fh:
             fh.write("x")
@@ -630,3 +630,31 @@ def test_a_run_cannot_reach_the_zygote_or_make_a_request(name, backend_cache, tm
     assert found["ctl"] == []  # read-only: only the host says which run comes next
     assert found["zygote"] == []  # not dumpable: its stdout cannot be reopened
     assert found["parent"] == 1  # the zygote is PID 1: the kernel drops the run's signals
+
+
+# A run that puts a link to a host file, or a FIFO, where its own log is: the host reads
+# its log without following links and never blocks on a FIFO.
+_SWAP_LOG = """
+import os
+log = os.readlink("/proc/self/fd/1")
+os.unlink(log)
+if "@FIFO@" == "yes":
+    os.mkfifo(log)
+else:
+    os.symlink("@SECRET@", log)
+"""
+
+
+@pytest.mark.parametrize("name", ZYGOTES)
+@pytest.mark.parametrize("fifo", ["no", "yes"])
+def test_a_run_cannot_make_the_host_read_a_link_or_a_fifo_as_its_log(
+    name, fifo, backend_cache, tmp_path
+) -> None:
+    secret = tmp_path / "host-secret.txt"
+    secret.write_text("HOST-ONLY-31337")
+    secret.chmod(0o644)
+    probe = _SWAP_LOG.replace("@FIFO@", fifo).replace("@SECRET@", str(secret))
+    outcome = _run(name, backend_cache, tmp_path / "run", probe, wall_seconds=60)
+    assert outcome.status == "ok", outcome.log[-2000:]
+    assert "HOST-ONLY-31337" not in outcome.log
+    assert outcome.wall_seconds < 50  # a FIFO did not block the host

@@ -20,6 +20,7 @@ import contextlib
 import ctypes
 import os
 import resource
+import signal
 import sys
 import time
 
@@ -86,6 +87,7 @@ def main(argv: list[str]) -> None:
     spec, runner = argv[0], argv[1:]
     cap = set_limits(spec)
     child = start(runner)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # PID 1: no signal from the run reaches it
     os._exit(supervise(child, cap))
 
 

@@ -50,6 +50,7 @@ from .supervisor import PR_SET_DUMPABLE, set_limits, supervise
 CTL, LOG = Path("/ctl"), Path("/log")
 FOLDERS = {"job": "/job", "submission": "/submission", "inputs": "/inputs", "output": "/output"}
 SCRATCH = (Path("/tmp"), Path("/dev/shm"))
+WRITABLE = (Path("/output"), LOG)
 DONE = "@zygote done"  # the host reads "@zygote done SEQ STATUS OOM" (sandbox/zygote.py)
 DONE_LINE = re.compile(rb"@zygote done (\d+) (\d+) ([01])\n")
 POLL_SECONDS = 0.002
@@ -71,6 +72,7 @@ Run = Callable[[argparse.Namespace], int]
 
 def zygote(argv: list[str], run: Run) -> int:
     cap = set_limits(argv[0])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # PID 1: no signal from a run reaches it
     env = dict(os.environ)  # the sandbox's environment, before any import adds to it
     with contextlib.suppress(Exception):  # nothing in the sandbox may ptrace it or its fds
         ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
@@ -84,6 +86,9 @@ def zygote(argv: list[str], run: Run) -> int:
     while True:
         seq += 1
         request = _await(CTL / str(seq))
+        for folder in WRITABLE:  # the host read them; what it could not remove goes now
+            with contextlib.suppress(OSError):
+                empty_folder(folder)
         before = oom_kills()
         code = _serve(seq, request, run, cap, env)
         if not clean():

@@ -202,6 +202,7 @@ class BwrapBackend:
         argv += ["--size", str(tmpfs), "--perms", "1777", "--tmpfs", "/tmp"]
         # POSIX shared memory: capped like /tmp (docker: shm_size), not bwrap's open /dev tmpfs
         argv += ["--size", str(tmpfs), "--perms", "1777", "--tmpfs", "/dev/shm"]
+        argv += ["--remount-ro", "/dev"]  # bwrap's /dev is an uncapped tmpfs: nothing there
         seccomp_fd = program_fd()
         stack.callback(os.close, seccomp_fd)
         argv += ["--seccomp", str(seccomp_fd)]

@@ -40,12 +40,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self
 
-from ..safefs import walk
+from ..safefs import open_under, walk
 from .base import Backend, RunJob, RunOutcome, SandboxPolicy
 from .confine import LogPump, output_over, share_folders
 from .watch import Ending, Watched, outcome, watch
 
 SPOOL = "/spool"
+SIGXCPU = 24  # the kernel's signal at a CPU-time limit
 POLL_SECONDS = 0.005
 READY, DONE, LOG, OUT = "ready", "done", "log", "out"
 
@@ -260,24 +261,28 @@ def answered(
     wall: float,
     info: dict[str, str],
     out_of_memory: bool = False,
+    show_sandbox_log: bool = True,
 ) -> RunOutcome:
     """The outcome of one request to a warm sandbox (a predictor's or a zygote's), as
     ``Backend.run`` gives a run's: ``code`` is the exit code the sandbox answered (None:
     it ended, or was killed, without answering), ``output`` and ``log_file`` what the
-    request wrote (the output is copied to the job's folder unless over its cap)."""
+    request wrote (the output is copied to the job's folder unless over its cap);
+    ``show_sandbox_log``: whether a sandbox that ended unanswered adds its own log (not
+    the zygote's, which holds other runs' statuses)."""
     p = job.policy
     if code is None:
         end = server.ending()
         if end.exit_code == 0:
             end.exit_code = 1  # it ended without answering: never "ok"
     else:
-        end = Ending(code, out_of_memory=out_of_memory)
+        end = Ending(code, out_of_memory=out_of_memory, timed_out=code == -SIGXCPU)
     end.flooded = end.flooded or flooded
     if not output_over(output, p):
         copy_tree(output, job.output_dir)
     log = capped(log_file, p.log_bytes)
     if code is None and not (seen.timed_out or seen.killed_for or flooded):
-        log += "\n[the predictor's sandbox ended]\n" + server.log.text(timeout=2.0)
+        log += "\n[the predictor's sandbox ended]\n"
+        log += server.log.text(timeout=2.0) if show_sandbox_log else ""
     end.info = info
     return outcome(
         seen, end, policy=p, output_dir=job.output_dir, wall=wall, log=log, backend=backend
@@ -300,9 +305,10 @@ def size_of(path: Path) -> int:
 
 
 def capped(path: Path, cap: int) -> str:
-    """The file's first and last ``cap // 2`` bytes, with a note of what was cut."""
+    """The file's first and last ``cap // 2`` bytes, with a note of what was cut. The
+    sandbox wrote the folder: a link or a FIFO in the file's place reads as nothing."""
     try:
-        with open(path, "rb", buffering=0) as fh:
+        with open_under(path.parent, path.name) as fh:
             size = os.fstat(fh.fileno()).st_size
             if size <= cap:
                 body = fh.read(cap)

@@ -49,7 +49,7 @@ from ..runner.emptying import empty_folder
 from ..runner.zygote import DONE_LINE
 from ..safefs import remove_tree, walk
 from .base import MOUNTS, RunJob, RunOutcome, SandboxPolicy
-from .confine import exit_code_of, hand_over
+from .confine import exit_code_of, hand_over, output_over
 from .layout import host_paths
 from .predictor import Server, WarmSandbox, answered, size_of
 from .watch import Watched, watch
@@ -96,7 +96,11 @@ class Zygote(WarmSandbox):
 
     def run(self, job: RunJob) -> RunOutcome:
         with self._lock:
-            return self._run(job)
+            try:
+                return self._run(job)
+            except BaseException:  # the zygote and the host may be out of step: start over
+                self._kill()
+                raise
 
     # -- one run ------------------------------------------------------------------------
     def _run(self, job: RunJob) -> RunOutcome:
@@ -114,7 +118,7 @@ class Zygote(WarmSandbox):
             deadline=t0 + p.wall_seconds,
             policy=p,
             output_dir=root["output"],
-            flooded=lambda: _flooded(log_file, p),
+            flooded=lambda: _flooded(log_file, p) or bool(output_over(root["log"], p)),
         )
         said = ears.done.get(seq)
         return self._finish(job, seq, said, server, seen, time.perf_counter() - t0)
@@ -123,10 +127,9 @@ class Zygote(WarmSandbox):
         """The running sandbox, else a fresh one on emptied folders (a new zygote counts
         its runs from 1 again, so no go of the last one may stay in ``/ctl``)."""
         if self._server is None:
-            if self._root is None:
-                self._root = _folders(self.uid)
-            for folder in self._paths().values():
-                _empty(folder)
+            if self._root is not None:  # a killed sandbox's last processes may still be ending
+                _remove(self._root)
+            self._root = _folders(self.uid)
             self._seq, self._ears = 0, Ears()  # the last sandbox's late words go elsewhere
             self._server = self._start(self.policy, self._paths(), self._ears.hear)
             self.starts += 1
@@ -152,11 +155,12 @@ class Zygote(WarmSandbox):
             seen,
             code=exit_code_of(said[0]) if said else None,
             out_of_memory=bool(said and said[1]),
-            flooded=_flooded(log_file, job.policy),
+            flooded=_flooded(log_file, job.policy) or bool(output_over(root["log"], job.policy)),
             output=root["output"],
             log_file=log_file,
             wall=wall,
             info={"runner": "zygote", "request": str(seq), "sandbox": server.ident},
+            show_sandbox_log=False,
         )
         if result.status in ("timeout", "killed"):
             self._kill()  # a limit the sandbox may still feel (tasks, memory): fresh start
