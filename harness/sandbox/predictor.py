@@ -35,6 +35,7 @@ import stat
 import tempfile
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -96,7 +97,7 @@ class Server(Protocol):
 StartServer = Callable[[SandboxPolicy, Path], Server]
 
 
-class WarmSandbox:
+class WarmSandbox(ABC):
     """What the host side of a warm sandbox (this predictor, the zygote) shares: one job at
     a time under ``_lock``, the running ``_server``, and closing (``_close``)."""
 
@@ -120,8 +121,9 @@ class WarmSandbox:
         with self._lock:
             self._close()
 
+    @abstractmethod
     def _close(self) -> None:
-        raise NotImplementedError
+        """Stop the sandbox and remove its host folders (``_lock`` held)."""
 
 
 class SpoolPredictor(WarmSandbox):

@@ -118,7 +118,7 @@ class Zygote(WarmSandbox):
             deadline=t0 + p.wall_seconds,
             policy=p,
             output_dir=root["output"],
-            flooded=lambda: _flooded(log_file, p) or bool(output_over(root["log"], p)),
+            flooded=lambda: _flooded(root["log"], log_file, p),
         )
         said = ears.done.get(seq)
         return self._finish(job, seq, said, server, seen, time.perf_counter() - t0)
@@ -155,7 +155,7 @@ class Zygote(WarmSandbox):
             seen,
             code=exit_code_of(said[0]) if said else None,
             out_of_memory=bool(said and said[1]),
-            flooded=_flooded(log_file, job.policy) or bool(output_over(root["log"], job.policy)),
+            flooded=_flooded(root["log"], log_file, job.policy),
             output=root["output"],
             log_file=log_file,
             wall=wall,
@@ -165,7 +165,7 @@ class Zygote(WarmSandbox):
         if result.status in ("timeout", "killed"):
             self._kill()  # a limit the sandbox may still feel (tasks, memory): fresh start
         for key in WRITABLE:
-            _empty(root[key])
+            empty_folder(root[key])
         return result
 
     # -- folders ------------------------------------------------------------------------
@@ -178,7 +178,7 @@ class Zygote(WarmSandbox):
         and every process it made are gone)."""
         sources = host_paths(job)
         for key in ("submission", "inputs", "job"):
-            _empty(root[key])
+            empty_folder(root[key])
             if key != "submission" or job.mount_submission:
                 _place_tree(Path(sources[key]), root[key])
 
@@ -222,10 +222,11 @@ class Ears:
             return seq in self.done
 
 
-def _flooded(log_file: Path, p: SandboxPolicy) -> bool:
-    """The run wrote its output cap to its log: the file-size rlimit (the same cap) stops
-    the log there, so reaching it is the flood a fresh run's pipe shows."""
-    return size_of(log_file) >= p.output_bytes
+def _flooded(logs: Path, log_file: Path, p: SandboxPolicy) -> bool:
+    """The run wrote its output cap to its log (the file-size rlimit, the same cap, stops
+    the log there, so reaching it is the flood a fresh run's pipe shows), or filled the
+    log folder past the output limit with files of its own."""
+    return size_of(log_file) >= p.output_bytes or bool(output_over(logs, p))
 
 
 def _folders(uid: int | None) -> Path:
@@ -253,11 +254,6 @@ def _place_tree(source: Path, target: Path) -> None:
                 shutil.copyfile(path, target / rel, follow_symlinks=False)
             with contextlib.suppress(OSError):
                 os.chmod(target / rel, (info.st_mode & 0o777) | 0o444)
-
-
-def _empty(folder: Path) -> None:
-    """Remove what is in ``folder``, whatever modes a run set (never following links)."""
-    empty_folder(folder)
 
 
 def _remove(root: Path) -> None:
