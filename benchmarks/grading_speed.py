@@ -344,6 +344,7 @@ def run_harness(
         "cpu_s": t.cpu_s,
         "jobs": jobs,
         "statuses": statuses,
+        "devices": sorted({str((d.get("sandbox") or {}).get("device")) for d in docs}),
         "messages": [d["message"] for d in docs if d["status"] != "graded"][:3],
         "mse": {d["team"]: d["metrics"].get("mse") for d in docs},
         "timing": _timing_sums(docs),
@@ -660,6 +661,7 @@ def references_suite(a: argparse.Namespace) -> dict[str, Any]:
             "harness_images_per_s": harness["timing"].get("images_per_s"),
             "harness_s": harness["wall_s"],
             "statuses": harness["statuses"],
+            "harness_devices": harness["devices"],
         }
         print(task_id, json.dumps(r["models"][task_id]), file=sys.stderr)
     a.out.write_text(json.dumps(r, indent=2) + "\n")
@@ -698,6 +700,7 @@ def resnet_suite(a: argparse.Namespace) -> dict[str, Any]:
                 "bare_s": bare["wall_s"],
                 "harness_over_bare": _ratio(h["wall_s"], bare["wall_s"]),
                 "statuses": h["statuses"],
+                "devices": h["devices"],
             }
             for b, h in harness.items()
         },

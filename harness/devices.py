@@ -29,3 +29,21 @@ def use_gpu(task_device: str, asked: bool | None, available: bool) -> bool:
     """``task_device`` is the task's ``device`` ("auto" or "cpu"); ``asked`` the caller's
     ``GradeOptions.gpu`` (None: whatever is available)."""
     return task_device != "cpu" and asked is not False and available
+
+
+def device_env(gpu: bool) -> dict[str, str]:
+    """The environment that keeps a run off the GPU where its policy gives it none: the
+    process backend cannot withhold the device nodes, so CUDA is told to see no device."""
+    return {} if gpu else {"CUDA_VISIBLE_DEVICES": ""}
+
+
+def gpu_library_dirs() -> list[str]:
+    """The folders of ``LD_LIBRARY_PATH`` that hold the NVIDIA driver's user-space library
+    (``libcuda.so.1``): CUDA images often keep it outside the loader's cache (for example
+    ``/usr/local/nvidia/lib64``), and a sandbox that starts with a clean environment must be
+    told where it is, or CUDA finds no device."""
+    found = []
+    for folder in os.environ.get("LD_LIBRARY_PATH", "").split(":"):
+        if folder.startswith("/") and os.path.exists(os.path.join(folder, "libcuda.so.1")):
+            found.append(os.path.realpath(folder))
+    return list(dict.fromkeys(found))

@@ -287,6 +287,11 @@ class RunData:
             )
         return [*flags, *self.determinism_flags()]
 
+    def device(self) -> str | None:
+        """The device the runner predicted on, as it reported it ("cpu", "cuda:0")."""
+        device = self.report.get("device")
+        return device if isinstance(device, str) and len(device) < 40 else None
+
     def determinism_flags(self) -> list[Flag]:
         det = self.report.get("determinism") or {}
         diff = det.get("max_abs_diff", 0.0)

@@ -48,4 +48,5 @@ def test_demo_grades_and_beats_predicting_zero(shared_cache: Path, tmp_path: Pat
     # the document says which hidden split and sandbox it came from (the ranking policy)
     assert doc["hidden_split"]["public_seed"] and len(doc["hidden_split"]["fingerprint"]) == 16
     assert doc["sandbox"]["backend"] == "process" and not doc["sandbox"]["isolated"]
+    assert doc["sandbox"]["device"] == "cpu"  # where phase B ran, as the runner reported it
     assert (tmp_path / "results" / "correlation" / "team42" / "report.html").is_file()

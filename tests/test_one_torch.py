@@ -50,6 +50,13 @@ def test_another_torch_release_is_named_with_the_fix() -> None:
     assert torch_mismatch(None) is not None
 
 
+def test_the_release_that_counts_is_the_one_reading_the_program() -> None:
+    # a GPU machine whose host and runner share another build reads its own programs
+    assert torch_mismatch("2.11.0+cu130", reader="2.11.0+cu130") is None
+    message = torch_mismatch(TORCH, reader="2.11.0+cu130")
+    assert message is not None and "torch==2.11.0" in message and f"torch {TORCH}" in message
+
+
 @pytest.mark.docker
 def test_the_evaluation_image_runs_the_contracts_torch() -> None:
     import docker

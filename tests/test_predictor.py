@@ -171,13 +171,18 @@ def _predictions(job: RunJob) -> np.ndarray:
     return np.load(job.output_dir / "predictions.npy")
 
 
-@pytest.mark.parametrize("name", ISOLATED)
+# on a GPU the process backend's batch gets one warm predictor too (one CUDA context); a
+# GPU policy asks for it on any machine (with no GPU here, the runner predicts on the CPU)
+WARM = [*ISOLATED, pytest.param("process", id="process-gpu-policy")]
+
+
+@pytest.mark.parametrize("name", WARM)
 def test_a_batch_predicts_as_fresh_runs_do_in_one_interpreter(
     name: str, cache: dict[str, Backend], programs: dict[str, Path], inputs: Path, tmp_path: Path
 ) -> None:
     backend = _backend(name, cache)
     goods = [programs[f"good{i}"] for i in range(3)]
-    with backend.predictor(POLICY) as predictor:
+    with backend.predictor(replace(POLICY, gpu=name == "process")) as predictor:
         assert isinstance(predictor, SpoolPredictor)
         warm = [_job(tmp_path, f"warm{i}", p, inputs) for i, p in enumerate(goods)]
         outcomes = [predictor.predict(job) for job in warm]

@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import socket
+import tempfile
 import textwrap
 import threading
 from collections.abc import Callable, Iterator
@@ -194,10 +196,47 @@ def test_the_environment_is_scrubbed(name, backend_cache, tmp_path, monkeypatch)
     allowed = {
         "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "PYTHONHASHSEED", "LANG",
         "OMP_NUM_THREADS", "MKL_NUM_THREADS", "PATH", "HOME", "TMPDIR", "PYTHONPATH",
-        "HOSTNAME", "LC_CTYPE", "PWD",
+        "HOSTNAME", "LC_CTYPE", "PWD", "USER", "LOGNAME", "CUDA_VISIBLE_DEVICES",
     }  # fmt: skip
     assert set(env) <= allowed, set(env) - allowed
     assert not any("31337" in v or "hunter2" in v for v in env.values())
+    if name == "process":  # it cannot withhold the GPU's device nodes: CUDA is told instead
+        assert env["CUDA_VISIBLE_DEVICES"] == ""
+    if name.startswith("bwrap"):  # no /etc/passwd inside: getpass.getuser() reads USER
+        assert env["USER"] == env["LOGNAME"] == "sandbox"
+
+
+@pytest.mark.bwrap
+def test_a_gpu_run_is_told_where_the_driver_library_is(backend_cache, tmp_path, monkeypatch):
+    """CUDA images keep ``libcuda.so.1`` where only ``LD_LIBRARY_PATH`` names it (the
+    device machine's ``/usr/local/nvidia/lib64``): a GPU run gets that folder read-only and
+    the variable; a CPU run gets neither."""
+    driver = Path(tempfile.mkdtemp(prefix="harness-driver-"))
+    try:
+        os.chmod(driver, 0o755)
+        (driver / "libcuda.so.1").write_text("the driver")
+        (driver / "libcuda.so.1").chmod(0o644)
+        monkeypatch.setenv("LD_LIBRARY_PATH", f"relative/lib:{driver}:/nonexistent")
+        probe = (
+            textwrap.dedent(f"""
+            import json, os
+            found = {{"path": os.environ.get("LD_LIBRARY_PATH"), "files": None, "written": None}}
+            try:
+                found["files"] = os.listdir({str(driver)!r})
+                open({str(driver / "x")!r}, "w")
+                found["written"] = True
+            except OSError as exc:
+                found["written"] = found["written"] or exc.strerror
+        """)
+            + REPORT
+        )
+        gpu = _findings(_run("bwrap", backend_cache, tmp_path / "gpu", probe, gpu=True))
+        assert gpu["path"] == str(driver) and gpu["files"] == ["libcuda.so.1"]
+        assert gpu["written"] == "Read-only file system"
+        cpu = _findings(_run("bwrap", backend_cache, tmp_path / "cpu", probe))
+        assert cpu["path"] is None and cpu["files"] is None
+    finally:
+        shutil.rmtree(driver)
 
 
 @pytest.mark.parametrize("name", ALL)

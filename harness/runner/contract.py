@@ -4,11 +4,12 @@ sides (the host, the runner inside the sandbox, the tests and the benchmarks).
 It names the one torch release every part of the harness runs (the host's pin in
 ``pyproject.toml``, the offline evaluation image and the Dockerfile all install exactly
 this), the files that cross the sandbox boundary, and the rule that refuses a program
-written by another torch: ``torch.export`` archives are read on the host exactly as this
-release writes them, so a runner on any other release is a configuration error, not a
-submission's fault. And it types the job: ``job.json`` is one of the frozen ``*Job``
-dataclasses below (``JobSpec``), written with ``to_json`` and read with ``from_json``,
-which refuses an unknown, missing or mistyped key with one sentence.
+written by another torch: ``torch.export`` archives are read on the host exactly as the
+host's torch writes them (this release, wherever the harness was installed as packaged),
+so a runner on any other release is a configuration error, not a submission's fault.
+And it types the job: ``job.json`` is one of the frozen ``*Job`` dataclasses below
+(``JobSpec``), written with ``to_json`` and read with ``from_json``, which refuses an
+unknown, missing or mistyped key with one sentence.
 """
 
 from __future__ import annotations
@@ -35,15 +36,19 @@ def torch_release(version: str) -> str:
     return version.split("+", 1)[0].strip()
 
 
-def torch_mismatch(version: object) -> str | None:
-    """None when a runner reported the pinned torch, else the sentence that says why not."""
-    if isinstance(version, str) and torch_release(version) == TORCH:
+def torch_mismatch(version: object, reader: str = TORCH) -> str | None:
+    """None when a runner reported the torch release of the host that reads its program
+    (``reader``: the host's own ``torch.__version__``, the pin wherever the harness was
+    installed as packaged), else the sentence that says why not."""
+    expected = torch_release(reader)
+    if isinstance(version, str) and torch_release(version) == expected:
         return None
     shown = version if isinstance(version, str) and len(version) < 40 else "an unknown version"
     return (
-        f"the sandbox ran torch {shown}, but this harness reads programs written by torch "
-        f"{TORCH} only: rebuild the evaluation image (`grade image build --force`) or "
-        f"install torch=={TORCH} where the runner runs"
+        f"the sandbox ran torch {shown}, but this harness reads programs with torch "
+        f"{expected}, and a program is read only by the torch that wrote it: rebuild the "
+        f"evaluation image (`grade image build --force`) or install torch=={expected} where "
+        f"the runner runs"
     )
 
 

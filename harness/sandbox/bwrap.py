@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from ..devices import gpu_device_nodes
+from ..devices import gpu_device_nodes, gpu_library_dirs
 from .base import MOUNTS, Predictor, RunJob, RunOutcome, SandboxPolicy
 from .confine import (
     LogPump,
@@ -52,7 +52,7 @@ from .confine import (
     zygote_argv,
 )
 from .layout import SAFE_ENV, host_paths, runner_args, runner_root, thread_env
-from .predictor import SPOOL, Server, SpoolPredictor
+from .predictor import SIGXCPU, SPOOL, ProcessServer, Server, SpoolPredictor, ended_within
 from .seccomp import SeccompUnavailable, program, program_fd
 from .watch import Ending, outcome, watch
 from .zygote import Heard, Zygote, zygote_binds
@@ -62,7 +62,6 @@ INSIDE_UID = 1000
 POLL_SECONDS = 0.1
 SYSTEM_RO = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin")
 ETC_RO = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime")
-SIGXCPU = 24
 # RLIMIT_DATA counts private writable mappings, touched or not; after `import torch` they
 # are ~250 MB more than the memory in use (which the docker backend's cgroup counts)
 DATA_SLACK = 256 * 2**20
@@ -208,6 +207,12 @@ class BwrapBackend:
         argv += ["--seccomp", str(seccomp_fd)]
         for bind in binds:
             argv += ["--bind" if bind.writable else "--ro-bind", bind.source, bind.target]
+        driver = gpu_library_dirs() if gpu else []
+        for folder in driver:  # read-only, like the system folders; after /tmp's tmpfs
+            if not any(folder == s or folder.startswith(s + "/") for s in SYSTEM_RO):
+                argv += ["--ro-bind", folder, folder]
+        if driver:
+            argv += ["--setenv", "LD_LIBRARY_PATH", ":".join(driver)]
         # the root is bwrap's own tmpfs, unbounded: nothing may be written there
         return [*launcher, *argv, "--remount-ro", "/", "--chdir", "/tmp", "--"]
 
@@ -221,7 +226,7 @@ class BwrapBackend:
             on_flood=lambda: kill_group(proc.pid),
         )
         seen = watch(
-            lambda: _ended(proc, POLL_SECONDS),
+            lambda: ended_within(proc, POLL_SECONDS),
             deadline=t0 + p.wall_seconds,
             policy=p,
             output_dir=job.output_dir,
@@ -239,46 +244,6 @@ class BwrapBackend:
             log=log.text(timeout=2.0),
             backend=self.name,
         )
-
-
-class ProcessServer:
-    """A warm bwrap sandbox (the predictor's or the zygote's), seen from the host
-    (``predictor.Server``)."""
-
-    def __init__(
-        self,
-        proc: subprocess.Popen[bytes],
-        p: SandboxPolicy,
-        stack: ExitStack,
-        heard: Heard | None = None,
-    ) -> None:
-        assert proc.stdout is not None
-        self.proc, self.stack = proc, stack
-        self.ident = str(proc.pid)
-        self.log = LogPump.from_stream(
-            proc.stdout, keep=p.log_bytes, budget=p.output_bytes, on_flood=self.kill, on_chunk=heard
-        )
-
-    def ended(self, seconds: float) -> bool:
-        return _ended(self.proc, seconds)
-
-    def ending(self) -> Ending:
-        code = exit_code_of(self.proc.wait())
-        return Ending(code, flooded=self.log.flooded, timed_out=code == -SIGXCPU)
-
-    def kill(self) -> None:
-        kill_group(self.proc.pid)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=10)
-        self.stack.close()
-
-
-def _ended(proc: subprocess.Popen[bytes], seconds: float) -> bool:
-    try:
-        proc.wait(timeout=seconds)
-    except subprocess.TimeoutExpired:
-        return False
-    return True
 
 
 @dataclass(frozen=True)
@@ -355,6 +320,9 @@ def _env(cpus: float) -> dict[str, str]:
         "PATH": "/usr/bin:/bin",
         "HOME": "/tmp",
         "TMPDIR": "/tmp",
+        # the sandbox has no /etc/passwd: getpass.getuser() (torch's cache folders) reads these
+        "USER": "sandbox",
+        "LOGNAME": "sandbox",
         "PYTHONPATH": MOUNTS["code"],
         **thread_env(cpus),
     }

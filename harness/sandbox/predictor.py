@@ -32,18 +32,20 @@ import contextlib
 import os
 import shutil
 import stat
+import subprocess
 import tempfile
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self
 
 from ..safefs import open_under, walk
 from .base import Backend, RunJob, RunOutcome, SandboxPolicy
-from .confine import LogPump, output_over, share_folders
+from .confine import LogPump, exit_code_of, kill_group, output_over, share_folders
 from .watch import Ending, Watched, outcome, watch
 
 SPOOL = "/spool"
@@ -332,3 +334,46 @@ def copy_tree(source: Path, target: Path) -> None:
             (target / rel).mkdir(exist_ok=True)
         elif stat.S_ISREG(info.st_mode):
             shutil.copyfile(path, target / rel, follow_symlinks=False)
+
+
+SIGXCPU = 24
+
+
+class ProcessServer:
+    """A warm sandbox that is one host process (bwrap's predictor or zygote, the process
+    backend's GPU predictor), seen from the host (``Server``)."""
+
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        p: SandboxPolicy,
+        stack: ExitStack,
+        heard: Callable[[bytes], None] | None = None,
+    ) -> None:
+        assert proc.stdout is not None
+        self.proc, self.stack = proc, stack
+        self.ident = str(proc.pid)
+        self.log = LogPump.from_stream(
+            proc.stdout, keep=p.log_bytes, budget=p.output_bytes, on_flood=self.kill, on_chunk=heard
+        )
+
+    def ended(self, seconds: float) -> bool:
+        return ended_within(self.proc, seconds)
+
+    def ending(self) -> Ending:
+        code = exit_code_of(self.proc.wait())
+        return Ending(code, flooded=self.log.flooded, timed_out=code == -SIGXCPU)
+
+    def kill(self) -> None:
+        kill_group(self.proc.pid)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+        self.stack.close()
+
+
+def ended_within(proc: subprocess.Popen[bytes], seconds: float) -> bool:
+    try:
+        proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        return False
+    return True

@@ -8,24 +8,29 @@ Runs are forked from a pre-imported runner (``forkserver``), one per backend obj
 environment, so ``import torch`` is paid once per batch instead of once per run. When the
 fork server cannot start, a run falls back to a fresh ``python`` process; either way the
 policy (own session, scrubbed environment, temporary HOME and cwd, capped log, wall clock
-killed from here) and the ``RunOutcome`` are the same.
+killed from here) and the ``RunOutcome`` are the same. On a GPU, phase B of a batch goes
+to one warm predictor (``runner serve``) instead: one CUDA context for the batch.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import weakref
+from contextlib import ExitStack
+from pathlib import Path
 
+from ..devices import device_env
 from .base import Predictor, RunJob, Runner, RunOutcome, SandboxPolicy
 from .confine import CappedLog, folder_size, kill_group
 from .forkserver import Finished, ForkServer, ForkServerError
 from .layout import SAFE_ENV, host_paths, runner_args, runner_root, thread_env
-from .predictor import PerRun
+from .predictor import PerRun, ProcessServer, Server, SpoolPredictor
 
 
 class ProcessBackend:
@@ -46,7 +51,11 @@ class ProcessBackend:
         return {"python": sys.executable}
 
     def predictor(self, policy: SandboxPolicy) -> Predictor:
-        """Runs fork from the pre-imported server already: a predictor per run is as warm."""
+        """On a CPU, runs fork from the pre-imported server already: a predictor per run is
+        as warm. On a GPU, each such run would start a CUDA context of its own (about half
+        a second): the batch gets one warm predictor and one context, as bwrap's does."""
+        if policy.gpu:
+            return SpoolPredictor(self.name, policy, self._serve, None)
         return PerRun(self)
 
     def runner(self, policy: SandboxPolicy) -> Runner:
@@ -64,12 +73,41 @@ class ProcessBackend:
             finished = self._start(job, runner_args(paths), env, home)
         return self._outcome(job, finished)
 
+    def _serve(self, policy: SandboxPolicy, spool: Path) -> Server:
+        """Start ``harness.runner serve SPOOL`` as a plain process (this backend isolates
+        nothing): the scrubbed environment of a run, its own home folder."""
+        stack = ExitStack()
+        home = tempfile.mkdtemp(prefix="harness-proc-")
+        stack.callback(shutil.rmtree, home, ignore_errors=True)
+        env = {
+            **SAFE_ENV,
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            **thread_env(policy.cpus),
+            "HOME": home,
+            "TMPDIR": home,
+        }
+        argv = [sys.executable, "-I", "-c", _BOOT, str(runner_root()), "serve", str(spool)]
+        try:
+            proc = subprocess.Popen(
+                argv,
+                env=env,
+                cwd=home,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except BaseException:
+            stack.close()
+            raise
+        return ProcessServer(proc, policy, stack)
+
     def close(self) -> None:
         """Stop the fork servers now (they also stop when the backend is collected)."""
         _close_all(self._servers)
 
     def _start(self, job: RunJob, args: list[str], env: dict[str, str], home: str) -> Finished:
-        run_env = {**env, "HOME": home, "TMPDIR": home}
+        run_env = {**env, "HOME": home, "TMPDIR": home, **device_env(job.policy.gpu)}
         wall, cap = job.policy.wall_seconds, job.policy.log_bytes
         if self.fork:
             try:

@@ -74,7 +74,7 @@ def build(
         history=sub.history,
         flags=_all_flags(sub, sandbox, notes.flags),
         timing=notes.timings(),
-        sandbox=sandbox,
+        sandbox=sandbox.model_copy(update={"device": notes.device}),
         hidden_split=hidden,
         submission_path=str(sub.path),
         submission_hash=sub.hash,

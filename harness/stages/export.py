@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import torch
+
 from ..counting import over_limit, over_message
 from ..jobs import PROGRAM, export_batch, export_job_spec
 from ..outputs import read_report
@@ -33,7 +35,8 @@ def export(counted: Counted) -> Exported | Counted:
     notes = counted.notes.add(timing={"export_s": round(outcome.wall_seconds, 4)})
     verdict = interpret_run(outcome, "export")
     if verdict is None:
-        wrong_torch = torch_mismatch((read_report(outcome.output_dir) or {}).get("torch"))
+        reported = (read_report(outcome.output_dir) or {}).get("torch")
+        wrong_torch = torch_mismatch(reported, torch.__version__)
         if wrong_torch is not None:  # the grader's setup, not the submission: re-graded
             raise Ended(Failed("failed", wrong_torch, "harness"), notes)
         try:

@@ -47,7 +47,7 @@ def predict(checked: Checked) -> Predicted:
     if verdict is not None:
         raise Ended(verdict.failed(), notes)
     run, every = probe.read(outcome, g)
-    notes = notes.add(timing=run.timing, flags=run.determinism_flags())
+    notes = notes.add(timing=run.timing, flags=run.determinism_flags(), device=run.device())
     return Predicted(g, probe.flags(g, run, every, notes), run.outputs)
 
 
@@ -74,7 +74,9 @@ def eager(counted: Counted, why: str) -> Predicted:
         raise Ended(verdict.failed(), notes)
     run, every = probe.read(outcome, g)
     params = run.params(notes.params, g.task)
-    notes = notes.add(params=params, timing=run.timing, flags=run.flags(params, g.task, why))
+    notes = notes.add(
+        params=params, timing=run.timing, flags=run.flags(params, g.task, why), device=run.device()
+    )
     if params_over_limit(params):
         message = over_message(params, g.task, None, counted.count.counted)
         raise Ended(Failed("over_limit", message, "count"), notes)

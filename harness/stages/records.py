@@ -96,6 +96,7 @@ class Notes:
     flags: tuple[Flag, ...] = ()
     timing: tuple[tuple[str, float], ...] = ()
     evidence: tuple[tuple[str, Any], ...] = ()
+    device: str | None = None  # where the test inputs were predicted ("cpu", "cuda:0")
 
     def add(
         self,
@@ -104,13 +105,15 @@ class Notes:
         flags: tuple[Flag, ...] | list[Flag] = (),
         timing: dict[str, float] | None = None,
         evidence: dict[str, Any] | None = None,
+        device: str | None = None,
     ) -> Notes:
-        """A copy with ``params`` replaced and the rest appended."""
+        """A copy with ``params`` and ``device`` replaced and the rest appended."""
         return Notes(
             params=params if params is not None else self.params,
             flags=(*self.flags, *flags),
             timing=(*self.timing, *((timing or {}).items())),
             evidence=(*self.evidence, *((evidence or {}).items())),
+            device=device if device is not None else self.device,
         )
 
     def timings(self) -> dict[str, float]:
