@@ -220,8 +220,9 @@ def test_the_environment_is_scrubbed_and_home_is_private(
     assert outcome.status == "ok", outcome.log
     line = next(x for x in outcome.log.splitlines() if x.startswith("ENV="))
     seen = json.loads(line[4:])
-    allowed = {*SAFE_ENV, "PATH", "HOME", "TMPDIR"}
+    allowed = {*SAFE_ENV, "PATH", "HOME", "TMPDIR", "CUDA_VISIBLE_DEVICES"}
     assert set(seen["env"]) <= allowed
+    assert seen["env"]["CUDA_VISIBLE_DEVICES"] == ""  # a run without the GPU policy
     assert "31337" not in line
     assert seen["cwd"] == seen["env"]["HOME"] == seen["env"]["TMPDIR"]
     assert seen["cwd"] != os.getcwd() and not Path(seen["cwd"]).exists()  # removed after

@@ -64,11 +64,7 @@ class ProcessBackend:
 
     def run(self, job: RunJob) -> RunOutcome:
         paths = host_paths(job)
-        env = {
-            **SAFE_ENV,
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            **thread_env(job.policy.cpus),
-        }
+        env = _env(job.policy.cpus)
         with tempfile.TemporaryDirectory(prefix="harness-proc-") as home:
             finished = self._start(job, runner_args(paths), env, home)
         return self._outcome(job, finished)
@@ -79,24 +75,10 @@ class ProcessBackend:
         stack = ExitStack()
         home = tempfile.mkdtemp(prefix="harness-proc-")
         stack.callback(shutil.rmtree, home, ignore_errors=True)
-        env = {
-            **SAFE_ENV,
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            **thread_env(policy.cpus),
-            "HOME": home,
-            "TMPDIR": home,
-        }
+        env = {**_env(policy.cpus), "HOME": home, "TMPDIR": home}
         argv = [sys.executable, "-I", "-c", _BOOT, str(runner_root()), "serve", str(spool)]
         try:
-            proc = subprocess.Popen(
-                argv,
-                env=env,
-                cwd=home,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            proc = _popen(argv, env, home)
         except BaseException:
             stack.close()
             raise
@@ -146,9 +128,14 @@ class ProcessBackend:
         )
 
 
-def _spawn(argv: list[str], env: dict[str, str], cwd: str, wall: float, cap: int) -> Finished:
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(
+def _env(cpus: float) -> dict[str, str]:
+    """A run's environment: the fixed list, the host's PATH, the thread counts."""
+    return {**SAFE_ENV, "PATH": os.environ.get("PATH", "/usr/bin:/bin"), **thread_env(cpus)}
+
+
+def _popen(argv: list[str], env: dict[str, str], cwd: str) -> subprocess.Popen[bytes]:
+    """A runner process in its own session, stdin closed, stdout and stderr one pipe."""
+    return subprocess.Popen(
         argv,
         env=env,
         cwd=cwd,
@@ -157,6 +144,11 @@ def _spawn(argv: list[str], env: dict[str, str], cwd: str, wall: float, cap: int
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+
+
+def _spawn(argv: list[str], env: dict[str, str], cwd: str, wall: float, cap: int) -> Finished:
+    t0 = time.perf_counter()
+    proc = _popen(argv, env, cwd)
     assert proc.stdout is not None
     log = CappedLog(proc.stdout, cap)
     timed_out = False
