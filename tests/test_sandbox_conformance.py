@@ -29,6 +29,8 @@ import pytest
 from harness.runner.contract import JOB_FILE, EagerJob, to_json
 from harness.sandbox import RunJob, RunOutcome, SandboxPolicy, backends, get_backend
 from harness.sandbox.base import Backend
+from harness.sandbox.layout import runner_root
+from harness.sandbox.zygote import Zygote
 
 # "-zygote": the same backend's warm runner (``sandbox/zygote.py``): each run forked from one
 # pre-imported interpreter per policy, runs of one test module after one another
@@ -639,6 +641,30 @@ def test_nothing_of_a_run_meets_the_next(name, backend_cache, tmp_path) -> None:
     found = _findings(after)
     assert (found["tmp"], found["shm"], found["sysv"], found["output"]) == ([], [], [], [])
     assert found["processes"] == [1, found["pid"]]  # the zygote (PID 1) and this run
+
+
+@pytest.mark.parametrize("name", ZYGOTES)
+def test_a_zygote_that_cannot_import_its_stack_hands_its_runs_to_fresh_sandboxes(
+    name, backend_cache, tmp_path
+) -> None:
+    """An import that fails halfway can leave a module half-registered (on the H200, torch
+    2.11 without a passwd entry: every export then failed with another error). So a zygote
+    whose preload fails serves nothing, and each run gets a sandbox of its own."""
+    backend = _backend(name, backend_cache)
+    module = runner_root() / "harness" / "runner" / "rebuild.py"  # preloaded, not run here
+    original = module.read_text()
+    module.write_text(original + "\nraise ImportError('broken on purpose')\n")
+    try:
+        with backend.runner(POLICY) as runner:
+            assert isinstance(runner, Zygote)
+            outcomes = [runner.run(_job(tmp_path / str(i), "")) for i in range(2)]
+            assert runner.unfit and runner.starts == 1 and runner.sandbox is None
+    finally:
+        module.write_text(original)
+    for outcome in outcomes:
+        assert (outcome.status, outcome.exit_code) == ("ok", 0), outcome.log[-2000:]
+        assert np.load(outcome.output_dir / "predictions.npy").shape == (8, 3)
+        assert outcome.info.get("runner") != "zygote"  # a fresh sandbox ran it
 
 
 # What a run may reach of the zygote and of the host's requests.

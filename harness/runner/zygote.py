@@ -25,6 +25,10 @@ request at a time, each submission's run in a fresh fork:
 
 The host fills the next request only after that line, so the runs of two submissions
 never meet in the sandbox, and nothing one leaves behind is there when the next starts.
+
+If one of the imports fails, the zygote prints ``@zygote unfit`` instead of serving and
+exits: the host then runs each request in a fresh sandbox, whose runner imports for itself
+(and reports the import's own error, not the one a half-imported module gives later).
 """
 
 from __future__ import annotations
@@ -67,7 +71,24 @@ PRELOAD = (
     "harness.runner.rebuild",
 )
 
+# said instead of serving when a preload failed: the host runs each request in a fresh
+# sandbox instead, whose runner imports for itself and reports what failed
+UNFIT_LINE = "@zygote unfit\n"
+UNFIT_EXIT = 70
+
 Run = Callable[[argparse.Namespace], int]
+
+
+def preload(names: tuple[str, ...]) -> str | None:
+    """Import ``names`` in order; None, or what the first that failed raised. A module whose
+    import failed halfway may have registered things already (torch's artifact factories):
+    imported again in a run it fails differently, so a zygote must not serve after that."""
+    for name in names:
+        try:
+            __import__(name)
+        except Exception as exc:
+            return f"import {name}: {type(exc).__name__}: {str(exc)[:300]}"
+    return None
 
 
 def zygote(argv: list[str], run: Run) -> int:
@@ -77,9 +98,12 @@ def zygote(argv: list[str], run: Run) -> int:
     with contextlib.suppress(Exception):  # nothing in the sandbox may ptrace it or its fds
         ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     t = time.perf_counter()
-    for name in PRELOAD:
-        with contextlib.suppress(Exception):
-            __import__(name)
+    failed = preload(PRELOAD)
+    if failed is not None:  # a half-done import would break that module in every run
+        print(f"zygote: unfit, {failed}", flush=True)
+        sys.stdout.write(UNFIT_LINE)
+        sys.stdout.flush()
+        return UNFIT_EXIT
     took = time.perf_counter() - t
     print(f"zygote: imports done in {took:.2f} s (pid {os.getpid()})", flush=True)
     seq = 0

@@ -138,7 +138,7 @@ class BwrapBackend:
     def runner(self, policy: SandboxPolicy) -> Zygote:
         """A warm runner for the submissions' own runs: one zygote sandbox for a batch."""
         uid = NOBODY if _as_nobody() else None
-        return Zygote(self.name, policy, self._zygote, uid, lambda p: _rlimits(p)["cpu"])
+        return Zygote(self.name, policy, self._zygote, uid, self.run, lambda p: _rlimits(p)["cpu"])
 
     def _zygote(self, policy: SandboxPolicy, folders: dict[str, Path], heard: Heard) -> Server:
         """Start the zygote's sandbox: a fresh run's sandbox with the zygote's folders

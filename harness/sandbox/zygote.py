@@ -46,7 +46,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..runner.emptying import empty_folder
-from ..runner.zygote import DONE_LINE
+from ..runner.zygote import DONE_LINE, UNFIT_LINE
 from ..safefs import remove_tree, walk
 from .base import MOUNTS, RunJob, RunOutcome, SandboxPolicy
 from .confine import exit_code_of, hand_over, output_over
@@ -78,12 +78,16 @@ class Zygote(WarmSandbox):
         policy: SandboxPolicy,
         start: StartZygote,
         uid: int | None,
+        fresh: Callable[[RunJob], RunOutcome],
         cpu_seconds: Callable[[SandboxPolicy], int | None] = lambda p: None,
     ) -> None:
         """``uid``: the sandbox user's host uid when it differs from ours (root host);
-        ``cpu_seconds``: a run's CPU-time limit under its policy (None: none)."""
+        ``fresh``: the backend's run in a sandbox of its own, for every run once a zygote
+        said it is unfit; ``cpu_seconds``: a run's CPU-time limit under its policy (None:
+        none)."""
         self.backend, self.policy, self._start, self.uid = backend, policy, start, uid
-        self.cpu_seconds = cpu_seconds
+        self.fresh, self.cpu_seconds = fresh, cpu_seconds
+        self.unfit = False  # a zygote could not import its stack: fresh sandboxes from now
         self._lock = threading.Lock()
         self._server: Server | None = None
         self._root: Path | None = None
@@ -96,11 +100,18 @@ class Zygote(WarmSandbox):
 
     def run(self, job: RunJob) -> RunOutcome:
         with self._lock:
+            if self.unfit:
+                return self.fresh(job)
             try:
-                return self._run(job)
+                outcome = self._run(job)
             except BaseException:  # the zygote and the host may be out of step: start over
                 self._kill()
                 raise
+            if self._ears.unfit:  # it served nothing: this run goes to a fresh sandbox
+                self._stop()
+                self.unfit = True
+                return self.fresh(job)
+            return outcome
 
     # -- one run ------------------------------------------------------------------------
     def _run(self, job: RunJob) -> RunOutcome:
@@ -147,6 +158,8 @@ class Zygote(WarmSandbox):
         root = self._paths()
         if said is None or seen.timed_out or seen.killed_for:
             self._kill()  # the run is not over until its sandbox is gone
+        if said is None:
+            server.log.text(timeout=2.0)  # every word it said is heard (an unfit zygote's)
         log_file = root["log"] / str(seq)
         result = answered(
             self.backend,
@@ -199,6 +212,7 @@ class Ears:
 
     def __init__(self) -> None:
         self.done: dict[int, tuple[int, bool]] = {}  # seq -> (exit code, OOM kill seen)
+        self.unfit = False  # the zygote could not import its stack and served nothing
         self._heard = bytearray()
         self._said = threading.Condition()
 
@@ -208,6 +222,8 @@ class Ears:
             *whole, rest = bytes(self._heard).split(b"\n")
             self._heard = bytearray(rest[-4096:])
             for line in whole:
+                if line + b"\n" == UNFIT_LINE.encode() and not self.done:
+                    self.unfit = True  # only before any run: no run's words reach here
                 match = DONE_LINE.fullmatch(line + b"\n")
                 if match:
                     seq, code, oom = (int(g) for g in match.groups())

@@ -106,7 +106,7 @@ class DockerBackend:
 
     def runner(self, policy: SandboxPolicy) -> Zygote:
         """A warm runner for the submissions' own runs: one zygote container for a batch."""
-        return Zygote(self.name, policy, self._zygote, GRADER_UID)
+        return Zygote(self.name, policy, self._zygote, GRADER_UID, self.run)
 
     def _zygote(self, policy: SandboxPolicy, folders: dict[str, Path], heard: Heard) -> Server:
         """Start the zygote's container: a fresh run's options with the zygote's folders
