@@ -643,28 +643,46 @@ def test_nothing_of_a_run_meets_the_next(name, backend_cache, tmp_path) -> None:
     assert found["processes"] == [1, found["pid"]]  # the zygote (PID 1) and this run
 
 
+# A preloaded module the run never imports, or one it does that registers something before
+# it fails (as torch 2.11's export stack did on the H200: imported again in a fork of the
+# zygote it failed with another error, "already registered", blamed on the student).
+_HALF_REGISTERED = """
+import builtins
+if getattr(builtins, "_registered_by_the_test", False):
+    raise AssertionError("registered twice")
+builtins._registered_by_the_test = True
+raise ImportError("broken on purpose")
+"""
+
+
 @pytest.mark.parametrize("name", ZYGOTES)
+@pytest.mark.parametrize("module", ["rebuild", "load"])
 def test_a_zygote_that_cannot_import_its_stack_hands_its_runs_to_fresh_sandboxes(
-    name, backend_cache, tmp_path
+    name, module, backend_cache, tmp_path
 ) -> None:
-    """An import that fails halfway can leave a module half-registered (on the H200, torch
-    2.11 without a passwd entry: every export then failed with another error). So a zygote
-    whose preload fails serves nothing, and each run gets a sandbox of its own."""
+    """A zygote whose preload fails serves nothing: each run gets a sandbox of its own,
+    whose runner imports for itself and reports the import's own error."""
     backend = _backend(name, backend_cache)
-    module = runner_root() / "harness" / "runner" / "rebuild.py"  # preloaded, not run here
-    original = module.read_text()
-    module.write_text(original + "\nraise ImportError('broken on purpose')\n")
+    source = runner_root() / "harness" / "runner" / f"{module}.py"
+    original = source.read_text()
+    source.write_text(original + _HALF_REGISTERED)
     try:
         with backend.runner(POLICY) as runner:
             assert isinstance(runner, Zygote)
             outcomes = [runner.run(_job(tmp_path / str(i), "")) for i in range(2)]
             assert runner.unfit and runner.starts == 1 and runner.sandbox is None
     finally:
-        module.write_text(original)
+        source.write_text(original)
     for outcome in outcomes:
-        assert (outcome.status, outcome.exit_code) == ("ok", 0), outcome.log[-2000:]
-        assert np.load(outcome.output_dir / "predictions.npy").shape == (8, 3)
         assert outcome.info.get("runner") != "zygote"  # a fresh sandbox ran it
+        if module == "rebuild":  # not needed by this run: it is graded as ever
+            assert (outcome.status, outcome.exit_code) == ("ok", 0), outcome.log[-2000:]
+            assert np.load(outcome.output_dir / "predictions.npy").shape == (8, 3)
+        else:  # the run's own import fails, with its own error
+            assert (outcome.status, outcome.exit_code) == ("error", 3)  # the runner's "failed"
+            report = json.loads((outcome.output_dir / "report.json").read_text())
+            assert "broken on purpose" in json.dumps(report["error"]), report["error"]
+            assert "registered twice" not in json.dumps(report)
 
 
 # What a run may reach of the zygote and of the host's requests.
