@@ -32,9 +32,13 @@ def use_gpu(task_device: str, asked: bool | None, available: bool) -> bool:
 
 
 def device_env(gpu: bool) -> dict[str, str]:
-    """The environment that keeps a run off the GPU where its policy gives it none: the
-    process backend cannot withhold the device nodes, so CUDA is told to see no device."""
-    return {} if gpu else {"CUDA_VISIBLE_DEVICES": ""}
+    """The process backend's GPU environment. Without the GPU policy CUDA is told to see no
+    device (this backend cannot withhold the device nodes); with it, the driver's library
+    folders are named (``gpu_library_dirs``), as a clean environment drops them."""
+    if not gpu:
+        return {"CUDA_VISIBLE_DEVICES": ""}
+    folders = gpu_library_dirs()
+    return {"LD_LIBRARY_PATH": ":".join(folders)} if folders else {}
 
 
 def gpu_library_dirs() -> list[str]:

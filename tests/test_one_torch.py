@@ -53,8 +53,11 @@ def test_another_torch_release_is_named_with_the_fix() -> None:
 def test_the_release_that_counts_is_the_one_reading_the_program() -> None:
     # a GPU machine whose host and runner share another build reads its own programs
     assert torch_mismatch("2.11.0+cu130", reader="2.11.0+cu130") is None
+    # the docker image installs the pin, so a host off the pin is what must change
     message = torch_mismatch(TORCH, reader="2.11.0+cu130")
-    assert message is not None and "torch==2.11.0" in message and f"torch {TORCH}" in message
+    assert message is not None
+    assert f"this host runs torch 2.11.0, not the harness's pin {TORCH}" in message
+    assert f"install torch=={TORCH} on the host" in message and "grade image build" not in message
 
 
 @pytest.mark.docker

@@ -213,12 +213,15 @@ def test_a_gpu_run_is_told_where_the_driver_library_is(backend_cache, tmp_path, 
     """CUDA images keep ``libcuda.so.1`` where only ``LD_LIBRARY_PATH`` names it (the
     device machine's ``/usr/local/nvidia/lib64``): a GPU run gets that folder read-only and
     the variable; a CPU run gets neither."""
-    driver = Path(tempfile.mkdtemp(prefix="harness-driver-"))
+    driver = Path(tempfile.mkdtemp(prefix="harness-driver-", dir="/var/tmp"))
+    in_tmp = tmp_path / "lib"  # a folder in /tmp would cover the sandbox's own /tmp: never
     try:
-        os.chmod(driver, 0o755)
-        (driver / "libcuda.so.1").write_text("the driver")
-        (driver / "libcuda.so.1").chmod(0o644)
-        monkeypatch.setenv("LD_LIBRARY_PATH", f"relative/lib:{driver}:/nonexistent")
+        for folder in (driver, in_tmp):
+            folder.mkdir(exist_ok=True)
+            os.chmod(folder, 0o755)
+            (folder / "libcuda.so.1").write_text("the driver")
+            (folder / "libcuda.so.1").chmod(0o644)
+        monkeypatch.setenv("LD_LIBRARY_PATH", f"relative/lib:{driver}:{in_tmp}:/nonexistent")
         probe = (
             textwrap.dedent(f"""
             import json, os
@@ -658,7 +661,7 @@ raise ImportError("broken on purpose")
 @pytest.mark.parametrize("name", ZYGOTES)
 @pytest.mark.parametrize("module", ["rebuild", "load"])
 def test_a_zygote_that_cannot_import_its_stack_hands_its_runs_to_fresh_sandboxes(
-    name, module, backend_cache, tmp_path
+    name, module, backend_cache, tmp_path, capsys
 ) -> None:
     """A zygote whose preload fails serves nothing: each run gets a sandbox of its own,
     whose runner imports for itself and reports the import's own error."""
@@ -673,6 +676,9 @@ def test_a_zygote_that_cannot_import_its_stack_hands_its_runs_to_fresh_sandboxes
             assert runner.unfit and runner.starts == 1 and runner.sandbox is None
     finally:
         source.write_text(original)
+    said = capsys.readouterr().err  # the operator is told once, with the zygote's reason
+    assert said.count("could not import its stack") == 1, said
+    assert f"import harness.runner.{module}: ImportError: broken on purpose" in said
     for outcome in outcomes:
         assert outcome.info.get("runner") != "zygote"  # a fresh sandbox ran it
         if module == "rebuild":  # not needed by this run: it is graded as ever

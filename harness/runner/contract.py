@@ -44,6 +44,13 @@ def torch_mismatch(version: object, reader: str = TORCH) -> str | None:
     if isinstance(version, str) and torch_release(version) == expected:
         return None
     shown = version if isinstance(version, str) and len(version) < 40 else "an unknown version"
+    if expected != TORCH:  # the host is off the pin: the image cannot follow it
+        return (
+            f"the sandbox ran torch {shown}, but this host runs torch {expected}, not the "
+            f"harness's pin {TORCH}, and a program is read only by the torch that wrote it: "
+            f"install torch=={TORCH} on the host (`pip install -e .`), or grade with a "
+            f"sandbox that runs the host's own Python (--sandbox bwrap)"
+        )
     return (
         f"the sandbox ran torch {shown}, but this harness reads programs with torch "
         f"{expected}, and a program is read only by the torch that wrote it: rebuild the "

@@ -169,7 +169,11 @@ class BwrapBackend:
         sandbox with ``binds`` (and the Python installation); ``stack`` holds what must
         outlive it."""
         binds = [Bind(prefix, prefix) for prefix in _python_prefixes(self.python)] + binds
-        argv = self._argv(stack, binds, _env(p.cpus), p.tmpfs_bytes, gpu=p.gpu)
+        env = _env(p.cpus)
+        if p.gpu and (driver := _driver_folders()):  # staged like every bind (root host)
+            binds += [Bind(folder, folder) for folder in driver if not _in_system(folder)]
+            env["LD_LIBRARY_PATH"] = ":".join(driver)
+        argv = self._argv(stack, binds, env, p.tmpfs_bytes, gpu=p.gpu)
         return _popen(argv + inside, _fds(argv))
 
     def _argv(
@@ -207,12 +211,6 @@ class BwrapBackend:
         argv += ["--seccomp", str(seccomp_fd)]
         for bind in binds:
             argv += ["--bind" if bind.writable else "--ro-bind", bind.source, bind.target]
-        driver = gpu_library_dirs() if gpu else []
-        for folder in driver:  # read-only, like the system folders; after /tmp's tmpfs
-            if not any(folder == s or folder.startswith(s + "/") for s in SYSTEM_RO):
-                argv += ["--ro-bind", folder, folder]
-        if driver:
-            argv += ["--setenv", "LD_LIBRARY_PATH", ":".join(driver)]
         # the root is bwrap's own tmpfs, unbounded: nothing may be written there
         return [*launcher, *argv, "--remount-ro", "/", "--chdir", "/tmp", "--"]
 
@@ -251,6 +249,31 @@ class Bind:
     source: str
     target: str
     writable: bool = False
+
+
+# where the sandbox's own mounts go: a driver folder may be none of these, nor hold one
+OWN_PATHS = ("/tmp", "/dev", "/proc", "/ctl", "/log", SPOOL, *MOUNTS.values())
+
+
+def _driver_folders() -> list[str]:
+    """The GPU driver's library folders (``devices.gpu_library_dirs``) a GPU sandbox is
+    given read-only at the same path, and named in its ``LD_LIBRARY_PATH``; never ``/`` or
+    a folder that is, holds or lies in one of the sandbox's own mounts (the host's
+    ``/tmp`` would cover the sandbox's own)."""
+    return [
+        folder
+        for folder in gpu_library_dirs()
+        if folder != "/"
+        and not any(
+            own == folder or own.startswith(folder + "/") or folder.startswith(own + "/")
+            for own in OWN_PATHS
+        )
+    ]
+
+
+def _in_system(path: str) -> bool:
+    """Whether ``path`` is in the system folders every sandbox has read-only."""
+    return any(path == s or path.startswith(s + "/") for s in SYSTEM_RO)
 
 
 # runs as root in a private mount namespace: bind each source onto its stage folder

@@ -75,7 +75,7 @@ class ProcessBackend:
         stack = ExitStack()
         home = tempfile.mkdtemp(prefix="harness-proc-")
         stack.callback(shutil.rmtree, home, ignore_errors=True)
-        env = {**_env(policy.cpus), "HOME": home, "TMPDIR": home}
+        env = {**_env(policy.cpus), "HOME": home, "TMPDIR": home, **device_env(policy.gpu)}
         argv = [sys.executable, "-I", "-c", _BOOT, str(runner_root()), "serve", str(spool)]
         try:
             proc = _popen(argv, env, home)

@@ -45,6 +45,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..console import warn
 from ..runner.emptying import empty_folder
 from ..runner.zygote import DONE_LINE, UNFIT_LINE
 from ..safefs import remove_tree, walk
@@ -88,6 +89,7 @@ class Zygote(WarmSandbox):
         self.backend, self.policy, self._start, self.uid = backend, policy, start, uid
         self.fresh, self.cpu_seconds = fresh, cpu_seconds
         self.unfit = False  # a zygote could not import its stack: fresh sandboxes from now
+        self._server_said = ""  # the last sandbox's reason for being unfit, if it gave one
         self._lock = threading.Lock()
         self._server: Server | None = None
         self._root: Path | None = None
@@ -108,8 +110,13 @@ class Zygote(WarmSandbox):
                 self._kill()
                 raise
             if self._ears.unfit:  # it served nothing: this run goes to a fresh sandbox
+                said = self._server_said
                 self._stop()
                 self.unfit = True
+                warn(
+                    f"the {self.backend} zygote could not import its stack, so each run of "
+                    f"this batch starts a sandbox of its own (slower): {said}"
+                )
                 return self.fresh(job)
             return outcome
 
@@ -158,8 +165,8 @@ class Zygote(WarmSandbox):
         root = self._paths()
         if said is None or seen.timed_out or seen.killed_for:
             self._kill()  # the run is not over until its sandbox is gone
-        if said is None:
-            server.log.text(timeout=2.0)  # every word it said is heard (an unfit zygote's)
+        if said is None:  # every word it said is heard (an unfit zygote's)
+            self._server_said = _unfit_reason(server.log.text(timeout=2.0))
         log_file = root["log"] / str(seq)
         result = answered(
             self.backend,
@@ -205,6 +212,13 @@ class Zygote(WarmSandbox):
         if self._root is not None:
             _remove(self._root)
             self._root = None
+
+
+def _unfit_reason(log: str) -> str:
+    """The zygote's own line saying why it is unfit ("zygote: unfit, import X: ..."); no
+    run's words are in its log."""
+    lines = [line for line in log.splitlines() if line.startswith("zygote: unfit, ")]
+    return lines[-1].removeprefix("zygote: unfit, ")[:400] if lines else "no reason given"
 
 
 class Ears:

@@ -74,9 +74,8 @@ def eager(counted: Counted, why: str) -> Predicted:
         raise Ended(verdict.failed(), notes)
     run, every = probe.read(outcome, g)
     params = run.params(notes.params, g.task)
-    notes = notes.add(
-        params=params, timing=run.timing, flags=run.flags(params, g.task, why), device=run.device()
-    )
+    # no device noted: the submission's code wrote this run's report, it could say anything
+    notes = notes.add(params=params, timing=run.timing, flags=run.flags(params, g.task, why))
     if params_over_limit(params):
         message = over_message(params, g.task, None, counted.count.counted)
         raise Ended(Failed("over_limit", message, "count"), notes)
