@@ -39,13 +39,13 @@ import json
 import os
 import shutil
 import stat
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..console import warn
 from ..runner.emptying import empty_folder
 from ..runner.zygote import DONE_LINE, UNFIT_LINE
 from ..safefs import remove_tree, walk
@@ -113,9 +113,11 @@ class Zygote(WarmSandbox):
                 said = self._server_said
                 self._stop()
                 self.unfit = True
-                warn(
-                    f"the {self.backend} zygote could not import its stack, so each run of "
-                    f"this batch starts a sandbox of its own (slower): {said}"
+                print(  # the operator's: the CLI's stderr (no run's words are in it)
+                    f"warning: the {self.backend} zygote could not import its stack, so each "
+                    f"run of this batch starts a sandbox of its own (slower): {said}",
+                    file=sys.stderr,
+                    flush=True,
                 )
                 return self.fresh(job)
             return outcome
