@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from .runner.emptying import remove_tree
+from .runner.emptying import DIR_FLAGS, remove_tree
 
 __all__ = [
     "NotPlain",
@@ -36,7 +36,6 @@ __all__ = [
 
 MAX_ENTRIES = 100_000
 MAX_DEPTH = 64
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
@@ -83,11 +82,11 @@ def open_under(root: Path, rel: str) -> BinaryIO:
     parts = [p for p in Path(rel).parts if p not in ("", ".")]
     if not parts or ".." in parts:
         raise NotPlain(f"{rel!r} is not a path below the folder")
-    fd = os.open(root, _DIR_FLAGS)
+    fd = os.open(root, DIR_FLAGS)
     try:
         for part in parts[:-1]:
             try:
-                nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                nxt = os.open(part, DIR_FLAGS, dir_fd=fd)
             except OSError as exc:
                 raise NotPlain(f"{rel}: {part} is not a plain folder ({exc.strerror})") from None
             os.close(fd)

@@ -13,7 +13,7 @@ import os
 import stat
 from pathlib import Path
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def remove_tree(root: Path) -> None:
@@ -37,7 +37,7 @@ def empty_folder(root: Path) -> None:
     being emptied are always ``root``'s children: no recursion, no long paths, two file
     descriptors open), made writable through its own descriptor, emptied and removed."""
     _chmod_dir(root, None)
-    top = os.open(root, _DIR_FLAGS)
+    top = os.open(root, DIR_FLAGS)
     try:
         pending = [name for name in os.listdir(top)]
         queue: list[str] = []
@@ -48,7 +48,7 @@ def empty_folder(root: Path) -> None:
             name = queue.pop()
             _chmod_dir(Path(name), top)
             try:
-                fd = os.open(name, _DIR_FLAGS, dir_fd=top)
+                fd = os.open(name, DIR_FLAGS, dir_fd=top)
             except OSError:
                 continue
             try:

@@ -26,7 +26,7 @@ request at a time, each submission's run in a fresh fork:
 The host fills the next request only after that line, so the runs of two submissions
 never meet in the sandbox, and nothing one leaves behind is there when the next starts.
 
-If one of the imports fails, the zygote prints ``@zygote unfit`` instead of serving and
+If one of the imports fails, the zygote prints ``@zygote unfit REASON`` instead of serving and
 exits: the host then runs each request in a fresh sandbox, whose runner imports for itself
 (and reports the import's own error, not the one a half-imported module gives later).
 """
@@ -71,9 +71,9 @@ PRELOAD = (
     "harness.runner.rebuild",
 )
 
-# said instead of serving when a preload failed: the host runs each request in a fresh
-# sandbox instead, whose runner imports for itself and reports what failed
-UNFIT_LINE = "@zygote unfit\n"
+# "@zygote unfit REASON", said instead of serving when a preload failed: the host runs
+# each request in a fresh sandbox instead, whose runner imports for itself
+UNFIT = "@zygote unfit"
 UNFIT_EXIT = 70
 
 Run = Callable[[argparse.Namespace], int]
@@ -87,7 +87,8 @@ def preload(names: tuple[str, ...]) -> str | None:
         try:
             __import__(name)
         except Exception as exc:
-            return f"import {name}: {type(exc).__name__}: {str(exc)[:300]}"
+            said = f"import {name}: {type(exc).__name__}: {exc}"
+            return " ".join(said.split())[:400]  # one line
     return None
 
 
@@ -100,9 +101,7 @@ def zygote(argv: list[str], run: Run) -> int:
     t = time.perf_counter()
     failed = preload(PRELOAD)
     if failed is not None:  # a half-done import would break that module in every run
-        print(f"zygote: unfit, {failed}", flush=True)
-        sys.stdout.write(UNFIT_LINE)
-        sys.stdout.flush()
+        print(f"{UNFIT} {failed}", flush=True)
         return UNFIT_EXIT
     took = time.perf_counter() - t
     print(f"zygote: imports done in {took:.2f} s (pid {os.getpid()})", flush=True)

@@ -171,7 +171,7 @@ class BwrapBackend:
         binds = [Bind(prefix, prefix) for prefix in _python_prefixes(self.python)] + binds
         env = _env(p.cpus)
         if p.gpu and (driver := _driver_folders()):  # staged like every bind (root host)
-            binds += [Bind(folder, folder) for folder in driver if not _in_system(folder)]
+            binds += [Bind(folder, folder) for folder in driver if not _within(folder, SYSTEM_RO)]
             env["LD_LIBRARY_PATH"] = ":".join(driver)
         argv = self._argv(stack, binds, env, p.tmpfs_bytes, gpu=p.gpu)
         return _popen(argv + inside, _fds(argv))
@@ -264,16 +264,14 @@ def _driver_folders() -> list[str]:
         folder
         for folder in gpu_library_dirs()
         if folder != "/"
-        and not any(
-            own == folder or own.startswith(folder + "/") or folder.startswith(own + "/")
-            for own in OWN_PATHS
-        )
+        and not _within(folder, OWN_PATHS)
+        and not any(_within(own, (folder,)) for own in OWN_PATHS)
     ]
 
 
-def _in_system(path: str) -> bool:
-    """Whether ``path`` is in the system folders every sandbox has read-only."""
-    return any(path == s or path.startswith(s + "/") for s in SYSTEM_RO)
+def _within(path: str, roots: tuple[str, ...]) -> bool:
+    """Whether ``path`` is one of ``roots`` or lies in one."""
+    return any(path == root or path.startswith(root + "/") for root in roots)
 
 
 # runs as root in a private mount namespace: bind each source onto its stage folder
@@ -361,7 +359,7 @@ def _python_prefixes(python: str) -> list[str]:
         check=True,
     ).stdout.split()
     prefixes = sorted({os.path.realpath(p) for p in out} | set(out))
-    return [p for p in prefixes if not any(p == s or p.startswith(s + "/") for s in SYSTEM_RO)]
+    return [p for p in prefixes if not _within(p, SYSTEM_RO)]
 
 
 def _read_only(job: RunJob) -> list[Path]:

@@ -266,13 +266,15 @@ def answered(
     info: dict[str, str],
     out_of_memory: bool = False,
     show_sandbox_log: bool = True,
+    sandbox: str = "the predictor's sandbox",
 ) -> RunOutcome:
     """The outcome of one request to a warm sandbox (a predictor's or a zygote's), as
     ``Backend.run`` gives a run's: ``code`` is the exit code the sandbox answered (None:
     it ended, or was killed, without answering), ``output`` and ``log_file`` what the
     request wrote (the output is copied to the job's folder unless over its cap);
     ``show_sandbox_log``: whether a sandbox that ended unanswered adds its own log (not
-    the zygote's, which holds other runs' statuses)."""
+    the zygote's, which holds other runs' statuses); ``sandbox``: what the note says
+    ended."""
     p = job.policy
     if code is None:
         end = server.ending()
@@ -285,7 +287,7 @@ def answered(
         copy_tree(output, job.output_dir)
     log = capped(log_file, p.log_bytes)
     if code is None and not (seen.timed_out or seen.killed_for or flooded):
-        log += "\n[the predictor's sandbox ended]\n"
+        log += f"\n[{sandbox} ended]\n"
         log += server.log.text(timeout=2.0) if show_sandbox_log else ""
     end.info = info
     return outcome(
@@ -334,9 +336,6 @@ def copy_tree(source: Path, target: Path) -> None:
             (target / rel).mkdir(exist_ok=True)
         elif stat.S_ISREG(info.st_mode):
             shutil.copyfile(path, target / rel, follow_symlinks=False)
-
-
-SIGXCPU = 24
 
 
 class ProcessServer:

@@ -47,7 +47,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..runner.emptying import empty_folder
-from ..runner.zygote import DONE_LINE, UNFIT_LINE
+from ..runner.zygote import DONE_LINE, UNFIT
 from ..safefs import remove_tree, walk
 from .base import MOUNTS, RunJob, RunOutcome, SandboxPolicy
 from .confine import exit_code_of, hand_over, output_over
@@ -89,7 +89,6 @@ class Zygote(WarmSandbox):
         self.backend, self.policy, self._start, self.uid = backend, policy, start, uid
         self.fresh, self.cpu_seconds = fresh, cpu_seconds
         self.unfit = False  # a zygote could not import its stack: fresh sandboxes from now
-        self._server_said = ""  # the last sandbox's reason for being unfit, if it gave one
         self._lock = threading.Lock()
         self._server: Server | None = None
         self._root: Path | None = None
@@ -109,8 +108,8 @@ class Zygote(WarmSandbox):
             except BaseException:  # the zygote and the host may be out of step: start over
                 self._kill()
                 raise
-            if self._ears.unfit:  # it served nothing: this run goes to a fresh sandbox
-                said = self._server_said
+            if self._ears.unfit is not None:  # it served nothing: to a fresh sandbox
+                said = self._ears.unfit
                 self._stop()
                 self.unfit = True
                 print(  # the operator's: the CLI's stderr (no run's words are in it)
@@ -168,7 +167,7 @@ class Zygote(WarmSandbox):
         if said is None or seen.timed_out or seen.killed_for:
             self._kill()  # the run is not over until its sandbox is gone
         if said is None:  # every word it said is heard (an unfit zygote's)
-            self._server_said = _unfit_reason(server.log.text(timeout=2.0))
+            server.log.text(timeout=2.0)
         log_file = root["log"] / str(seq)
         result = answered(
             self.backend,
@@ -183,6 +182,7 @@ class Zygote(WarmSandbox):
             wall=wall,
             info={"runner": "zygote", "request": str(seq), "sandbox": server.ident},
             show_sandbox_log=False,
+            sandbox="the sandbox",
         )
         if result.status in ("timeout", "killed"):
             self._kill()  # a limit the sandbox may still feel (tasks, memory): fresh start
@@ -216,19 +216,12 @@ class Zygote(WarmSandbox):
             self._root = None
 
 
-def _unfit_reason(log: str) -> str:
-    """The zygote's own line saying why it is unfit ("zygote: unfit, import X: ..."); no
-    run's words are in its log."""
-    lines = [line for line in log.splitlines() if line.startswith("zygote: unfit, ")]
-    return lines[-1].removeprefix("zygote: unfit, ")[:400] if lines else "no reason given"
-
-
 class Ears:
     """One sandbox's stdout as it comes: the runs its zygote said are done."""
 
     def __init__(self) -> None:
         self.done: dict[int, tuple[int, bool]] = {}  # seq -> (exit code, OOM kill seen)
-        self.unfit = False  # the zygote could not import its stack and served nothing
+        self.unfit: str | None = None  # why the zygote could not import its stack (served nothing)
         self._heard = bytearray()
         self._said = threading.Condition()
 
@@ -238,8 +231,8 @@ class Ears:
             *whole, rest = bytes(self._heard).split(b"\n")
             self._heard = bytearray(rest[-4096:])
             for line in whole:
-                if line + b"\n" == UNFIT_LINE.encode() and not self.done:
-                    self.unfit = True  # only before any run: no run's words reach here
+                if line.startswith(UNFIT.encode()) and not self.done:  # before any run
+                    self.unfit = line[len(UNFIT) :].decode(errors="replace").strip()
                 match = DONE_LINE.fullmatch(line + b"\n")
                 if match:
                     seq, code, oom = (int(g) for g in match.groups())
