@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,7 +28,7 @@ from harness.program.records import Expect
 from harness.runner.contract import PROGRAM
 from harness.sandbox import RunJob, SandboxPolicy, get_backend
 from harness.sandbox.base import Backend
-from harness.sandbox.predictor import PerRun, SpoolPredictor
+from harness.sandbox.predictor import PerRun, ProcessServer, SpoolPredictor
 from harness.sandbox.process import ProcessBackend
 from harness.staging import Workspace
 
@@ -322,3 +324,28 @@ def test_the_process_backend_predicts_run_by_run(
         np.testing.assert_array_equal(_predictions(job), _predictions(fresh))
     finally:
         backend.close()
+
+
+def test_a_kill_returns_only_once_the_sandbox_is_released() -> None:
+    """The log thread (on a flood) and the host may kill one server at once: each kill
+    returns only after the sandbox's mounts and folders are released, whoever began."""
+    released: list[float] = []
+    stack = ExitStack()
+    stack.callback(lambda: (time.sleep(0.5), released.append(time.monotonic())))
+    proc = subprocess.Popen(
+        ["sleep", "60"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    server = ProcessServer(proc, POLICY, stack)
+    returned: list[float] = []
+
+    def kill() -> None:
+        server.kill()
+        returned.append(time.monotonic())
+
+    threads = [threading.Thread(target=kill) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert proc.poll() is not None and len(released) == 1  # released once
+    assert len(returned) == 2 and min(returned) >= released[0]  # neither returned before

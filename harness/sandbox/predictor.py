@@ -352,6 +352,7 @@ class ProcessServer:
         assert proc.stdout is not None
         self.proc, self.stack = proc, stack
         self.ident = str(proc.pid)
+        self._killing = threading.Lock()  # the log thread (on a flood) and the host may both kill
         self.log = LogPump.from_stream(
             proc.stdout, keep=p.log_bytes, budget=p.output_bytes, on_flood=self.kill, on_chunk=heard
         )
@@ -364,10 +365,13 @@ class ProcessServer:
         return Ending(code, flooded=self.log.flooded, timed_out=code == -SIGXCPU)
 
     def kill(self) -> None:
-        kill_group(self.proc.pid)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=10)
-        self.stack.close()
+        """Kill the sandbox's process group and release its mounts; a second caller waits
+        for the first (``ExitStack.close`` is not thread-safe)."""
+        with self._killing:
+            kill_group(self.proc.pid)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
+            self.stack.close()
 
 
 def ended_within(proc: subprocess.Popen[bytes], seconds: float) -> bool:
