@@ -147,6 +147,7 @@ class Team:
     stage: str | None = None
     student_output: str = ""
     sandbox: str = "docker"  # "process" is not isolated: such gradings are stale
+    device: str | None = "cpu"  # where phase B predicted (None: not recorded)
     split: str = CURRENT_SPLIT  # the hidden split's fingerprint
     public_seed: bool = False
 
@@ -169,7 +170,7 @@ def document(spec: TaskSpec, t: Team) -> ResultDocument:
         reference=t.reference,
         submission_hash=hashlib.sha256(f"{t.team}{t.graded_at}".encode()).hexdigest(),
         student_output=t.student_output,
-        sandbox=SandboxInfo(backend=t.sandbox, isolated=t.sandbox != "process"),
+        sandbox=SandboxInfo(backend=t.sandbox, isolated=t.sandbox != "process", device=t.device),
         hidden_split=HiddenSplit(fingerprint=t.split, public_seed=t.public_seed),
         flags=[
             Flag(code="secret_probe", message="instructor-only flag text"),

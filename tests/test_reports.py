@@ -76,6 +76,20 @@ def test_classification_report(specs, tmp_path: Path) -> None:
     buffers_table = html.split('id="buffers"')[1].split("</table>")[0]
     assert "running_mean" not in params_table and "running_mean" in buffers_table
     assert html.count('<img src="plots/') == 3 and "![" in md and "(plots/confusion.png)" in md
+    timing = html.split('id="timing-table"')[1].split("</table>")[0]
+    assert "Predicted on</th><td" in timing and "the CPU" in timing
+    assert "- Predicted on: the CPU" in md
+
+
+def test_the_report_says_where_the_predictions_ran(specs, tmp_path: Path) -> None:
+    doc = doc_for(specs, "correlation", "sigma")
+    doc.sandbox = doc.sandbox.model_copy(update={"device": "cuda"}) if doc.sandbox else None
+    write_submission_report(doc, specs["correlation"], tmp_path / "gpu")
+    assert "- Predicted on: the GPU (CUDA)" in (tmp_path / "gpu" / "report.md").read_text()
+    doc.sandbox = doc.sandbox.model_copy(update={"device": None}) if doc.sandbox else None
+    write_submission_report(doc, specs["correlation"], tmp_path / "old")
+    md = (tmp_path / "old" / "report.md").read_text()
+    assert "Predicted on" not in md and "Inference on the hidden split" in md  # not recorded
 
 
 def test_regression_report_has_scatter_and_residuals(specs, tmp_path: Path) -> None:

@@ -194,9 +194,16 @@ def _params(doc: ResultDocument, task: TaskSpec) -> dict[str, Any]:
     }
 
 
+# where phase B predicted (``sandbox.device``, as the runner reported it)
+DEVICES = {"cuda": "the GPU (CUDA)", "cpu": "the CPU"}
+
+
 def _timing(doc: ResultDocument) -> list[tuple[str, str]]:
     t = doc.timing
     rows = []
+    device = doc.sandbox.device if doc.sandbox else None
+    if device:
+        rows.append(("Predicted on", DEVICES.get(device, device)))
     if "inference_s" in t:
         rows.append(("Inference on the hidden split", facts.fmt_seconds(t["inference_s"])))
     if "images_per_s" in t:
