@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -221,7 +222,25 @@ for command in (*cli_publish.COMMANDS, *cli_setup.COMMANDS):
     cli.add_command(command)
 
 
+class _Warnings(logging.Handler):
+    """What the harness logs for the operator (a warm sandbox that could not import its
+    stack), printed like the CLI's other warnings."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from .console import warn
+
+        warn(record.getMessage())
+
+
+def print_harness_warnings() -> None:
+    """Route the ``harness`` loggers' warnings to the CLI's stderr, as ``warning: ...``."""
+    harness_log = logging.getLogger("harness")
+    harness_log.addHandler(_Warnings(logging.WARNING))
+    harness_log.propagate = False
+
+
 def main() -> None:
+    print_harness_warnings()
     cli(prog_name="grade")
 
 

@@ -5,6 +5,7 @@ cached with their time, and the progress display names each team's stage."""
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import subprocess
@@ -171,3 +172,20 @@ def test_the_cli_prints_the_students_error_not_the_harness_traceback(
     assert "hint: a layer is sized for other inputs" in printed
     for leaked in ("Traceback", "harness/runner", "site-packages", str(tmp_path)):
         assert leaked not in printed
+
+
+def test_what_the_harness_logs_for_the_operator_prints_as_a_cli_warning(capsys) -> None:
+    """A warm sandbox that could not import its stack logs a warning (the sandbox package
+    cannot import the console); the CLI prints it like its own warnings."""
+    from harness import cli
+
+    harness_log = logging.getLogger("harness")
+    saved = harness_log.handlers[:], harness_log.propagate
+    cli.print_harness_warnings()
+    try:
+        logging.getLogger("harness.sandbox.zygote").warning("the %s zygote could not", "bwrap")
+        logging.getLogger("harness.sandbox.zygote").info("not for the operator")
+    finally:
+        harness_log.handlers[:], harness_log.propagate = saved
+    err = capsys.readouterr().err
+    assert err == "warning: the bwrap zygote could not\n", err

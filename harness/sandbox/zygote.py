@@ -36,10 +36,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import stat
-import sys
 import tempfile
 import threading
 import time
@@ -54,6 +54,8 @@ from .confine import exit_code_of, hand_over, output_over
 from .layout import host_paths
 from .predictor import Server, WarmSandbox, answered, size_of
 from .watch import Watched, watch
+
+log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.005
 CTL, LOG = "/ctl", "/log"
@@ -112,11 +114,11 @@ class Zygote(WarmSandbox):
                 said = self._ears.unfit
                 self._stop()
                 self.unfit = True
-                print(  # the operator's: the CLI's stderr (no run's words are in it)
-                    f"warning: the {self.backend} zygote could not import its stack, so each "
-                    f"run of this batch starts a sandbox of its own (slower): {said}",
-                    file=sys.stderr,
-                    flush=True,
+                log.warning(  # the operator's (the CLI prints it as a warning)
+                    "the %s zygote could not import its stack, so each run of this batch "
+                    "starts a sandbox of its own (slower): %s",
+                    self.backend,
+                    said,
                 )
                 return self.fresh(job)
             return outcome
