@@ -6,9 +6,6 @@ from pathlib import Path
 import pytest
 from kit import write_task
 
-# the units and the order in which xdist's workers take the suite
-from work_units import pytest_collection_modifyitems, pytest_xdist_make_scheduler  # noqa: F401
-
 from harness.settings import settings
 
 
