@@ -9,8 +9,10 @@ compared with a fresh ``backend.run`` of the same job.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from contextlib import ExitStack
@@ -28,7 +30,7 @@ from harness.program.records import Expect
 from harness.runner.contract import PROGRAM
 from harness.sandbox import RunJob, SandboxPolicy, get_backend
 from harness.sandbox.base import Backend
-from harness.sandbox.predictor import PerRun, ProcessServer, SpoolPredictor
+from harness.sandbox.predictor import PerRun, ProcessServer, SpoolPredictor, copy_tree
 from harness.sandbox.process import ProcessBackend
 from harness.staging import Workspace
 
@@ -349,3 +351,37 @@ def test_a_kill_returns_only_once_the_sandbox_is_released() -> None:
         t.join(30)
     assert proc.poll() is not None and len(released) == 1  # released once
     assert len(returned) == 2 and min(returned) >= released[0]  # neither returned before
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_files_a_run_closed_to_the_host_are_left_not_fatal() -> None:
+    """Under rootless Docker a run's files belong to a user that is not the host's: a
+    0600 file or a 0700 folder it leaves in /output cannot be read. The copy leaves them
+    and brings the rest (here the host is played by nobody, the files are root's)."""
+    root = Path(tempfile.mkdtemp(prefix="harness-closed-"))
+    try:
+        os.chmod(root, 0o755)
+        source, target = root / "output", root / "copy"
+        (source / "closed").mkdir(parents=True)
+        (source / "predictions.npy").write_bytes(b"kept")
+        (source / "secret").write_bytes(b"closed")
+        (source / "closed" / "inside").write_bytes(b"closed")
+        os.chmod(source / "secret", 0o600)
+        os.chmod(source / "closed", 0o700)
+        target.mkdir(mode=0o777)
+        os.chmod(target, 0o777)
+        pid = os.fork()  # the child is the host, as another user than the files' owner
+        if pid == 0:
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                copy_tree(source, target)
+            except BaseException:
+                os._exit(1)
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0  # nothing raised
+        assert (target / "predictions.npy").read_bytes() == b"kept"
+        assert not (target / "secret").exists() and not (target / "closed" / "inside").exists()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

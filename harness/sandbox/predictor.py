@@ -329,13 +329,17 @@ def capped(path: Path, cap: int) -> str:
 
 
 def copy_tree(source: Path, target: Path) -> None:
-    """Regular files and folders of ``source`` into ``target`` (links and the rest left)."""
-    for path, info, _depth in walk(source):
+    """Regular files and folders of ``source`` into ``target`` (links and the rest left).
+    What the host may not read is left too: under rootless Docker the sandbox's user is
+    not the host's, and a run's 0600 file or 0700 folder is closed to it. The runner's own
+    files are readable; a run that closes them has no output, which is its own failure."""
+    for path, info, _depth in walk(source):  # a folder it cannot list: not entered
         rel = path.relative_to(source)
         if stat.S_ISDIR(info.st_mode):
             (target / rel).mkdir(exist_ok=True)
         elif stat.S_ISREG(info.st_mode):
-            shutil.copyfile(path, target / rel, follow_symlinks=False)
+            with contextlib.suppress(PermissionError):
+                shutil.copyfile(path, target / rel, follow_symlinks=False)
 
 
 class ProcessServer:
