@@ -627,6 +627,9 @@ found = {
     "output": sorted(set(os.listdir("/output")) - {"report.json"}),  # the runner's own
     "processes": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
     "pid": os.getpid(),
+    "ctl": sorted(os.listdir("/ctl")),
+    "log": sorted(os.listdir("/log")),
+    "log_fd": os.readlink("/proc/self/fd/1"),
 }
 """
 
@@ -644,6 +647,10 @@ def test_nothing_of_a_run_meets_the_next(name, backend_cache, tmp_path) -> None:
     found = _findings(after)
     assert (found["tmp"], found["shm"], found["sysv"], found["output"]) == ([], [], [], [])
     assert found["processes"] == [1, found["pid"]]  # the zygote (PID 1) and this run
+    # nothing names how many runs came before: one go, one log, named by a random token
+    assert found["ctl"] == ["go"] and len(found["log"]) == 1, found
+    assert found["log_fd"] == f"/log/{found['log'][0]}" and len(found["log"][0]) == 16
+    assert found["log"][0] != after.info["request"]  # the host's count of its requests
 
 
 # A preloaded module the run never imports, or one it does that registers something before

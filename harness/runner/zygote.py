@@ -9,10 +9,12 @@ tasks. It imports torch, the ``torch.export`` stack and the runner once, then se
 request at a time, each submission's run in a fresh fork:
 
 1. The host empties ``/output`` and ``/log``, fills ``/submission``, ``/inputs`` and
-   ``/job`` with this run's files (read-only here), then writes ``/ctl/<seq>`` (``/ctl``
-   is read-only here too: nothing in the sandbox can make or change a request).
+   ``/job`` with this run's files (read-only here), then replaces ``/ctl/go`` (``/ctl``
+   is read-only here too: nothing in the sandbox can make or change a request). The go
+   names the run by a random token, never by its number: a run cannot learn how many
+   came before it in its sandbox.
 2. The zygote forks a child which: starts a new session; reads /dev/null and writes
-   ``/log/<seq>`` on stdout and stderr; closes every other descriptor; takes the request's
+   ``/log/<token>`` on stdout and stderr; closes every other descriptor; takes the request's
    CPU-time limit; gets the sandbox's environment as it was before the imports, fresh
    seeds, and ``/tmp`` as its working folder; and runs the runner's ``run`` on the
    same folders, with the same report and exit codes, as a fresh sandbox's runner.
@@ -52,6 +54,8 @@ from .forked import run_forked
 from .supervisor import PR_SET_DUMPABLE, set_limits, supervise
 
 CTL, LOG = Path("/ctl"), Path("/log")
+GO = "go"  # /ctl/go: {"token": run's token, "cpu": seconds (optional)}
+TOKEN = re.compile(r"[0-9a-f]{16,64}")
 FOLDERS = {"job": "/job", "submission": "/submission", "inputs": "/inputs", "output": "/output"}
 SCRATCH = (Path("/tmp"), Path("/dev/shm"))
 WRITABLE = (Path("/output"), LOG)
@@ -105,15 +109,15 @@ def zygote(argv: list[str], run: Run) -> int:
         return UNFIT_EXIT
     took = time.perf_counter() - t
     print(f"zygote: imports done in {took:.2f} s (pid {os.getpid()})", flush=True)
-    seq = 0
+    seq, token = 0, ""
     while True:
         seq += 1
-        request = _await(CTL / str(seq))
+        request, token = _await(CTL / GO, token)
         for folder in WRITABLE:  # the host read them; what it could not remove goes now
             with contextlib.suppress(OSError):
                 empty_folder(folder)
         before = oom_kills()
-        code = _serve(seq, request, run, cap, env)
+        code = _serve(token, request, run, cap, env)
         if not clean():
             print("zygote: a process outlived the cleanup; ending the sandbox", flush=True)
             return 1
@@ -121,28 +125,33 @@ def zygote(argv: list[str], run: Run) -> int:
         print(f"{DONE} {seq} {code} {oom}", flush=True)
 
 
-def _await(ctl: Path) -> dict[str, int]:
-    while not ctl.exists():
+def _await(go: Path, last: str) -> tuple[dict[str, int], str]:
+    """The host's next go (its limits and its run's token): the first whose token is not
+    ``last``'s."""
+    while True:
+        with contextlib.suppress(OSError, ValueError):
+            loaded = json.loads(go.read_text())
+            token = str(loaded.pop("token"))
+            if token != last and TOKEN.fullmatch(token):
+                return {k: int(v) for k, v in loaded.items()}, token
         _reap()
         time.sleep(POLL_SECONDS)
-    loaded = json.loads(ctl.read_text())
-    return {k: int(v) for k, v in loaded.items()}
 
 
-def _serve(seq: int, request: dict[str, int], run: Run, cap: int, env: dict[str, str]) -> int:
+def _serve(token: str, request: dict[str, int], run: Run, cap: int, env: dict[str, str]) -> int:
     """Fork the run and supervise it as the supervisor does a fresh run's runner: its
     status (``128 + N`` for signal N), or ``PROCESS_LIMIT_EXIT`` at the task cap."""
     sys.stdout.flush()
     sys.stderr.flush()
     child = os.fork()
     if child == 0:
-        _child(seq, request, run, env)  # never returns
+        _child(token, request, run, env)  # never returns
     return supervise(child, cap)
 
 
-def _child(seq: int, request: dict[str, int], run: Run, env: dict[str, str]) -> NoReturn:
+def _child(token: str, request: dict[str, int], run: Run, env: dict[str, str]) -> NoReturn:
     try:
-        log = os.open(LOG / str(seq), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        log = os.open(LOG / token, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 
         def limits() -> None:  # no descriptor of the zygote's stays open in the run
             os.closerange(3, resource.getrlimit(resource.RLIMIT_NOFILE)[0])

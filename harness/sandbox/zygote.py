@@ -12,9 +12,9 @@ inside             access      holds
 ``/submission``    read-only   this run's submission files (hard links, else copies)
 ``/inputs``        read-only   this run's inputs (none for phase A)
 ``/job``           read-only   this run's ``job.json``
-``/ctl``           read-only   ``<seq>``: the host's go for run ``seq`` (JSON limits)
+``/ctl``           read-only   ``go``: the host's go for the next run (its token, limits)
 ``/output``        read-write  empty at each start; copied out once the run has ended
-``/log``           read-write  ``<seq>``: the run's stdout and stderr
+``/log``           read-write  ``<token>``: the run's stdout and stderr
 ``/opt/harness``   read-only   the runner's code
 =================  ==========  ==================================================
 
@@ -27,7 +27,7 @@ and nothing one run leaves behind (a process, a file in ``/tmp``) meets the next
 
 The host enforces per run what ``Backend.run`` enforces: the wall clock (the first run's
 also covers the sandbox's start), the output cap on ``/output``, the log cap and flood
-limit on ``/log/<seq>``; the sandbox as a whole has the policy's memory and process
+limit on ``/log/<token>``; the sandbox as a whole has the policy's memory and process
 limits, the run its CPU-time limit. A run that times out, breaks a limit or ends the
 sandbox gets that outcome, the sandbox is killed, and the next run starts a fresh one.
 """
@@ -38,6 +38,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import stat
 import tempfile
@@ -47,7 +48,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..runner.emptying import empty_folder
-from ..runner.zygote import DONE_LINE, UNFIT
+from ..runner.zygote import DONE_LINE, GO, UNFIT
 from ..safefs import remove_tree, walk
 from .base import MOUNTS, RunJob, RunOutcome, SandboxPolicy
 from .confine import exit_code_of, hand_over, output_over
@@ -130,9 +131,12 @@ class Zygote(WarmSandbox):
         self._seq += 1
         seq, ears = self._seq, self._ears
         self._fill(job, root)
-        go = {"cpu": cpu} if (cpu := self.cpu_seconds(job.policy)) is not None else {}
-        _write_atomic(root["ctl"] / str(seq), json.dumps(go))
-        log_file = root["log"] / str(seq)
+        token = secrets.token_hex(8)  # a run is named by nothing it could count
+        go: dict[str, object] = {"token": token}
+        if (cpu := self.cpu_seconds(job.policy)) is not None:
+            go["cpu"] = cpu
+        _write_atomic(root["ctl"] / GO, json.dumps(go))
+        log_file = root["log"] / token
         p = job.policy
         seen = watch(
             lambda: ears.said(seq) or server.ended(POLL_SECONDS),
@@ -142,11 +146,11 @@ class Zygote(WarmSandbox):
             flooded=lambda: _flooded(root["log"], log_file, p),
         )
         said = ears.done.get(seq)
-        return self._finish(job, seq, said, server, seen, time.perf_counter() - t0)
+        return self._finish(job, seq, token, said, server, seen, time.perf_counter() - t0)
 
     def _ensure(self) -> tuple[Server, dict[str, Path]]:
         """The running sandbox, else a fresh one on emptied folders (a new zygote counts
-        its runs from 1 again, so no go of the last one may stay in ``/ctl``)."""
+        its runs from 1 again, and would take a go left in ``/ctl`` for its first run)."""
         if self._server is None:
             if self._root is not None:  # a killed sandbox's last processes may still be ending
                 _remove(self._root)
@@ -160,6 +164,7 @@ class Zygote(WarmSandbox):
         self,
         job: RunJob,
         seq: int,
+        token: str,
         said: tuple[int, bool] | None,
         server: Server,
         seen: Watched,
@@ -170,7 +175,7 @@ class Zygote(WarmSandbox):
             self._kill()  # the run is not over until its sandbox is gone
         if said is None:  # every word it said is heard (an unfit zygote's)
             server.log.text(timeout=2.0)
-        log_file = root["log"] / str(seq)
+        log_file = root["log"] / token
         result = answered(
             self.backend,
             job,
