@@ -353,11 +353,11 @@ def test_a_kill_returns_only_once_the_sandbox_is_released() -> None:
     assert len(returned) == 2 and min(returned) >= released[0]  # neither returned before
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
 def test_files_a_run_closed_to_the_host_are_left_not_fatal() -> None:
     """Under rootless Docker a run's files belong to a user that is not the host's: a
-    0600 file or a 0700 folder it leaves in /output cannot be read. The copy leaves them
-    and brings the rest (here the host is played by nobody, the files are root's)."""
+    file or folder it closes in /output cannot be read. The copy leaves them and brings
+    the rest (mode 000: closed to nobody, which plays the host when the test runs as root,
+    and to the test's own user otherwise)."""
     root = Path(tempfile.mkdtemp(prefix="harness-closed-"))
     try:
         os.chmod(root, 0o755)
@@ -366,15 +366,16 @@ def test_files_a_run_closed_to_the_host_are_left_not_fatal() -> None:
         (source / "predictions.npy").write_bytes(b"kept")
         (source / "secret").write_bytes(b"closed")
         (source / "closed" / "inside").write_bytes(b"closed")
-        os.chmod(source / "secret", 0o600)
-        os.chmod(source / "closed", 0o700)
+        os.chmod(source / "secret", 0o000)
+        os.chmod(source / "closed", 0o000)
         target.mkdir(mode=0o777)
         os.chmod(target, 0o777)
         pid = os.fork()  # the child is the host, as another user than the files' owner
         if pid == 0:
             try:
-                os.setgid(65534)
-                os.setuid(65534)
+                if os.geteuid() == 0:  # root reads anything: be another user
+                    os.setgid(65534)
+                    os.setuid(65534)
                 copy_tree(source, target)
             except BaseException:
                 os._exit(1)

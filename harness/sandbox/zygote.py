@@ -146,7 +146,7 @@ class Zygote(WarmSandbox):
             flooded=lambda: _flooded(root["log"], log_file, p),
         )
         said = ears.done.get(seq)
-        return self._finish(job, seq, token, said, server, seen, time.perf_counter() - t0)
+        return self._finish(job, seq, log_file, said, server, seen, time.perf_counter() - t0)
 
     def _ensure(self) -> tuple[Server, dict[str, Path]]:
         """The running sandbox, else a fresh one on emptied folders (a new zygote counts
@@ -164,7 +164,7 @@ class Zygote(WarmSandbox):
         self,
         job: RunJob,
         seq: int,
-        token: str,
+        log_file: Path,
         said: tuple[int, bool] | None,
         server: Server,
         seen: Watched,
@@ -175,7 +175,6 @@ class Zygote(WarmSandbox):
             self._kill()  # the run is not over until its sandbox is gone
         if said is None:  # every word it said is heard (an unfit zygote's)
             server.log.text(timeout=2.0)
-        log_file = root["log"] / token
         result = answered(
             self.backend,
             job,
