@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import re
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -153,6 +154,26 @@ def test_a_grading_visits_each_stage_once_in_order(tasks: Path, tmp_path: Path) 
     )
     assert docs[0].status == "graded", docs[0].message
     assert trace == STAGES
+
+
+def test_the_grading_process_never_imports_torch(tasks: Path, tmp_path: Path) -> None:
+    """The host reads programs as JSON and raw bytes and runs no torch code, so a grading
+    (reports too) must not pay torch's import: seconds of every ``grade`` command's start."""
+    folder = make_submission(tmp_path / "subs", "team1", task="tiny")
+    script = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('TORCH' if 'torch' in sys.modules else 'NO TORCH'))\n"
+        "from harness.cli import main\n"
+        "sys.argv[0] = 'grade'\n"
+        "main()\n"
+    )
+    args = [str(folder), "--sandbox", "process", "--results", str(tmp_path / "r")]
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-1] == "NO TORCH", done.stdout[-2000:]
+    assert (tmp_path / "r" / "tiny" / "team1" / "report.html").is_file()
 
 
 def test_an_invalid_submission_goes_from_validate_to_its_document(
