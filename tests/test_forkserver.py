@@ -5,6 +5,7 @@ the backend must give the same outcome as a fresh interpreter would, and keep se
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import threading
@@ -20,7 +21,7 @@ from safetensors.torch import save_file
 from harness.runner.contract import EagerJob
 from harness.sandbox import RunJob, RunOutcome, SandboxPolicy
 from harness.sandbox.layout import SAFE_ENV
-from harness.sandbox.process import ProcessBackend
+from harness.sandbox.process import ProcessBackend, _env
 from harness.staging import Workspace
 
 NORMAL = ""
@@ -116,9 +117,10 @@ def _assert_serves(backend: ProcessBackend, tmp: Path, inputs: Path) -> None:
 
 
 def _server_pid(backend: ProcessBackend) -> int:
-    pids = [s.pid for s in backend._servers.values() if s.pid is not None]
-    assert len(pids) == 1
-    return pids[0]
+    """The pid of the server that forks this module's runs (one CPU's environment)."""
+    pid = backend._server(_env(1)).pid
+    assert pid is not None
+    return pid
 
 
 def test_a_normal_run_is_forked_from_one_server(
@@ -127,6 +129,22 @@ def test_a_normal_run_is_forked_from_one_server(
     _assert_serves(backend, tmp_path / "a", inputs)
     first = _server_pid(backend)
     _assert_serves(backend, tmp_path / "b", inputs)
+    assert _server_pid(backend) == first
+
+
+def test_gradings_one_after_another_in_one_process_share_the_server(
+    backend: ProcessBackend, inputs: Path, tmp_path: Path
+) -> None:
+    """Each ``grade()`` call makes a backend of its own: a server per backend would import
+    torch again for every call (seconds each) in a notebook or a test session."""
+    _assert_serves(backend, tmp_path / "a", inputs)
+    first = _server_pid(backend)
+    again = ProcessBackend()
+    _assert_serves(again, tmp_path / "b", inputs)
+    assert _server_pid(again) == first
+    del again
+    gc.collect()  # a backend collected leaves the process's server running
+    _assert_serves(backend, tmp_path / "c", inputs)
     assert _server_pid(backend) == first
 
 

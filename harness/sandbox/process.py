@@ -4,8 +4,10 @@ Allowed only when asked for explicitly, or for ``grade check`` of one's own subm
 results record ``isolated: false``. It still keeps the pipeline's other promises: labels
 are never in its inputs, its environment is scrubbed, and the wall clock is enforced.
 
-Runs are forked from a pre-imported runner (``forkserver``), one per backend object and
-environment, so ``import torch`` is paid once per batch instead of once per run. When the
+Runs are forked from a pre-imported runner (``forkserver``), one per environment for the
+whole grading process, shared by every backend object: ``import torch`` is paid once per
+process instead of once per run, and once, not once per call, where one process grades
+again and again (the API in a notebook, a test session). When the
 fork server cannot start, a run falls back to a fresh ``python`` process; either way the
 policy (own session, scrubbed environment, temporary HOME and cwd, capped log, wall clock
 killed from here) and the ``RunOutcome`` are the same. On a GPU, phase B of a batch goes
@@ -14,6 +16,7 @@ to one warm predictor (``runner serve``) instead: one CUDA context for the batch
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -21,7 +24,6 @@ import sys
 import tempfile
 import threading
 import time
-import weakref
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -40,9 +42,7 @@ class ProcessBackend:
     def __init__(self, *, fork: bool = True) -> None:
         """``fork=False`` starts a fresh interpreter per run (slower; for comparisons)."""
         self.fork = fork
-        self._servers: dict[tuple[tuple[str, str], ...], ForkServer] = {}
-        self._lock = threading.Lock()
-        weakref.finalize(self, _close_all, self._servers)
+        self._servers, self._lock = _SERVERS, _SERVERS_LOCK
 
     def unavailable_reason(self) -> str | None:
         return None
@@ -85,8 +85,9 @@ class ProcessBackend:
         return ProcessServer(proc, policy, stack)
 
     def close(self) -> None:
-        """Stop the fork servers now (they also stop when the backend is collected)."""
-        _close_all(self._servers)
+        """Stop this process's fork servers now (a later run starts one again; they also
+        stop when the process exits)."""
+        _close_all()
 
     def _start(self, job: RunJob, args: list[str], env: dict[str, str], home: str) -> Finished:
         run_env = {**env, "HOME": home, "TMPDIR": home, **device_env(job.policy.gpu)}
@@ -161,10 +162,20 @@ def _spawn(argv: list[str], env: dict[str, str], cwd: str, wall: float, cap: int
     return Finished(proc.returncode, timed_out, time.perf_counter() - t0, log.text())
 
 
-def _close_all(servers: dict[tuple[tuple[str, str], ...], ForkServer]) -> None:
-    for server in list(servers.values()):
+# this process's fork servers, by environment (the runner's code folder is one per process)
+_SERVERS: dict[tuple[tuple[str, str], ...], ForkServer] = {}
+_SERVERS_LOCK = threading.Lock()
+
+
+def _close_all() -> None:
+    with _SERVERS_LOCK:
+        servers = list(_SERVERS.values())
+        _SERVERS.clear()
+    for server in servers:
         server.close()
-    servers.clear()
+
+
+atexit.register(_close_all)
 
 
 _BOOT = (
