@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from kit.jobs import predict_run
+from kit.jobs import kill_sandbox, predict_run
 from safetensors.torch import save_file
 
 from harness.program.check import check_program
@@ -272,6 +272,32 @@ def test_a_server_killed_mid_request_costs_only_that_request(
         after = predictor.predict(_job(tmp_path, "b", programs["good1"], inputs))
         assert after.status == "ok", after.log
         assert predictor.starts == 2 and predictor.sandbox != sandbox
+
+
+@pytest.mark.parametrize("name", ISOLATED)
+def test_a_sandbox_that_ended_between_requests_costs_no_request(
+    name: str,
+    cache: dict[str, Backend],
+    programs: dict[str, Path],
+    inputs: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Killed from outside while idle (an operator, the out-of-memory killer): the next
+    request is no one's fault, so it gets a fresh sandbox rather than a failed verdict."""
+    backend = _backend(name, cache)
+    with backend.predictor(POLICY) as predictor:
+        assert predictor.predict(_job(tmp_path, "a", programs["good1"], inputs)).status == "ok"
+        sandbox, server = predictor.sandbox, predictor._server
+        assert sandbox is not None and server is not None
+        kill_sandbox(name, sandbox)
+        deadline = time.monotonic() + 30
+        while not server.ended(0.05):
+            assert time.monotonic() < deadline, "the killed sandbox did not end"
+        after = predictor.predict(_job(tmp_path, "b", programs["good2"], inputs))
+        assert after.status == "ok", after.log
+        assert predictor.starts == 2 and predictor.sandbox != sandbox
+    assert "predictor's sandbox ended between jobs" in caplog.text
 
 
 def _kill_server(backend: str, sandbox: str, started: Path) -> None:

@@ -18,6 +18,7 @@ import socket
 import tempfile
 import textwrap
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from kit.jobs import kill_sandbox
 
 from harness.runner.contract import JOB_FILE, EagerJob, to_json
 from harness.sandbox import RunJob, RunOutcome, SandboxPolicy, backends, get_backend
@@ -651,6 +653,23 @@ def test_nothing_of_a_run_meets_the_next(name, backend_cache, tmp_path) -> None:
     assert found["ctl"] == ["go"] and len(found["log"]) == 1, found
     assert found["log_fd"] == f"/log/{found['log'][0]}" and len(found["log"][0]) == 16
     assert found["log"][0] != after.info["request"]  # the host's count of its requests
+
+
+@pytest.mark.parametrize("name", ZYGOTES)
+def test_a_zygote_that_ended_between_runs_costs_no_run(name, backend_cache, tmp_path, caplog):
+    """Killed from outside while idle: the next run gets a fresh zygote, not a failure."""
+    first = _run(name, backend_cache, tmp_path / "a", "")
+    assert first.status == "ok", first.log[-2000:]
+    zygote = backend_cache[name, POLICY]
+    server = zygote._server
+    kill_sandbox(name.removesuffix("-zygote"), first.info["sandbox"])
+    deadline = time.monotonic() + 30
+    while not server.ended(0.05):
+        assert time.monotonic() < deadline, "the killed zygote did not end"
+    after = _run(name, backend_cache, tmp_path / "b", "")
+    assert after.status == "ok", after.log[-2000:]
+    assert after.info["sandbox"] != first.info["sandbox"]
+    assert "zygote's sandbox ended between jobs" in caplog.text
 
 
 # A preloaded module the run never imports, or one it does that registers something before

@@ -19,7 +19,8 @@ a fresh run. ``SpoolPredictor`` is the host side, for bwrap and docker:
   ``log``; the sandbox as a whole has the predictor policy's memory and process limits;
 - a request that times out, breaks a limit or ends the sandbox gets that outcome, the
   sandbox is killed, and the next request starts a fresh one: one bad program costs only
-  its own team.
+  its own team; a sandbox that ended between requests (killed from outside) costs none:
+  it is replaced before the next request is written, and the operator is warned.
 
 ``PerRun`` (each ``predict`` is ``backend.run``) serves the process backend,
 whose runs already fork from a pre-imported server, and any backend without a warm one;
@@ -29,6 +30,7 @@ it is also the process backend's runner (``zygote.py`` is bwrap's and docker's).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import stat
@@ -52,6 +54,8 @@ SPOOL = "/spool"
 SIGXCPU = 24  # the kernel's signal at a CPU-time limit
 POLL_SECONDS = 0.005
 READY, DONE, LOG, OUT = "ready", "done", "log", "out"
+
+log = logging.getLogger(__name__)
 
 
 class PerRun:
@@ -105,6 +109,8 @@ class WarmSandbox(ABC):
 
     _lock: threading.Lock
     _server: Server | None
+    backend: str
+    kind: str  # what the operator's warning calls it
 
     def __enter__(self) -> Self:
         return self
@@ -127,9 +133,27 @@ class WarmSandbox(ABC):
     def _close(self) -> None:
         """Stop the sandbox and remove its host folders (``_lock`` held)."""
 
+    def _ended_idle(self) -> bool:
+        """Whether the running sandbox ended while it held no job (killed from outside,
+        the kernel's out-of-memory killer): no job's doing, so the caller starts a fresh
+        one for the next job instead of failing it. The operator is told (``_lock``
+        held)."""
+        server = self._server
+        if server is None or not server.ended(0):
+            return False
+        log.warning(
+            "the %s %s ended between jobs (exit code %s): the next job gets a fresh one",
+            self.backend,
+            self.kind,
+            server.ending().exit_code,
+        )
+        return True
+
 
 class SpoolPredictor(WarmSandbox):
     """The warm predictor of an isolated backend (see the module's docstring)."""
+
+    kind = "predictor's sandbox"
 
     def __init__(
         self, backend: str, policy: SandboxPolicy, start: StartServer, uid: int | None
@@ -157,6 +181,8 @@ class SpoolPredictor(WarmSandbox):
             self._ensure()
 
     def _ensure(self) -> Server:
+        if self._ended_idle():
+            self._stop()
         if self._server is None:
             self._server = self._start(self.policy, self._spool_dir())
             self.starts += 1

@@ -29,7 +29,9 @@ The host enforces per run what ``Backend.run`` enforces: the wall clock (the fir
 also covers the sandbox's start), the output cap on ``/output``, the log cap and flood
 limit on ``/log/<token>``; the sandbox as a whole has the policy's memory and process
 limits, the run its CPU-time limit. A run that times out, breaks a limit or ends the
-sandbox gets that outcome, the sandbox is killed, and the next run starts a fresh one.
+sandbox gets that outcome, the sandbox is killed, and the next run starts a fresh one. A
+sandbox that ended between runs (killed from outside) is replaced before the next run is
+handed over: no run pays for it, and the operator is warned.
 """
 
 from __future__ import annotations
@@ -75,6 +77,8 @@ def zygote_binds(folders: dict[str, Path]) -> list[tuple[str, str, bool]]:
 
 class Zygote(WarmSandbox):
     """A warm runner for the submissions' own runs (see the module's docstring)."""
+
+    kind = "zygote's sandbox"
 
     def __init__(
         self,
@@ -151,6 +155,8 @@ class Zygote(WarmSandbox):
     def _ensure(self) -> tuple[Server, dict[str, Path]]:
         """The running sandbox, else a fresh one on emptied folders (a new zygote counts
         its runs from 1 again, and would take a go left in ``/ctl`` for its first run)."""
+        if self._ended_idle():
+            self._kill()
         if self._server is None:
             if self._root is not None:  # a killed sandbox's last processes may still be ending
                 _remove(self._root)

@@ -1,8 +1,11 @@
 """A phase-B run of a checked program, as the predict stage builds it: the test modules and
-the benchmarks that drive a backend or a predictor directly build their runs here."""
+the benchmarks that drive a backend or a predictor directly build their runs here; and
+``kill_sandbox``, a warm sandbox killed from the host."""
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -45,3 +48,14 @@ def predict_run(
         mount_submission=False,
         label=label or name,
     )
+
+
+def kill_sandbox(backend: str, sandbox: str) -> None:
+    """SIGKILL a warm sandbox from the host (``sandbox``: its ``ident``): bwrap's process
+    group, docker's container."""
+    if backend == "docker":
+        import docker
+
+        docker.from_env().containers.get(sandbox).kill()
+    else:
+        os.killpg(int(sandbox), signal.SIGKILL)

@@ -202,8 +202,8 @@ class ContainerServer:
 
     def ended(self, seconds: float) -> bool:
         # the attach stream ends with the container: a cheap check before asking the engine
-        if self.log.ended():
-            return _exited(self.container, seconds)
+        if self.log.ended():  # the engine's wait takes no zero timeout
+            return _exited(self.container, max(seconds, POLL_SECONDS))
         time.sleep(seconds)
         return False
 
