@@ -300,6 +300,34 @@ def test_a_sandbox_that_ended_between_requests_costs_no_request(
     assert "predictor's sandbox ended between jobs" in caplog.text
 
 
+@pytest.mark.parametrize("name", ISOLATED)
+def test_a_predictor_started_by_a_thread_that_ends_outlives_it(
+    name: str,
+    cache: dict[str, Backend],
+    programs: dict[str, Path],
+    inputs: Path,
+    tmp_path: Path,
+) -> None:
+    """A batch's predictors are started in threads that end (``WarmSandboxes.prewarm``).
+    bwrap's --die-with-parent is the kernel's parent-death signal, which follows the
+    thread that forked bwrap: unless bwrap is forked from a thread that lasts, the
+    sandbox is SIGKILLed when its starting thread ends, and the next request fails."""
+    backend = _backend(name, cache)
+    with backend.predictor(POLICY) as predictor:
+
+        def start_then_end() -> None:
+            predictor.start()
+            time.sleep(1.0)  # past bwrap's own setup, as a busy machine makes it
+
+        starter = threading.Thread(target=start_then_end)
+        starter.start()
+        starter.join()
+        time.sleep(0.5)
+        outcome = predictor.predict(_job(tmp_path, "a", programs["good1"], inputs))
+        assert outcome.status == "ok", outcome.log
+        assert predictor.starts == 1  # the first sandbox served it: it was never killed
+
+
 def _kill_server(backend: str, sandbox: str, started: Path) -> None:
     """SIGKILL the server's interpreter from the host, once it is busy with a request."""
     deadline = time.monotonic() + 60

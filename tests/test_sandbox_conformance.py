@@ -672,6 +672,27 @@ def test_a_zygote_that_ended_between_runs_costs_no_run(name, backend_cache, tmp_
     assert "zygote's sandbox ended between jobs" in caplog.text
 
 
+@pytest.mark.parametrize("name", ZYGOTES)
+def test_a_zygote_started_by_a_thread_that_ends_outlives_it(name, backend_cache, tmp_path):
+    """A grading's worker thread starts the batch's zygote and may end before the batch
+    does; the zygote's sandbox must not die with it (bwrap's --die-with-parent follows
+    the thread that forked bwrap)."""
+    first: list[RunOutcome] = []  # a policy of its own: this thread starts its zygote
+
+    def run_then_end() -> None:
+        first.append(_run(name, backend_cache, tmp_path / "a", "", wall_seconds=121))
+        time.sleep(1.0)
+
+    worker = threading.Thread(target=run_then_end)
+    worker.start()
+    worker.join()
+    time.sleep(0.5)
+    assert first[0].status == "ok", first[0].log[-2000:]
+    after = _run(name, backend_cache, tmp_path / "b", "", wall_seconds=121)
+    assert after.status == "ok", after.log[-2000:]
+    assert after.info["sandbox"] == first[0].info["sandbox"]  # the same zygote served both
+
+
 # A preloaded module the run never imports, or one it does that registers something before
 # it fails (as torch 2.11's export stack did on the H200: imported again in a fork of the
 # zygote it failed with another error, "already registered", blamed on the student).

@@ -46,6 +46,7 @@ from .base import MOUNTS, Predictor, RunJob, RunOutcome, SandboxPolicy
 from .confine import (
     LogPump,
     exit_code_of,
+    from_lasting_thread,
     kill_group,
     share_folders,
     supervised_argv,
@@ -307,14 +308,18 @@ def _rmdir(path: Path) -> None:
 
 
 def _popen(argv: list[str], fds: tuple[int, ...] = ()) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-        pass_fds=fds,
+    """bwrap, started from the launcher thread: ``--die-with-parent`` follows the thread
+    that forks it (``from_lasting_thread``)."""
+    return from_lasting_thread(
+        lambda: subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+            pass_fds=fds,
+        )
     )
 
 

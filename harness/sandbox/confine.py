@@ -1,19 +1,22 @@
 """Watching and judging a run, for the backends: the argv of the in-sandbox supervisor
 (``harness/runner/supervisor.py``, the sandbox's PID 1; bwrap and docker), the log pump
 with a flood limit and the capped log, the output watcher and folder size, killing a
-process group, and the verdict on a finished run."""
+process group, starting a process that must outlive the thread that asks for it, and the
+verdict on a finished run."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import queue
 import signal
 import stat
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 from ..runner.supervisor import PROCESS_LIMIT_EXIT
 from ..safefs import TreeTooLarge, read_under, walk
@@ -37,6 +40,38 @@ def supervised_argv(
     runner = [python, "-I", "-u", "-c", RUNNER_BOOT, code_root, *runner_args]
     supervisor = f"{code_root}/harness/runner/supervisor.py"
     return [python, "-I", "-S", supervisor, spec, *runner]
+
+
+T = TypeVar("T")
+_LAUNCHES: queue.SimpleQueue[tuple[Callable[[], object], Future[object]]] = queue.SimpleQueue()
+_LAUNCHER: list[threading.Thread] = []
+_LAUNCHER_LOCK = threading.Lock()
+
+
+def from_lasting_thread(start: Callable[[], T]) -> T:
+    """``start()`` (a ``Popen``) called from one thread that lives as long as this process.
+
+    The kernel's parent-death signal (``PR_SET_PDEATHSIG``, bwrap's ``--die-with-parent``)
+    follows the *thread* that forked a process, not the process: a warm sandbox started
+    from a thread that then ends (a prewarm, a grading's worker) is SIGKILLed at that
+    thread's end, or, when that races bwrap's own setup, leaves its sandbox orphaned. A
+    process started here dies only with the grading process, as meant."""
+    with _LAUNCHER_LOCK:
+        if not _LAUNCHER or not _LAUNCHER[0].is_alive():
+            _LAUNCHER[:] = [threading.Thread(target=_launch, name="sandbox-launcher", daemon=True)]
+            _LAUNCHER[0].start()
+    done: Future[object] = Future()
+    _LAUNCHES.put((start, done))
+    return done.result()  # type: ignore[return-value]
+
+
+def _launch() -> None:
+    while True:
+        start, done = _LAUNCHES.get()
+        try:
+            done.set_result(start())
+        except BaseException as exc:  # noqa: BLE001  (the caller's error, raised there)
+            done.set_exception(exc)
 
 
 def zygote_argv(python: str, rlimits: dict[str, int], code_root: str) -> list[str]:
