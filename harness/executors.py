@@ -34,6 +34,7 @@ from .pipeline import (
     save_result,
     settle,
 )
+from .preloads import batch_preloads
 from .registry import Registry
 from .results import ResultDocument
 from .sandbox import Backend, get_backend
@@ -85,7 +86,7 @@ class LocalExecutor:
         store = ResultsStore(options.results_dir)
         options = dataclasses.replace(options, jobs=jobs_for(options, len(folders)))
 
-        with WarmSandboxes(backend, jobs=options.jobs) as warm:
+        with WarmSandboxes(backend, jobs=options.jobs, preload=batch_preloads(folders)) as warm:
 
             def one(folder: Path) -> ResultDocument:
                 doc = grade_submission(

@@ -95,11 +95,15 @@ class WarmSandboxes:
     """``predict`` for phase-B jobs, ``run`` for the submissions' own runs; ``jobs``:
     the gradings at once (the module's docstring says how many sandboxes that opens)."""
 
-    def __init__(self, backend: Backend, jobs: int = 1) -> None:
+    def __init__(self, backend: Backend, jobs: int = 1, preload: tuple[str, ...] = ()) -> None:
+        """``preload``: the optional libraries the batch's code imports, which its runners
+        import ahead (``harness/preloads.py``)."""
         self.backend = backend
         self.jobs = max(1, jobs)
         self._predictors: _Pool[Predictor] = _Pool(backend.predictor, self._predictors_for)
-        self._runners: _Pool[Runner] = _Pool(backend.runner, lambda p: max(1, self.jobs // 4))
+        self._runners: _Pool[Runner] = _Pool(
+            lambda p: backend.runner(p, preload), lambda p: max(1, self.jobs // 4)
+        )
 
     def _predictors_for(self, policy: SandboxPolicy) -> int:
         return 1 if policy.gpu else self.jobs

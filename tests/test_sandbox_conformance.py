@@ -10,6 +10,7 @@ host's network, so the network test can fail).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -691,6 +692,30 @@ def test_a_zygote_started_by_a_thread_that_ends_outlives_it(name, backend_cache,
     after = _run(name, backend_cache, tmp_path / "b", "", wall_seconds=121)
     assert after.status == "ok", after.log[-2000:]
     assert after.info["sandbox"] == first[0].info["sandbox"]  # the same zygote served both
+
+
+_PRELOADED = """
+import json, sys
+found = {"torchvision": "torchvision" in sys.modules, "timm": "timm" in sys.modules}
+"""
+
+
+@pytest.mark.parametrize("name", ["process", *ZYGOTES])
+def test_a_runner_imports_the_batchs_optional_libraries_ahead(name, backend_cache, tmp_path):
+    """Asked to (the batch's code imports torchvision), a runner has imported it before a
+    run starts, once for the batch; asked for nothing, it has not. timm is not in the
+    evaluation image: a runner that cannot import an optional library serves all the same."""
+    backend = _backend(name, backend_cache)
+    policy = replace(POLICY, wall_seconds=122)  # runners of their own, closed here
+    for preload, expected in (
+        ((), {"torchvision": False, "timm": False}),
+        (("torchvision", "timm"), {"torchvision": True, "timm": name != "docker-zygote"}),
+    ):
+        with contextlib.closing(backend.runner(policy, preload)) as runner:
+            outcome = runner.run(
+                _job(tmp_path / "-".join(("run", *preload)), _PRELOADED + REPORT, policy)
+            )
+        assert _findings(outcome) == expected, (preload, outcome.log[-2000:])
 
 
 # A preloaded module the run never imports, or one it does that registers something before

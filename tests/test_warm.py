@@ -65,7 +65,7 @@ class Backend:
         self.running = 0
         self.peak = 0
 
-    def runner(self, policy: SandboxPolicy) -> Runner:
+    def runner(self, policy: SandboxPolicy, preload: tuple[str, ...] = ()) -> Runner:
         with self.lock:
             self.opened.append(Runner(self, policy))
             return self.opened[-1]

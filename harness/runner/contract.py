@@ -23,6 +23,9 @@ from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin, get_type
 _T = TypeVar("_T")
 
 TORCH = "2.14.1"
+# libraries a warm runner (the fork server, a zygote) may import ahead of its runs, when
+# the batch's own code imports them (the host reads its import lines: harness/preloads.py)
+OPTIONAL_PRELOADS = ("torchvision", "timm")
 TORCHVISION = "0.29.1"
 
 JOB_FILE = "job.json"

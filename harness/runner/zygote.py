@@ -49,6 +49,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
+from .contract import OPTIONAL_PRELOADS
 from .emptying import empty_folder
 from .forked import run_forked
 from .supervisor import PR_SET_DUMPABLE, set_limits, supervise
@@ -83,17 +84,29 @@ UNFIT_EXIT = 70
 Run = Callable[[argparse.Namespace], int]
 
 
-def preload(names: tuple[str, ...]) -> str | None:
-    """Import ``names`` in order; None, or what the first that failed raised. A module whose
-    import failed halfway may have registered things already (torch's artifact factories):
-    imported again in a run it fails differently, so a zygote must not serve after that."""
-    for name in names:
+def preload(names: tuple[str, ...], optional: tuple[str, ...] = ()) -> str | None:
+    """Import ``names``, then ``optional`` (skipped where not installed), in order; None,
+    or what the first that failed raised. A module whose import failed halfway may have
+    registered things already (torch's artifact factories): imported again in a run it
+    fails differently, so a zygote must not serve after that."""
+    for name in (*names, *optional):
         try:
             __import__(name)
+        except ModuleNotFoundError as exc:
+            if name in optional and exc.name == name:
+                continue  # not installed here: a run that imports it fails as it would
+            said = f"import {name}: {type(exc).__name__}: {exc}"
+            return " ".join(said.split())[:400]
         except Exception as exc:
             said = f"import {name}: {type(exc).__name__}: {exc}"
             return " ".join(said.split())[:400]  # one line
     return None
+
+
+def optional_preloads(argv: list[str]) -> tuple[str, ...]:
+    """The batch's optional preloads (the host's comma-separated list), only known names."""
+    wanted = argv[0].split(",") if argv else []
+    return tuple(name for name in OPTIONAL_PRELOADS if name in wanted)
 
 
 def zygote(argv: list[str], run: Run) -> int:
@@ -103,7 +116,7 @@ def zygote(argv: list[str], run: Run) -> int:
     with contextlib.suppress(Exception):  # nothing in the sandbox may ptrace it or its fds
         ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     t = time.perf_counter()
-    failed = preload(PRELOAD)
+    failed = preload(PRELOAD, optional_preloads(argv[1:]))
     if failed is not None:  # a half-done import would break that module in every run
         print(f"{UNFIT} {failed}", flush=True)
         return UNFIT_EXIT

@@ -128,9 +128,10 @@ class Backend(Protocol):
         """A predictor for a batch of phase-B jobs run under ``policy``'s memory, process
         and CPU limits (each job's own policy gives its wall clock and output caps)."""
 
-    def runner(self, policy: SandboxPolicy) -> Runner:
+    def runner(self, policy: SandboxPolicy, preload: tuple[str, ...] = ()) -> Runner:
         """A runner for a batch of the submissions' own runs under ``policy``'s memory,
-        process and CPU limits (each job's own policy gives its wall clock and caps)."""
+        process and CPU limits (each job's own policy gives its wall clock and caps);
+        ``preload``: the optional libraries it imports ahead (``harness/preloads.py``)."""
 
     def unavailable_reason(self) -> str | None:
         """None when the backend can run here, else one sentence saying why not."""

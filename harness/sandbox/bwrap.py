@@ -29,6 +29,7 @@ drops to ``nobody`` (``setpriv``) and starts bwrap; the host's mounts do not cha
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import shutil
@@ -136,12 +137,19 @@ class BwrapBackend:
             raise
         return ProcessServer(proc, policy, stack)
 
-    def runner(self, policy: SandboxPolicy) -> Zygote:
+    def runner(self, policy: SandboxPolicy, preload: tuple[str, ...] = ()) -> Zygote:
         """A warm runner for the submissions' own runs: one zygote sandbox for a batch."""
         uid = NOBODY if _as_nobody() else None
-        return Zygote(self.name, policy, self._zygote, uid, self.run, lambda p: _rlimits(p)["cpu"])
+        start = functools.partial(self._zygote, preload=preload)
+        return Zygote(self.name, policy, start, uid, self.run, lambda p: _rlimits(p)["cpu"])
 
-    def _zygote(self, policy: SandboxPolicy, folders: dict[str, Path], heard: Heard) -> Server:
+    def _zygote(
+        self,
+        policy: SandboxPolicy,
+        folders: dict[str, Path],
+        heard: Heard,
+        preload: tuple[str, ...] = (),
+    ) -> Server:
         """Start the zygote's sandbox: a fresh run's sandbox with the zygote's folders
         (``sandbox/zygote.py``) and the zygote as its PID 1; each run's CPU-time limit is
         set by the zygote in the run's fork."""
@@ -152,7 +160,7 @@ class BwrapBackend:
         ]
         limits = {k: v for k, v in _rlimits(policy).items() if k != "cpu"}
         try:
-            inside = zygote_argv(self.python, limits, MOUNTS["code"])
+            inside = zygote_argv(self.python, limits, MOUNTS["code"], preload)
             proc = self._launch(stack, binds, policy, inside)
         except BaseException:
             stack.close()

@@ -74,11 +74,14 @@ def _launch() -> None:
             done.set_exception(exc)
 
 
-def zygote_argv(python: str, rlimits: dict[str, int], code_root: str) -> list[str]:
+def zygote_argv(
+    python: str, rlimits: dict[str, int], code_root: str, preload: tuple[str, ...] = ()
+) -> list[str]:
     """argv for a zygote sandbox's first process: the runner's zygote, which sets the
-    rlimits and supervises itself (``runner/zygote.py``)."""
+    rlimits and supervises itself (``runner/zygote.py``); ``preload``: the batch's
+    optional preloads (``harness/preloads.py``)."""
     spec = ",".join(f"{name}={value}" for name, value in rlimits.items())
-    return [python, "-I", "-u", "-c", RUNNER_BOOT, code_root, "zygote", spec]
+    return [python, "-I", "-u", "-c", RUNNER_BOOT, code_root, "zygote", spec, ",".join(preload)]
 
 
 def kill_group(pid: int) -> None:

@@ -19,7 +19,7 @@ supervisor of every other run keeps reporting, and a dead server is started agai
 next run. Children never touch the control socket.
 
 This file runs in two places. In the grading process, :class:`ForkServer` is the client.
-Run as a script (``python -I forkserver.py --serve ROOT FD``) it is the server, which
+Run as a script (``python -I forkserver.py --serve ROOT FD PRELOADS``) it is the server, which
 imports only the standard library before it puts ``ROOT`` (the runner's code folder)
 first on ``sys.path``; so the module's top level imports the standard library only.
 """
@@ -82,9 +82,11 @@ class ForkServer:
     Thread-safe: runs from several grading threads go through one server at once.
     """
 
-    def __init__(self, root: Path, env: dict[str, str]) -> None:
+    def __init__(self, root: Path, env: dict[str, str], preload: tuple[str, ...] = ()) -> None:
+        """``preload``: the batch's optional preloads (``harness/preloads.py``)."""
         self.root = root
         self.env = dict(env)
+        self.preload = preload
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._ctl: socket.socket | None = None
@@ -153,7 +155,7 @@ class ForkServer:
         self._stop()
         mine, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         argv = [sys.executable, "-I", str(Path(__file__).resolve())]
-        argv += ["--serve", str(self.root), str(child.fileno())]
+        argv += ["--serve", str(self.root), str(child.fileno()), ",".join(self.preload)]
         with tempfile.TemporaryFile() as errors:
             try:
                 proc = subprocess.Popen(
@@ -258,10 +260,11 @@ def _kill_group(pid: int) -> None:
 # ---- the server side (runs as a script; standard library only until ROOT is on the path) --
 
 
-def serve(root: str, control_fd: int) -> None:
-    """Import once, then fork a supervisor per request until the control socket closes."""
+def serve(root: str, control_fd: int, optional: list[str]) -> None:
+    """Import once (``PRELOAD``, then the batch's ``optional`` preloads), then fork a
+    supervisor per request until the control socket closes."""
     sys.path.insert(0, root)
-    for name in PRELOAD:
+    for name in (*PRELOAD, *filter(None, optional)):
         with contextlib.suppress(ImportError):
             __import__(name)
     torch = sys.modules.get("torch")
@@ -401,4 +404,4 @@ def _send(chan: socket.socket, message: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--serve"]:
-    serve(sys.argv[2], int(sys.argv[3]))
+    serve(sys.argv[2], int(sys.argv[3]), sys.argv[4].split(",") if sys.argv[4:] else [])

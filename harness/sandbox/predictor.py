@@ -62,14 +62,16 @@ class PerRun:
     """A predictor, or a runner, that runs each job as its own sandbox run
     (``backend.run``)."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, run: Callable[[RunJob], RunOutcome] | None = None) -> None:
+        """``run``: how each job runs (default: ``backend.run``)."""
         self.backend = backend
+        self._run = run or backend.run
 
     def predict(self, job: RunJob) -> RunOutcome:
-        return self.backend.run(job)
+        return self._run(job)
 
     def run(self, job: RunJob) -> RunOutcome:
-        return self.backend.run(job)
+        return self._run(job)
 
     def start(self) -> None:
         pass

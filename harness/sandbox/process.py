@@ -17,6 +17,7 @@ to one warm predictor (``runner serve``) instead: one CUDA context for the batch
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import shutil
 import subprocess
@@ -58,15 +59,19 @@ class ProcessBackend:
             return SpoolPredictor(self.name, policy, self._serve, None)
         return PerRun(self)
 
-    def runner(self, policy: SandboxPolicy) -> Runner:
-        """Runs fork from the pre-imported server already: a runner per run is as warm."""
-        return PerRun(self)
+    def runner(self, policy: SandboxPolicy, preload: tuple[str, ...] = ()) -> Runner:
+        """Runs fork from the pre-imported server already: a runner per run is as warm
+        (forked from a server that also imported ``preload``)."""
+        return PerRun(self, functools.partial(self._run, preload=preload))
 
     def run(self, job: RunJob) -> RunOutcome:
+        return self._run(job, ())
+
+    def _run(self, job: RunJob, preload: tuple[str, ...]) -> RunOutcome:
         paths = host_paths(job)
         env = _env(job.policy.cpus)
         with tempfile.TemporaryDirectory(prefix="harness-proc-") as home:
-            finished = self._start(job, runner_args(paths), env, home)
+            finished = self._start(job, runner_args(paths), env, home, preload)
         return self._outcome(job, finished)
 
     def _serve(self, policy: SandboxPolicy, spool: Path) -> Server:
@@ -89,12 +94,19 @@ class ProcessBackend:
         stop when the process exits)."""
         _close_all()
 
-    def _start(self, job: RunJob, args: list[str], env: dict[str, str], home: str) -> Finished:
+    def _start(
+        self,
+        job: RunJob,
+        args: list[str],
+        env: dict[str, str],
+        home: str,
+        preload: tuple[str, ...] = (),
+    ) -> Finished:
         run_env = {**env, "HOME": home, "TMPDIR": home, **device_env(job.policy.gpu)}
         wall, cap = job.policy.wall_seconds, job.policy.log_bytes
         if self.fork:
             try:
-                return self._server(env).run(
+                return self._server(env, preload).run(
                     args, env=run_env, cwd=home, wall_seconds=wall, log_bytes=cap
                 )
             except ForkServerError:
@@ -103,11 +115,11 @@ class ProcessBackend:
         argv = [sys.executable, "-I", "-c", _BOOT, str(runner_root()), *args]
         return _spawn(argv, run_env, home, wall, cap)
 
-    def _server(self, env: dict[str, str]) -> ForkServer:
-        key = tuple(sorted(env.items()))
+    def _server(self, env: dict[str, str], preload: tuple[str, ...] = ()) -> ForkServer:
+        key = (*sorted(env.items()), ("preload", ",".join(preload)))
         with self._lock:
             if key not in self._servers:
-                self._servers[key] = ForkServer(runner_root(), env)
+                self._servers[key] = ForkServer(runner_root(), env, preload)
             return self._servers[key]
 
     def _outcome(self, job: RunJob, finished: Finished) -> RunOutcome:

@@ -12,6 +12,7 @@ killed), the output folder is watched while it runs, and the wall clock kills it
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 from functools import cached_property
@@ -104,11 +105,18 @@ class DockerBackend:
             _remove(container)
             raise
 
-    def runner(self, policy: SandboxPolicy) -> Zygote:
+    def runner(self, policy: SandboxPolicy, preload: tuple[str, ...] = ()) -> Zygote:
         """A warm runner for the submissions' own runs: one zygote container for a batch."""
-        return Zygote(self.name, policy, self._zygote, GRADER_UID, self.run)
+        start = functools.partial(self._zygote, preload=preload)
+        return Zygote(self.name, policy, start, GRADER_UID, self.run)
 
-    def _zygote(self, policy: SandboxPolicy, folders: dict[str, Path], heard: Heard) -> Server:
+    def _zygote(
+        self,
+        policy: SandboxPolicy,
+        folders: dict[str, Path],
+        heard: Heard,
+        preload: tuple[str, ...] = (),
+    ) -> Server:
         """Start the zygote's container: a fresh run's options with the zygote's folders
         (``sandbox/zygote.py``) and the zygote as its PID 1 (it supervises itself)."""
         mounts = [Mount(MOUNTS["code"], str(runner_root()), type="bind", read_only=True)]
@@ -116,7 +124,7 @@ class DockerBackend:
             Mount(target, source, type="bind", read_only=not writable)
             for source, target, writable in zygote_binds(folders)
         ]
-        argv = zygote_argv("python3", _spec(policy), MOUNTS["code"])
+        argv = zygote_argv("python3", _spec(policy), MOUNTS["code"], preload)
         options = self._options(policy, mounts, argv, "zygote")
         container = self.client.containers.create(self.image, **options)
         try:

@@ -1,0 +1,73 @@
+"""The optional libraries a batch's runners import ahead (``harness/preloads.py``): read
+from the import lines of the batch's own Python files, and handed to its runners."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kit import TINY_MODEL, make_submission, write_task
+
+from harness.api import GradeOptions, grade
+from harness.preloads import batch_preloads
+from harness.sandbox import process
+from harness.settings import settings
+
+
+def _folder(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def test_the_import_lines_of_every_python_file_count(tmp_path: Path) -> None:
+    plain = _folder(tmp_path / "plain", {"model.py": "import torch\nfrom torch import nn\n"})
+    vision = _folder(
+        tmp_path / "vision",
+        {
+            "model.py": "import torch\n",
+            "nets/blocks.py": "def f():\n    from torchvision.ops import nms\n",
+        },
+    )
+    both = _folder(tmp_path / "both", {"model.py": "import timm as t\n"})
+    assert batch_preloads([plain]) == ()
+    assert batch_preloads([plain, vision]) == ("torchvision",)
+    assert batch_preloads([both]) == ("torchvision", "timm")  # timm imports torchvision
+
+
+def test_what_is_not_an_import_line_or_not_a_file_counts_for_nothing(tmp_path: Path) -> None:
+    words = _folder(
+        tmp_path / "words",
+        {
+            "model.py": "# import torchvision\nx = 'see timm'\nimport torchvisionary\n",
+            "notes.txt": "import torchvision\n",
+        },
+    )
+    outside = _folder(tmp_path / "outside", {"real.py": "import timm\n"})
+    os.symlink(outside / "real.py", words / "linked.py")
+    assert batch_preloads([words, tmp_path / "missing"]) == ()
+
+
+@pytest.fixture()
+def tasks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    folder = tmp_path / "tasks"
+    write_task(folder, "tiny")
+    monkeypatch.setenv("HARNESS_TASKS", str(folder))
+    settings.cache_clear()
+    yield folder
+    settings.cache_clear()
+
+
+def test_a_batch_that_imports_torchvision_runs_from_a_runner_that_imported_it(
+    tasks: Path, tmp_path: Path
+) -> None:
+    source = "import torchvision  # noqa: F401\n" + TINY_MODEL
+    folder = make_submission(tmp_path / "subs", "team1", task="tiny", model_src=source)
+    options = GradeOptions(sandbox="process", results_dir=tmp_path / "results", reports=False)
+    [doc] = grade([folder], options=options)
+    assert doc.status == "graded", doc.message
+    preloads = {dict(key).get("preload") for key in process._SERVERS}
+    assert "torchvision" in preloads, preloads
