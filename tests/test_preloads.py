@@ -4,16 +4,13 @@ from the import lines of the batch's own Python files, and handed to its runners
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from kit import TINY_MODEL, make_submission, write_task
+from kit import TINY_MODEL, make_submission
 
 from harness.api import GradeOptions, grade
 from harness.preloads import batch_preloads
 from harness.sandbox import process
-from harness.settings import settings
 
 
 def _folder(root: Path, files: dict[str, str]) -> Path:
@@ -51,18 +48,8 @@ def test_what_is_not_an_import_line_or_not_a_file_counts_for_nothing(tmp_path: P
     assert batch_preloads([words, tmp_path / "missing"]) == ()
 
 
-@pytest.fixture()
-def tasks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    folder = tmp_path / "tasks"
-    write_task(folder, "tiny")
-    monkeypatch.setenv("HARNESS_TASKS", str(folder))
-    settings.cache_clear()
-    yield folder
-    settings.cache_clear()
-
-
 def test_a_batch_that_imports_torchvision_runs_from_a_runner_that_imported_it(
-    tasks: Path, tmp_path: Path
+    env: Path, tmp_path: Path
 ) -> None:
     source = "import torchvision  # noqa: F401\n" + TINY_MODEL
     folder = make_submission(tmp_path / "subs", "team1", task="tiny", model_src=source)
