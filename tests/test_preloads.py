@@ -56,5 +56,18 @@ def test_a_batch_that_imports_torchvision_runs_from_a_runner_that_imported_it(
     options = GradeOptions(sandbox="process", results_dir=tmp_path / "results", reports=False)
     [doc] = grade([folder], options=options)
     assert doc.status == "graded", doc.message
-    preloads = {dict(key).get("preload") for key in process._SERVERS}
-    assert "torchvision" in preloads, preloads
+    preloads = {server.preload for server in process._SERVERS.values()}
+    assert ("torchvision",) in preloads, preloads
+
+
+def test_a_run_that_needs_less_forks_from_a_server_that_imported_more() -> None:
+    """A batch's predictions (no preloads asked) fork from the server of its runs (which
+    imported torchvision): one server, one torch import, not two."""
+    backend, env = process.ProcessBackend(), process._env(3)  # servers start on first use
+    loaded = backend._server(env, ("torchvision",))
+    try:
+        assert backend._server(env, ()) is loaded
+        assert backend._server(env, ("torchvision", "timm")) is not loaded
+    finally:
+        for key in [k for k in process._SERVERS if k[0] == tuple(sorted(env.items()))]:
+            process._SERVERS.pop(key).close()

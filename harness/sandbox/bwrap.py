@@ -29,7 +29,6 @@ drops to ``nobody`` (``setpriv``) and starts bwrap; the host's mounts do not cha
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import os
 import shutil
@@ -140,15 +139,14 @@ class BwrapBackend:
     def runner(self, policy: SandboxPolicy, preload: tuple[str, ...] = ()) -> Zygote:
         """A warm runner for the submissions' own runs: one zygote sandbox for a batch."""
         uid = NOBODY if _as_nobody() else None
-        start = functools.partial(self._zygote, preload=preload)
-        return Zygote(self.name, policy, start, uid, self.run, lambda p: _rlimits(p)["cpu"])
+        return Zygote(self.name, policy, self._zygote, uid, self.run, _cpu_seconds, preload=preload)
 
     def _zygote(
         self,
         policy: SandboxPolicy,
         folders: dict[str, Path],
         heard: Heard,
-        preload: tuple[str, ...] = (),
+        preload: tuple[str, ...],
     ) -> Server:
         """Start the zygote's sandbox: a fresh run's sandbox with the zygote's folders
         (``sandbox/zygote.py``) and the zygote as its PID 1; each run's CPU-time limit is
@@ -308,6 +306,11 @@ def _drop_to_nobody(stack: ExitStack, binds: list[Bind]) -> tuple[list[str], lis
     launcher += ["sh", str(stage), *(b.source for b in binds), "--"]
     launcher += ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--"]
     return launcher, staged
+
+
+def _cpu_seconds(policy: SandboxPolicy) -> int:
+    """A run's CPU-time limit under ``policy`` (the zygote sets it in each run's fork)."""
+    return _rlimits(policy)["cpu"]
 
 
 def _rmdir(path: Path) -> None:

@@ -43,7 +43,6 @@ class ProcessBackend:
     def __init__(self, *, fork: bool = True) -> None:
         """``fork=False`` starts a fresh interpreter per run (slower; for comparisons)."""
         self.fork = fork
-        self._servers, self._lock = _SERVERS, _SERVERS_LOCK
 
     def unavailable_reason(self) -> str | None:
         return None
@@ -100,7 +99,7 @@ class ProcessBackend:
         args: list[str],
         env: dict[str, str],
         home: str,
-        preload: tuple[str, ...] = (),
+        preload: tuple[str, ...],
     ) -> Finished:
         run_env = {**env, "HOME": home, "TMPDIR": home, **device_env(job.policy.gpu)}
         wall, cap = job.policy.wall_seconds, job.policy.log_bytes
@@ -116,11 +115,16 @@ class ProcessBackend:
         return _spawn(argv, run_env, home, wall, cap)
 
     def _server(self, env: dict[str, str], preload: tuple[str, ...] = ()) -> ForkServer:
-        key = (*sorted(env.items()), ("preload", ",".join(preload)))
-        with self._lock:
-            if key not in self._servers:
-                self._servers[key] = ForkServer(runner_root(), env, preload)
-            return self._servers[key]
+        """This process's server for ``env`` that has imported ``preload`` (a server
+        that imported more serves as well: a batch's predictions fork from the server
+        of its own runs), else a new one."""
+        key = tuple(sorted(env.items()))
+        with _SERVERS_LOCK:
+            for (served, loaded), server in _SERVERS.items():
+                if served == key and set(preload) <= set(loaded):
+                    return server
+            server = _SERVERS[key, preload] = ForkServer(runner_root(), env, preload)
+            return server
 
     def _outcome(self, job: RunJob, finished: Finished) -> RunOutcome:
         status, reason = "ok", ""
@@ -174,8 +178,9 @@ def _spawn(argv: list[str], env: dict[str, str], cwd: str, wall: float, cap: int
     return Finished(proc.returncode, timed_out, time.perf_counter() - t0, log.text())
 
 
-# this process's fork servers, by environment (the runner's code folder is one per process)
-_SERVERS: dict[tuple[tuple[str, str], ...], ForkServer] = {}
+# this process's fork servers, by environment and optional preloads (the runner's code
+# folder is one per process)
+_SERVERS: dict[tuple[tuple[tuple[str, str], ...], tuple[str, ...]], ForkServer] = {}
 _SERVERS_LOCK = threading.Lock()
 
 

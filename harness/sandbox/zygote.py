@@ -66,7 +66,8 @@ READ_ONLY = ("submission", "inputs", "job", "ctl")
 WRITABLE = ("output", "log")
 
 Heard = Callable[[bytes], None]
-StartZygote = Callable[[SandboxPolicy, dict[str, Path], Heard], Server]
+# (policy, the zygote's folders, its stdout's listener, the batch's optional preloads)
+StartZygote = Callable[[SandboxPolicy, dict[str, Path], Heard, tuple[str, ...]], Server]
 
 
 def zygote_binds(folders: dict[str, Path]) -> list[tuple[str, str, bool]]:
@@ -88,13 +89,14 @@ class Zygote(WarmSandbox):
         uid: int | None,
         fresh: Callable[[RunJob], RunOutcome],
         cpu_seconds: Callable[[SandboxPolicy], int | None] = lambda p: None,
+        preload: tuple[str, ...] = (),
     ) -> None:
         """``uid``: the sandbox user's host uid when it differs from ours (root host);
         ``fresh``: the backend's run in a sandbox of its own, for every run once a zygote
         said it is unfit; ``cpu_seconds``: a run's CPU-time limit under its policy (None:
-        none)."""
+        none); ``preload``: the batch's optional preloads (``harness/preloads.py``)."""
         self.backend, self.policy, self._start, self.uid = backend, policy, start, uid
-        self.fresh, self.cpu_seconds = fresh, cpu_seconds
+        self.fresh, self.cpu_seconds, self.preload = fresh, cpu_seconds, preload
         self.unfit = False  # a zygote could not import its stack: fresh sandboxes from now
         self._lock = threading.Lock()
         self._server: Server | None = None
@@ -162,7 +164,7 @@ class Zygote(WarmSandbox):
                 _remove(self._root)
             self._root = _folders(self.uid)
             self._seq, self._ears = 0, Ears()  # the last sandbox's late words go elsewhere
-            self._server = self._start(self.policy, self._paths(), self._ears.hear)
+            self._server = self._start(self.policy, self._paths(), self._ears.hear, self.preload)
             self.starts += 1
         return self._server, self._paths()
 

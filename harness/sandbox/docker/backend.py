@@ -12,7 +12,6 @@ killed), the output folder is watched while it runs, and the wall clock kills it
 from __future__ import annotations
 
 import contextlib
-import functools
 import threading
 import time
 from functools import cached_property
@@ -107,15 +106,14 @@ class DockerBackend:
 
     def runner(self, policy: SandboxPolicy, preload: tuple[str, ...] = ()) -> Zygote:
         """A warm runner for the submissions' own runs: one zygote container for a batch."""
-        start = functools.partial(self._zygote, preload=preload)
-        return Zygote(self.name, policy, start, GRADER_UID, self.run)
+        return Zygote(self.name, policy, self._zygote, GRADER_UID, self.run, preload=preload)
 
     def _zygote(
         self,
         policy: SandboxPolicy,
         folders: dict[str, Path],
         heard: Heard,
-        preload: tuple[str, ...] = (),
+        preload: tuple[str, ...],
     ) -> Server:
         """Start the zygote's container: a fresh run's options with the zygote's folders
         (``sandbox/zygote.py``) and the zygote as its PID 1 (it supervises itself)."""
