@@ -8,6 +8,8 @@ from __future__ import annotations
 import gc
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -146,6 +148,31 @@ def test_gradings_one_after_another_in_one_process_share_the_server(
     gc.collect()  # a backend collected leaves the process's server running
     _assert_serves(backend, tmp_path / "c", inputs)
     assert _server_pid(backend) == first
+
+
+_WARM_UP_THREADS = """
+import os, sys
+from harness.sandbox.forkserver import PRELOAD
+for name in PRELOAD:
+    __import__(name)
+before = sorted(os.listdir("/proc/self/task"))
+from harness.runner.phase_a import warm_up
+warm_up()
+print(before == sorted(os.listdir("/proc/self/task")), "torch._inductor.ir" in sys.modules)
+"""
+
+
+def test_the_warm_up_starts_no_thread_and_does_the_first_exports_imports() -> None:
+    """The server forks its runs after phase A's warm-up: a thread it left running (an
+    intra-op pool) would be missing from every run, holding whatever lock it held."""
+    done = subprocess.run(
+        [sys.executable, "-c", _WARM_UP_THREADS],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.stdout.split() == ["True", "True"], done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("fork", [True, False], ids=["forked", "fresh"])

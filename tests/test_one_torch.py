@@ -98,3 +98,45 @@ def test_a_program_written_by_another_torch_is_refused(env: Path, tmp_path: Path
         client.images.remove(tag, force=True)
     assert (doc.status, doc.stage) == ("failed", "harness")
     assert "torch 2.13.0+cpu" in doc.message and f"torch {TORCH}" in doc.message
+
+
+@pytest.mark.parametrize("name", ["tv_mobilenet_v3_small", "timm_levit_128s", "student_lstm_rows"])
+def test_phase_a_saves_the_archive_torch_saves_without_its_canonical_form_test(
+    name: str,
+) -> None:
+    """Phase A skips torch's test of the serialized program's canonical form (a sixth of a
+    run's time on timm models): on this torch the archive must be the same, byte for byte,
+    as ``torch.export.save`` writes with the test, and the test must not run."""
+    import io
+
+    import torch
+    from model_zoo import entries
+    from torch._export.serde import serialize
+
+    from harness.runner import phase_a
+
+    entry = next(e for e in entries() if e.name == name)
+    namespace: dict[str, object] = {}
+    exec(compile(entry.source, f"<{name}>", "exec"), namespace)
+    torch.manual_seed(0)
+    model = namespace["build_model"]().eval()  # type: ignore[operator]
+    shape = (3, 32, 32) if entry.shape == "cifar" else (1, 28, 28)
+    with torch.no_grad():
+        program = torch.export.export(model, (torch.rand(4, *shape),), strict=False)
+    tested, test = [], serialize.canonicalize
+
+    def counted(*args: object, **kwargs: object) -> object:
+        tested.append(1)
+        return test(*args, **kwargs)
+
+    serialize.canonicalize = counted
+    try:
+        plain, skipped = io.BytesIO(), io.BytesIO()
+        torch.export.save(program, plain)
+        with phase_a._no_canonical_form_test():
+            torch.export.save(program, skipped)
+        assert serialize.canonicalize is counted  # put back
+    finally:
+        serialize.canonicalize = test
+    assert tested == [1]  # once, for the plain save
+    assert plain.getvalue() == skipped.getvalue()

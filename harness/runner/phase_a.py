@@ -10,6 +10,9 @@ only compared with the host's count, never used as the count.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,4 +108,51 @@ def save(model: torch.nn.Module, x: torch.Tensor, target: Path) -> None:
             program = torch.export.export(model, (x,), strict=False)
     except Exception as exc:
         raise export_error(exc) from exc
-    torch.export.save(program, str(target))
+    with _no_canonical_form_test():
+        torch.export.save(program, str(target))
+
+
+@contextlib.contextmanager
+def _no_canonical_form_test() -> Iterator[None]:
+    """``torch.export.save`` without its test of the canonical form: torch 2.14's
+    serializer canonicalizes a deep copy of the serialized program only to see that it
+    can, and discards the copy (``ExportedProgramSerializer.serialize``, its only caller).
+    On timm's models that test is a sixth of a run's time; the archive is the same, byte
+    for byte, without it (``tests/test_one_torch.py``)."""
+    from torch._export.serde import serialize
+
+    test = getattr(serialize, "canonicalize", None)
+    if test is None:  # another torch: save as it does
+        yield
+        return
+    serialize.canonicalize = lambda ep, constants=None: ep
+    try:
+        yield
+    finally:
+        serialize.canonicalize = test
+
+
+class _Tiny(torch.nn.Module):
+    """The runner's own model for ``warm_up``: a convolution, batch norm and linear layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.norm = torch.nn.BatchNorm2d(4)
+        self.fc = torch.nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.norm(self.conv(x))).mean((2, 3)))
+
+
+def warm_up() -> None:
+    """Export and save the runner's own tiny model, in memory, once in a process that
+    forks runs (the fork server, a zygote): ``torch.export``'s first call imports more of
+    its stack and fills its first-call caches (about 0.2 s of each run's export and save,
+    measured in ``benchmarks/README.md``), which each forked run then finds done. No
+    submission is involved, no file is written, and it starts no thread (runs are forked
+    after it: ``tests/test_forkserver.py``)."""
+    with torch.no_grad():
+        program = torch.export.export(_Tiny().eval(), (torch.zeros(2, 3, 8, 8),), strict=False)
+    with _no_canonical_form_test():
+        torch.export.save(program, io.BytesIO())

@@ -5,8 +5,10 @@ host side is ``sandbox/zygote.py``; standard library and torch only.
 The zygote is the sandbox's PID 1, so the kernel drops every signal the sandbox sends it,
 and it does the supervisor's job (``supervisor.py``): it sets the sandbox's rlimits
 (``LIMITS``, as the supervisor reads them), reaps every process and watches the number of
-tasks. It imports torch, the ``torch.export`` stack and the runner once, then serves one
-request at a time, each submission's run in a fresh fork:
+tasks. It imports torch, the ``torch.export`` stack and the runner once, and exports a
+tiny model of the runner's own in memory (``phase_a.warm_up``: the first export's lazy
+imports and caches, before any submission is in the sandbox), then serves one request at
+a time, each submission's run in a fresh fork:
 
 1. The host empties ``/output`` and ``/log``, fills ``/submission``, ``/inputs`` and
    ``/job`` with this run's files (read-only here), then replaces ``/ctl/go`` (``/ctl``
@@ -28,9 +30,10 @@ request at a time, each submission's run in a fresh fork:
 The host fills the next request only after that line, so the runs of two submissions
 never meet in the sandbox, and nothing one leaves behind is there when the next starts.
 
-If one of the imports fails, the zygote prints ``@zygote unfit REASON`` instead of serving and
-exits: the host then runs each request in a fresh sandbox, whose runner imports for itself
-(and reports the import's own error, not the one a half-imported module gives later).
+If one of the imports (or the warm-up) fails, the zygote prints ``@zygote unfit REASON``
+instead of serving and exits: the host then runs each request in a fresh sandbox, whose
+runner imports for itself (and reports the import's own error, not the one a
+half-imported module gives later).
 """
 
 from __future__ import annotations
@@ -103,6 +106,18 @@ def preload(names: tuple[str, ...], optional: tuple[str, ...] = ()) -> str | Non
     return None
 
 
+def warmed() -> str | None:
+    """Phase A's warm-up (``phase_a.warm_up``); None, or what it raised: like a failed
+    import, it may have left half-registered state, so the zygote must not serve."""
+    from .phase_a import warm_up
+
+    try:
+        warm_up()
+    except Exception as exc:
+        return " ".join(f"phase A's warm-up: {type(exc).__name__}: {exc}".split())[:400]
+    return None
+
+
 def optional_preloads(argv: list[str]) -> tuple[str, ...]:
     """The batch's optional preloads (the host's comma-separated list), only known names."""
     wanted = argv[0].split(",") if argv else []
@@ -116,7 +131,7 @@ def zygote(argv: list[str], run: Run) -> int:
     with contextlib.suppress(Exception):  # nothing in the sandbox may ptrace it or its fds
         ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     t = time.perf_counter()
-    failed = preload(PRELOAD, optional_preloads(argv[1:]))
+    failed = preload(PRELOAD, optional_preloads(argv[1:])) or warmed()
     if failed is not None:  # a half-done import would break that module in every run
         print(f"{UNFIT} {failed}", flush=True)
         return UNFIT_EXIT

@@ -2,14 +2,15 @@
 
 Starting ``python -m harness.runner`` costs seconds, almost all of it ``import torch``.
 The fork server pays that once: a long-lived process imports torch, numpy, safetensors
-and the runner, then forks one child per run. Each run gets the process backend's
-policy: its own session, a scrubbed environment, cwd and HOME in a fresh temporary
-folder, stdout and stderr into a log the grading process caps, and a wall clock that the
-grading process enforces by killing the run's process group itself.
+and the runner, exports a tiny model of the runner's own (``phase_a.warm_up``: the first
+export's lazy imports and caches), then forks one child per run. Each run gets the
+process backend's policy: its own session, a scrubbed environment, cwd and HOME in a
+fresh temporary folder, stdout and stderr into a log the grading process caps, and a wall
+clock that the grading process enforces by killing the run's process group itself.
 
 Process tree (each level in its own session, so no run can signal another's group)::
 
-    grading process --control socket--> server (imports done; never runs torch code)
+    grading process --control socket--> server (imports done; runs no submission)
                                           +-- supervisor (one per run; reports the exit)
                                                 +-- run (the runner's main; dies with
                                                          its supervisor: PDEATHSIG)
@@ -267,6 +268,10 @@ def serve(root: str, control_fd: int, optional: list[str]) -> None:
     for name in (*PRELOAD, *filter(None, optional)):
         with contextlib.suppress(ImportError):
             __import__(name)
+    phase_a = sys.modules.get("harness.runner.phase_a")
+    if phase_a is not None:  # best effort, as the imports: a run that fails shows why
+        with contextlib.suppress(Exception):
+            phase_a.warm_up()
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_initialized():  # a forked child could not use it
         sys.exit("the fork server's imports initialized CUDA; runs need fresh processes")
