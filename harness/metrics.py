@@ -38,6 +38,9 @@ class Metric:
     direction: Literal["min", "max"]
     fn: MetricFn  # reduces the last axis: (N,) -> 0-d, (B, N) -> (B,)
     fmt: str = "{:.4f}"
+    # where ``fn`` is the mean over the pairs of this (elementwise, float64 or bool): the
+    # bootstrap resamples its values instead of the pairs, with the same numbers
+    per_pair: MetricFn | None = None
 
     def __call__(self, labels: np.ndarray, predictions: np.ndarray) -> float:
         return float(self.fn(np.asarray(labels), np.asarray(predictions)))
@@ -50,12 +53,20 @@ METRICS: Registry[Metric] = Registry("metric")
 
 
 def metric(
-    name: str, label: str, kind: Kind, direction: Literal["min", "max"], fmt: str = "{:.4f}"
+    name: str,
+    label: str,
+    kind: Kind,
+    direction: Literal["min", "max"],
+    fmt: str = "{:.4f}",
+    *,
+    per_pair: MetricFn | None = None,
 ) -> Callable[[MetricFn], MetricFn]:
-    """Register the decorated function as a metric; the function stays usable as is."""
+    """Register the decorated function as a metric; the function stays usable as is.
+    ``per_pair``: the decorated function is ``np.mean(per_pair(labels, predictions),
+    axis=-1)``, exactly (``Metric.per_pair``)."""
 
     def decorate(fn: MetricFn) -> MetricFn:
-        METRICS.add(name, Metric(name, label, kind, direction, fn, fmt))
+        METRICS.add(name, Metric(name, label, kind, direction, fn, fmt, per_pair))
         return fn
 
     return decorate
@@ -65,9 +76,21 @@ def _float(a: np.ndarray) -> np.ndarray:
     return np.asarray(a, dtype=np.float64)
 
 
-@metric("mse", "MSE", "regression", "min", "{:.4g}")
+def _squared_error(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+    return (_float(predictions) - _float(labels)) ** 2
+
+
+def _absolute_error(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+    return np.abs(_float(predictions) - _float(labels))
+
+
+def _hit(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+    return np.asarray(labels) == np.asarray(predictions)
+
+
+@metric("mse", "MSE", "regression", "min", "{:.4g}", per_pair=_squared_error)
 def mse(labels: np.ndarray, predictions: np.ndarray) -> Any:
-    return np.mean((_float(predictions) - _float(labels)) ** 2, axis=-1)
+    return np.mean(_squared_error(labels, predictions), axis=-1)
 
 
 @metric("rmse", "RMSE", "regression", "min", "{:.4g}")
@@ -75,9 +98,9 @@ def rmse(labels: np.ndarray, predictions: np.ndarray) -> Any:
     return np.sqrt(mse(labels, predictions))
 
 
-@metric("mae", "MAE", "regression", "min", "{:.4g}")
+@metric("mae", "MAE", "regression", "min", "{:.4g}", per_pair=_absolute_error)
 def mae(labels: np.ndarray, predictions: np.ndarray) -> Any:
-    return np.mean(np.abs(_float(predictions) - _float(labels)), axis=-1)
+    return np.mean(_absolute_error(labels, predictions), axis=-1)
 
 
 @metric("r2", "R²", "regression", "max")
@@ -100,9 +123,9 @@ def pearson(labels: np.ndarray, predictions: np.ndarray) -> Any:
     return np.where(denom > 0, np.clip(np.sum(dy * dp, axis=-1) / safe, -1.0, 1.0), 0.0)
 
 
-@metric("accuracy", "Accuracy", "classification", "max", "{:.2%}")
+@metric("accuracy", "Accuracy", "classification", "max", "{:.2%}", per_pair=_hit)
 def accuracy(labels: np.ndarray, predictions: np.ndarray) -> Any:
-    return np.mean(np.asarray(labels) == np.asarray(predictions), axis=-1)
+    return np.mean(_hit(labels, predictions), axis=-1)
 
 
 def _class_counts(labels: np.ndarray, predictions: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -223,16 +246,23 @@ def bootstrap_values(
     samples: int = 1000,
     seed: int = 0,
 ) -> np.ndarray:
-    """The metric on ``samples`` resamples (with replacement) of the N pairs."""
+    """The metric on ``samples`` resamples (with replacement) of the N pairs. A metric
+    that is a mean over the pairs (``Metric.per_pair``) resamples its per-pair values,
+    computed once: the same draws and the same values, so the same numbers, for one
+    gather instead of two and no per-resample arithmetic."""
     labels, predictions = np.asarray(labels), np.asarray(predictions)
     n = len(labels)
     rng = np.random.default_rng(seed)
     chunk = max(1, _CHUNK_VALUES // max(n, 1))
     out = np.empty(samples, dtype=np.float64)
+    per_pair = None if metric.per_pair is None else metric.per_pair(labels, predictions)
     for start in range(0, samples, chunk):
         stop = min(samples, start + chunk)
         index = rng.integers(0, n, size=(stop - start, n))
-        out[start:stop] = metric.fn(labels[index], predictions[index])
+        if per_pair is None:
+            out[start:stop] = metric.fn(labels[index], predictions[index])
+        else:
+            out[start:stop] = np.mean(per_pair[index], axis=-1)
     return out
 
 
