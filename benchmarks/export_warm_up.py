@@ -113,10 +113,15 @@ def _export_once(entry: Any, role: str, torch: Any, phase_a: Any) -> list[float]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--all", action="store_true", help="every model of tests/model_zoo.py")
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "export_warm_up.json")
+    ap.add_argument("--rounds", type=int, default=2, help="the three parents, in turn, N times")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "benchmarks" / "export_warm_up.json",
+        help="the medians as JSON (default: benchmarks/export_warm_up.json)",
+    )
     ap.add_argument("--role", choices=ROLES, help=argparse.SUPPRESS)  # a parent, internal
-    ap.add_argument("names", nargs="*")
+    ap.add_argument("names", nargs="*", help="zoo entries by name (default: six of them)")
     a = ap.parse_args()
     if a.all:
         sys.path[:0] = [str(ROOT / "tests")]
