@@ -14,7 +14,7 @@ import contextlib
 import io
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -102,14 +102,14 @@ def fresh_eval(model: torch.nn.Module) -> None:
         model.eval()
 
 
-def save(model: torch.nn.Module, x: torch.Tensor, target: Path) -> None:
+def save(model: torch.nn.Module, x: torch.Tensor, target: Path | IO[bytes]) -> None:
     try:
         with torch.no_grad():
             program = torch.export.export(model, (x,), strict=False)
     except Exception as exc:
         raise export_error(exc) from exc
     with _no_canonical_form_test():
-        torch.export.save(program, str(target))
+        torch.export.save(program, target)
 
 
 @contextlib.contextmanager
@@ -152,7 +152,4 @@ def warm_up() -> None:
     measured in ``benchmarks/README.md``), which each forked run then finds done. No
     submission is involved, no file is written, and it starts no thread (runs are forked
     after it: ``tests/test_forkserver.py``)."""
-    with torch.no_grad():
-        program = torch.export.export(_Tiny().eval(), (torch.zeros(2, 3, 8, 8),), strict=False)
-    with _no_canonical_form_test():
-        torch.export.save(program, io.BytesIO())
+    save(_Tiny().eval(), torch.zeros(2, 3, 8, 8), io.BytesIO())

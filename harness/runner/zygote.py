@@ -95,15 +95,16 @@ def preload(names: tuple[str, ...], optional: tuple[str, ...] = ()) -> str | Non
     for name in (*names, *optional):
         try:
             __import__(name)
-        except ModuleNotFoundError as exc:
-            if name in optional and exc.name == name:
-                continue  # not installed here: a run that imports it fails as it would
-            said = f"import {name}: {type(exc).__name__}: {exc}"
-            return " ".join(said.split())[:400]
         except Exception as exc:
-            said = f"import {name}: {type(exc).__name__}: {exc}"
-            return " ".join(said.split())[:400]  # one line
+            if isinstance(exc, ModuleNotFoundError) and name in optional and exc.name == name:
+                continue  # not installed here: a run that imports it fails as it would
+            return _said(f"import {name}", exc)
     return None
+
+
+def _said(what: str, exc: Exception) -> str:
+    """What failed and what it raised, on one line."""
+    return " ".join(f"{what}: {type(exc).__name__}: {exc}".split())[:400]
 
 
 def warmed() -> str | None:
@@ -114,7 +115,7 @@ def warmed() -> str | None:
     try:
         warm_up()
     except Exception as exc:
-        return " ".join(f"phase A's warm-up: {type(exc).__name__}: {exc}".split())[:400]
+        return _said("phase A's warm-up", exc)
     return None
 
 
@@ -136,7 +137,7 @@ def zygote(argv: list[str], run: Run) -> int:
         print(f"{UNFIT} {failed}", flush=True)
         return UNFIT_EXIT
     took = time.perf_counter() - t
-    print(f"zygote: imports done in {took:.2f} s (pid {os.getpid()})", flush=True)
+    print(f"zygote: imports and warm-up done in {took:.2f} s (pid {os.getpid()})", flush=True)
     seq, token = 0, ""
     while True:
         seq += 1
