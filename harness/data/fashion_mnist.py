@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from torchvision.datasets import FashionMNIST
 
 from ..errors import UserError
 from ..tasks import TaskSpec
@@ -116,5 +115,5 @@ FASHION_MNIST_PROVIDER = FashionMNISTProvider(
     folder="FashionMNIST/raw",
     train_files=_NAMES[:2],
     test_files=_NAMES[2:],
-    dataset_cls=FashionMNIST,
+    reader="FashionMNIST",
 )

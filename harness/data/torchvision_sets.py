@@ -32,7 +32,6 @@ from typing import Any, Literal
 from urllib.error import URLError
 
 import numpy as np
-from torchvision.datasets import CIFAR10, MNIST
 
 from ..errors import UserError
 from ..settings import settings
@@ -54,12 +53,32 @@ def data_root_of(source: SplitSource) -> Path:
     return source.data_root if source.data_root is not None else default_data_root()
 
 
-class _UncheckedCIFAR10(CIFAR10):
-    """torchvision's CIFAR10 reader with the checksums off: only for marked fixtures."""
+# CIFAR-10's files as torchvision's CIFAR10 names them (a test compares the two): the
+# layout is known without importing torchvision, which costs seconds and is needed only
+# to read the files into a prepared split, never to grade from one
+CIFAR10_FOLDER = "cifar-10-batches-py"
+CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR10_TEST = ("test_batch",)
+CIFAR10_META = "batches.meta"
 
-    train_list = [[name, None] for name, _ in CIFAR10.train_list]
-    test_list = [[name, None] for name, _ in CIFAR10.test_list]
-    meta = {**CIFAR10.meta, "md5": None}
+
+def _datasets() -> Any:
+    """``torchvision.datasets``, imported when a dataset's files are read or downloaded."""
+    import torchvision.datasets
+
+    return torchvision.datasets
+
+
+def _unchecked_cifar10() -> type[Any]:
+    """torchvision's CIFAR10 reader with the checksums off: only for marked fixtures."""
+    cifar10 = _datasets().CIFAR10
+
+    class UncheckedCIFAR10(cifar10):  # type: ignore[misc, valid-type]
+        train_list = [[name, None] for name, _ in cifar10.train_list]
+        test_list = [[name, None] for name, _ in cifar10.test_list]
+        meta = {**cifar10.meta, "md5": None}
+
+    return UncheckedCIFAR10
 
 
 @dataclass(frozen=True)
@@ -71,12 +90,8 @@ class TorchvisionProvider:
     folder: str  # the dataset's folder under the data root
     train_files: tuple[str, ...]
     test_files: tuple[str, ...]
-    dataset_cls: type[Any] = MNIST  # the torchvision class that reads the layout
-
-    @property
-    def idx(self) -> bool:
-        """Whether the files are IDX files (MNIST and its look-alikes), maybe still gzipped."""
-        return issubclass(self.dataset_cls, MNIST)
+    reader: str = "MNIST"  # the class of torchvision.datasets that reads the layout
+    idx: bool = True  # IDX files (MNIST and its look-alikes), maybe still gzipped
 
     # -- where the files are -------------------------------------------------------
     def dataset_dir(self, root: Path) -> Path:
@@ -139,11 +154,11 @@ class TorchvisionProvider:
             raise UserError(
                 f"{self.title} not found: {missing[0]} is missing (data root {root})",
                 f"run `grade data prepare {self.name} --download`, or copy the files that "
-                f"torchvision.datasets.{self._cls().__name__} reads into {self.dataset_dir(root)}/",
+                f"torchvision.datasets.{self.reader} reads into {self.dataset_dir(root)}/",
             )
         try:
             if self.idx:
-                return _read_mnist(root, train, self.dataset_cls)
+                return _read_mnist(root, train, self._cls())
             return self._read_cifar(root, train)
         except (OSError, ValueError, TypeError, KeyError, EOFError, pickle.UnpicklingError) as exc:
             raise UserError(
@@ -153,7 +168,7 @@ class TorchvisionProvider:
 
     def _read_cifar(self, root: Path, train: bool) -> tuple[np.ndarray, np.ndarray]:
         try:
-            ds = CIFAR10(str(root), train=train, download=False)
+            ds = self._cls()(str(root), train=train, download=False)
         except RuntimeError:
             if not (self.dataset_dir(root) / FIXTURE_MARKER).is_file():
                 bad = _first_bad_checksum(self.dataset_dir(root))
@@ -162,13 +177,14 @@ class TorchvisionProvider:
                     "re-download with `grade data prepare cifar10 --download`; for your own "
                     "test set use DATA_ROOT/<task>/test/images.npy and labels.npy instead",
                 ) from None
-            ds = _UncheckedCIFAR10(str(root), train=train, download=False)
+            ds = _unchecked_cifar10()(str(root), train=train, download=False)
         images = np.ascontiguousarray(np.asarray(ds.data, dtype=np.uint8).transpose(0, 3, 1, 2))
         labels = np.asarray(ds.targets, dtype=np.int64)
         return images, labels
 
     def _cls(self) -> type[Any]:
-        return self.dataset_cls
+        cls: type[Any] = getattr(_datasets(), self.reader)
+        return cls
 
     def fixed_split(self, source: SplitSource) -> str | None:
         """What a fixed hidden split is (never drawn from a seed); None for the public ones."""
@@ -200,7 +216,7 @@ class TorchvisionProvider:
         return self.dataset_dir(root)
 
 
-def _read_mnist(root: Path, train: bool, cls: type[Any] = MNIST) -> tuple[np.ndarray, np.ndarray]:
+def _read_mnist(root: Path, train: bool, cls: type[Any]) -> tuple[np.ndarray, np.ndarray]:
     try:
         ds = cls(str(root), train=train, download=False)
     except RuntimeError as exc:  # torchvision's own "not found" and torch's buffer errors
@@ -231,10 +247,11 @@ def _extract_gz(paths: list[Path]) -> None:
 def _first_bad_checksum(folder: Path) -> Path:
     from torchvision.datasets.utils import check_integrity
 
-    for name, md5 in [*CIFAR10.train_list, *CIFAR10.test_list]:
+    cifar10 = _datasets().CIFAR10
+    for name, md5 in [*cifar10.train_list, *cifar10.test_list]:
         if not check_integrity(folder / name, md5):
             return folder / name
-    return folder / CIFAR10.meta["filename"]
+    return folder / CIFAR10_META
 
 
 def _stat(path: Path) -> list[object]:
@@ -326,8 +343,9 @@ MNIST_PROVIDER = TorchvisionProvider(
 CIFAR10_PROVIDER = TorchvisionProvider(
     name="cifar10",
     title="CIFAR-10",
-    folder=CIFAR10.base_folder,
-    train_files=(*(name for name, _ in CIFAR10.train_list), CIFAR10.meta["filename"]),
-    test_files=(*(name for name, _ in CIFAR10.test_list), CIFAR10.meta["filename"]),
-    dataset_cls=CIFAR10,
+    folder=CIFAR10_FOLDER,
+    train_files=(*CIFAR10_TRAIN, CIFAR10_META),
+    test_files=(*CIFAR10_TEST, CIFAR10_META),
+    reader="CIFAR10",
+    idx=False,
 )
