@@ -9,13 +9,13 @@ folder is ever handed to a sandbox.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -63,15 +63,10 @@ class PreparedSplit:
     public_fallback_seed: bool = False  # drawn with the public fallback seed (hidden only)
     fixed: str | None = None  # what a fixed split is (official or private test set), if it is
 
-    @cached_property
+    @property
     def fingerprint(self) -> str:
-        """The split's identity for result documents: a slow one-way digest of ``key``.
-
-        The key already holds only a digest of the seed; PBKDF2 on top makes guessing a
-        small seed from a published fingerprint cost a tenth of a second per guess.
-        """
-        digest = hashlib.pbkdf2_hmac("sha256", self.key.encode(), b"harness hidden split", 100_000)
-        return digest.hex()[:16]
+        """The split's identity for result documents: a slow one-way digest of ``key``."""
+        return split_fingerprint(self.key)
 
     @property
     def inputs_dir(self) -> Path:
@@ -86,6 +81,16 @@ class PreparedSplit:
 
     def labels(self) -> np.ndarray:
         return np.load(self.folder / "labels.npy", allow_pickle=False)
+
+
+@functools.lru_cache(maxsize=64)
+def split_fingerprint(key: str) -> str:
+    """A slow one-way digest of a split's content key, computed once per process (every
+    document of a batch carries it). The key already holds only a digest of the seed;
+    PBKDF2 on top makes guessing a small seed from a published fingerprint cost a tenth of
+    a second per guess."""
+    digest = hashlib.pbkdf2_hmac("sha256", key.encode(), b"harness hidden split", 100_000)
+    return digest.hex()[:16]
 
 
 def _seed_for(task: TaskSpec, split: str) -> tuple[int, bool]:
