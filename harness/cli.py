@@ -85,8 +85,8 @@ def grading_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             type=click.IntRange(0),
             default=DEFAULTS.jobs,
             show_default=True,
-            help="Submissions graded at once; 0: one per CPU core (the cores are split "
-            "between them).",
+            help="Submissions graded at once; 0: one per CPU core this process may use "
+            "(HARNESS_CPUS caps them; the cores are split between the gradings).",
         ),
         click.option("--no-reports", is_flag=True, help="Skip the per-submission HTML/Markdown."),
         click.option(

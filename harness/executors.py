@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import tempfile
 import time
 from collections import deque
@@ -38,6 +37,7 @@ from .preloads import batch_preloads
 from .registry import Registry
 from .results import ResultDocument
 from .sandbox import Backend, get_backend
+from .settings import usable_cpus
 from .store import Claim, ResultsStore
 from .submission import Submission, content_hash
 from .tasks import TaskSpec
@@ -112,7 +112,7 @@ class LocalExecutor:
 
 def jobs_for(options: GradeOptions, folders: int) -> int:
     """How many gradings run at once: ``--jobs``, or (0, the default) one per core."""
-    wanted = options.jobs if options.jobs > 0 else (os.cpu_count() or 1)
+    wanted = options.jobs if options.jobs > 0 else usable_cpus()
     return max(1, min(wanted, folders))
 
 

@@ -289,9 +289,9 @@ def share_cores(task: TaskSpec, jobs: int) -> TaskSpec:
     """With ``--jobs N`` the machine's cores are split between the N runs at once: each
     gets at most cores/N threads, so runs do not oversubscribe the CPU (measured in
     benchmarks/: 2 jobs of 1 thread beat 2 jobs of 2 threads by 1.3x on 2 cores)."""
-    import os
+    from .settings import usable_cpus
 
-    cpus = max(1, min(int(task.limits.cpus), (os.cpu_count() or 1) // jobs))
+    cpus = max(1, min(int(task.limits.cpus), usable_cpus() // jobs))
     if cpus == task.limits.cpus:
         return task
     return task.model_copy(update={"limits": task.limits.model_copy(update={"cpus": cpus})})

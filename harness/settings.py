@@ -63,6 +63,26 @@ def _secret() -> tuple[int | None, str]:
     return None, "public fallback"
 
 
+def usable_cpus() -> int:
+    """The cores gradings may use: ``HARNESS_CPUS`` when set (a machine shared with other
+    work), else the CPUs this process may run on (its affinity, which ``taskset``, a
+    container's or a batch system's cpuset narrow and ``os.cpu_count()`` ignores)."""
+    env = os.environ.get("HARNESS_CPUS", "").strip()
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            from .errors import UserError
+
+            raise UserError(
+                f"HARNESS_CPUS={env!r}: expected a whole number of cores, at least 1",
+                "unset it to use every core this process may run on",
+            )
+        return int(env)
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # no affinity on this platform (macOS)
+        return os.cpu_count() or 1
+
+
 @cache
 def settings() -> Settings:
     home = _find_home()

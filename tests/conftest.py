@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -7,6 +8,20 @@ import pytest
 from kit import write_task
 
 from harness.settings import settings
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In an xdist worker (``scripts/test``: one per core), this worker's share of the
+    cores: its gradings split ``HARNESS_CPUS`` between their runs as on a shared machine,
+    and its own math (and the commands it starts: train.py, the CLI) uses as many threads.
+    Each worker otherwise takes every core for itself and they oversubscribe the CPU
+    (tests/README.md, "Each worker's share of the cores"). A serial run is unchanged."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers is None:
+        return
+    share = str(max(1, len(os.sched_getaffinity(0)) // int(workers)))
+    for name in ("HARNESS_CPUS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, share)
 
 
 @pytest.fixture(scope="session")
