@@ -112,7 +112,8 @@ class LocalExecutor:
 
 def jobs_for(options: GradeOptions, folders: int) -> int:
     """How many gradings run at once: ``--jobs``, or (0, the default) one per core."""
-    wanted = options.jobs if options.jobs > 0 else usable_cpus()
+    cores = usable_cpus()  # read, and checked, for every batch: --jobs N too
+    wanted = options.jobs if options.jobs > 0 else cores
     return max(1, min(wanted, folders))
 
 

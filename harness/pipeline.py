@@ -252,10 +252,12 @@ def _admitted(
 
 
 def _cores_shared(sub: Submission, options: GradeOptions) -> Submission:
-    """The submission with its task's CPUs shared between ``options.jobs`` runs at once."""
-    if sub.task is None or options.jobs <= 1:
+    """The submission with its task's CPUs capped at its share of the usable cores, shared
+    between ``options.jobs`` runs at once (one grading when it is not set): a task asking
+    for more cores than this process may use gets what there is."""
+    if sub.task is None:
         return sub
-    return dataclasses.replace(sub, task=share_cores(sub.task, options.jobs))
+    return dataclasses.replace(sub, task=share_cores(sub.task, max(1, options.jobs)))
 
 
 def save_result(
@@ -286,15 +288,15 @@ def _report(
 
 
 def share_cores(task: TaskSpec, jobs: int) -> TaskSpec:
-    """With ``--jobs N`` the machine's cores are split between the N runs at once: each
-    gets at most cores/N threads, so runs do not oversubscribe the CPU (measured in
+    """With ``--jobs N`` the usable cores are split between the N runs at once: each gets
+    at most cores/N threads, so runs do not oversubscribe the CPU (measured in
     benchmarks/: 2 jobs of 1 thread beat 2 jobs of 2 threads by 1.3x on 2 cores)."""
     from .settings import usable_cpus
 
-    cpus = max(1, min(int(task.limits.cpus), usable_cpus() // jobs))
-    if cpus == task.limits.cpus:
+    share = max(1, usable_cpus() // jobs)
+    if task.limits.cpus <= share:  # a fraction of a core stays as the task gives it
         return task
-    return task.model_copy(update={"limits": task.limits.model_copy(update={"cpus": cpus})})
+    return task.model_copy(update={"limits": task.limits.model_copy(update={"cpus": share})})
 
 
 def reference_documents(task: TaskSpec, results_dir: Path) -> list[ResultDocument]:

@@ -31,16 +31,19 @@ def test_harness_cpus_sets_the_jobs_and_each_runs_threads(monkeypatch) -> None:
     assert share_cores(_task(2), jobs=1).limits.cpus == 2
     assert share_cores(_task(4), jobs=1).limits.cpus == 3
     assert share_cores(_task(2), jobs=3).limits.cpus == 1
+    assert share_cores(_task(0.5), jobs=3).limits.cpus == 0.5  # never raised
     monkeypatch.setenv("HARNESS_CPUS", "1")
     assert share_cores(_task(2), jobs=1).limits.cpus == 1
+    assert share_cores(_task(1.5), jobs=2).limits.cpus == 1
 
 
 @pytest.mark.parametrize("value", ["0", "two", "-1", "1.5"])
 def test_a_bad_harness_cpus_is_one_clear_error(monkeypatch, value: str) -> None:
     monkeypatch.setenv("HARNESS_CPUS", value)
-    with pytest.raises(UserError, match="HARNESS_CPUS") as caught:
-        jobs_for(GradeOptions(jobs=0), folders=4)
-    assert caught.value.hint
+    for jobs in (0, 1):  # with --jobs N too: a setting the batch ignores is still wrong
+        with pytest.raises(UserError, match="HARNESS_CPUS") as caught:
+            jobs_for(GradeOptions(jobs=jobs), folders=4)
+        assert caught.value.hint
 
 
 def test_without_harness_cpus_the_affinity_counts_not_the_machine(monkeypatch) -> None:
