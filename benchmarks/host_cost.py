@@ -32,7 +32,7 @@ from harness.fixtures import write_mnist  # noqa: E402
 # prepare every split of the mnist task (the cached arrays after the first call); BEFORE
 # imports torchvision.datasets first, as the data layer's module did
 CHILD = """
-import os, resource, sys
+import resource, sys
 from pathlib import Path
 if sys.argv[3] == "before":
     import torchvision.datasets

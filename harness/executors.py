@@ -111,7 +111,7 @@ class LocalExecutor:
 
 
 def jobs_for(options: GradeOptions, folders: int) -> int:
-    """How many gradings run at once: ``--jobs``, or (0, the default) one per core."""
+    """How many gradings run at once: ``--jobs``, or (0, the default) one per usable core."""
     cores = usable_cpus()  # read, and checked, for every batch: --jobs N too
     wanted = options.jobs if options.jobs > 0 else cores
     return max(1, min(wanted, folders))

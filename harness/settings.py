@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from .errors import UserError
+
 PUBLIC_FALLBACK_SEED = 424242
 
 
@@ -69,14 +71,16 @@ def usable_cpus() -> int:
     container's or a batch system's cpuset narrow and ``os.cpu_count()`` ignores)."""
     env = os.environ.get("HARNESS_CPUS", "").strip()
     if env:
-        if not env.isdigit() or int(env) < 1:
-            from .errors import UserError
-
+        try:
+            cores = int(env)
+        except ValueError:
+            cores = 0
+        if cores < 1:
             raise UserError(
                 f"HARNESS_CPUS={env!r}: expected a whole number of cores, at least 1",
                 "unset it to use every core this process may run on",
             )
-        return int(env)
+        return cores
     try:
         return len(os.sched_getaffinity(0)) or 1
     except AttributeError:  # no affinity on this platform (macOS)

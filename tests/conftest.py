@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from kit import write_task
 
-from harness.settings import settings
+from harness.settings import settings, usable_cpus
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -19,8 +19,9 @@ def pytest_configure(config: pytest.Config) -> None:
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers is None:
         return
-    share = str(max(1, len(os.sched_getaffinity(0)) // int(workers)))
-    for name in ("HARNESS_CPUS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    share = str(max(1, usable_cpus() // int(workers)))  # of HARNESS_CPUS too, when set
+    os.environ["HARNESS_CPUS"] = share
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(name, share)
 
 

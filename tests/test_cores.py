@@ -37,7 +37,7 @@ def test_harness_cpus_sets_the_jobs_and_each_runs_threads(monkeypatch) -> None:
     assert share_cores(_task(1.5), jobs=2).limits.cpus == 1
 
 
-@pytest.mark.parametrize("value", ["0", "two", "-1", "1.5"])
+@pytest.mark.parametrize("value", ["0", "two", "-1", "1.5", "²"])
 def test_a_bad_harness_cpus_is_one_clear_error(monkeypatch, value: str) -> None:
     monkeypatch.setenv("HARNESS_CPUS", value)
     for jobs in (0, 1):  # with --jobs N too: a setting the batch ignores is still wrong
