@@ -15,8 +15,10 @@ gives a private test set, and the result says so.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -83,18 +85,58 @@ def draw(
 def mix(
     split: PreparedSplit, images: np.ndarray, labels: np.ndarray, folder: Path, key: str
 ) -> Mixed:
-    """Write the hidden inputs and ``images`` shuffled together to ``folder/inputs.npy``."""
+    """Write the hidden inputs and ``images`` shuffled together to ``folder/inputs.npy``.
+
+    Written a few rows at a time, each hidden row read from the split's file where it
+    lies: the grading process never holds the mixed inputs, nor maps the whole split
+    (two gradings at once would otherwise hold two copies of the test set each)."""
     secret, _ = settings().hidden_seed()
-    hidden = split.images()
-    n, k = len(hidden), len(images)
-    order = np.random.default_rng(_seed("mix", secret, key)).permutation(n + k)
-    hidden_at, canary_at = order[:n], order[n:]
-    mixed = np.empty((n + k, *hidden.shape[1:]), dtype=np.uint8)
-    mixed[hidden_at] = hidden
-    mixed[canary_at] = images
     folder.mkdir(parents=True, exist_ok=True)
-    np.save(folder / "inputs.npy", mixed, allow_pickle=False)
+    with open(split.inputs_path, "rb") as hidden:
+        shape, start = _uint8_rows(hidden)
+        n, k = shape[0], len(images)
+        order = np.random.default_rng(_seed("mix", secret, key)).permutation(n + k)
+        hidden_at, canary_at = order[:n], order[n:]
+        source = np.empty_like(order)  # mixed row p is row source[p] of hidden, then images
+        source[order] = np.arange(n + k)
+        row_shape = shape[1:]
+        canaries = np.ascontiguousarray(images, dtype=np.uint8).reshape(k, *row_shape)
+        row_bytes = int(np.prod(row_shape))
+        header = {"descr": "|u1", "fortran_order": False, "shape": (n + k, *row_shape)}
+        with open(folder / "inputs.npy", "wb") as out:
+            np.lib.format.write_array_header_1_0(out, header)
+            for first in range(0, n + k, _MIX_ROWS):
+                rows = source[first : first + _MIX_ROWS]
+                chunk = np.empty((len(rows), *row_shape), dtype=np.uint8)
+                for at, row in enumerate(rows.tolist()):
+                    if row < n:
+                        _read_exactly(hidden, chunk[at], start + row * row_bytes)
+                    else:
+                        chunk[at] = canaries[row - n]
+                out.write(chunk.data)
     return Mixed(folder, hidden_at, canary_at, labels)
+
+
+_MIX_ROWS = 256  # rows written at a time (150x150 gray: 5.8 MB)
+
+
+def _uint8_rows(fh: BinaryIO) -> tuple[tuple[int, ...], int]:
+    """The shape of the uint8, C-ordered array in the ``.npy`` file ``fh``, and where its
+    data starts (``PreparedSplit`` writes its inputs so)."""
+    version = np.lib.format.read_magic(fh)
+    read = {(1, 0): np.lib.format.read_array_header_1_0}.get(
+        version, np.lib.format.read_array_header_2_0
+    )
+    shape, fortran, dtype = read(fh)
+    if dtype != np.uint8 or fortran:
+        raise ValueError(f"{fh.name}: expected uint8 rows in C order, found {dtype}")
+    return tuple(shape), fh.tell()
+
+
+def _read_exactly(fh: BinaryIO, row: np.ndarray, offset: int) -> None:
+    view = memoryview(row).cast("B")
+    if os.preadv(fh.fileno(), [view], offset) != len(view):
+        raise ValueError(f"{fh.name}: ends before row at byte {offset}")
 
 
 def public_test_set_flag(task: TaskSpec, data_root: Path | None) -> Flag | None:
