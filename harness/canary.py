@@ -134,7 +134,7 @@ def _uint8_rows(fh: BinaryIO) -> tuple[tuple[int, ...], int]:
 
 
 def _read_exactly(fh: BinaryIO, row: np.ndarray, offset: int) -> None:
-    view = memoryview(row).cast("B")
+    view = row.data.cast("B")
     if os.preadv(fh.fileno(), [view], offset) != len(view):
         raise ValueError(f"{fh.name}: ends before row at byte {offset}")
 
