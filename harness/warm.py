@@ -9,7 +9,8 @@
 - the submissions' own runs (convert, export, rebuild) go through the backend's runners,
   for bwrap and docker a zygote that imports torch once and forks each run into the
   sandbox on its own (``sandbox/zygote.py``); one per four gradings at once, since its
-  runs are short and each zygote imports torch.
+  runs are short and each zygote imports torch. The process backend's runs each fork from
+  its one pre-imported server already (``PerRun``): they go on at once, never queued.
 
 A program or a submission that crashes or hangs a warm sandbox costs only its own team:
 the next job starts a fresh one."""
@@ -34,7 +35,8 @@ W = TypeVar("W", bound=_Warm)
 
 class _Pool(Generic[W]):
     """Up to ``size(policy)`` warm sandboxes per policy, each given one job at a time: a
-    job takes an idle one, else opens one while fewer are open, else waits."""
+    job takes an idle one, else opens one while fewer are open, else waits. One that is
+    ``parallel`` (each job its own run: ``PerRun``) serves every job of its policy at once."""
 
     def __init__(
         self, open_one: Callable[[SandboxPolicy], W], size: Callable[[SandboxPolicy], int]
@@ -50,9 +52,10 @@ class _Pool(Generic[W]):
         try:
             yield warm
         finally:
-            with self._free:
-                self._idle.setdefault(policy, []).append(warm)
-                self._free.notify()
+            if not _parallel(warm):
+                with self._free:
+                    self._idle.setdefault(policy, []).append(warm)
+                    self._free.notify()
 
     def open_all(self, policy: SandboxPolicy) -> list[W]:
         """Open what ``policy`` may have and has not yet (idle); the ones opened now."""
@@ -66,6 +69,8 @@ class _Pool(Generic[W]):
     def _take(self, policy: SandboxPolicy) -> W:
         with self._free:
             idle, every = self._lists(policy)
+            if every and _parallel(every[0]):
+                return every[0]
             while not idle and len(every) >= max(1, self._size(policy)):
                 self._free.wait()
             if idle:
@@ -83,6 +88,10 @@ class _Pool(Generic[W]):
             self._idle, self._all = {}, {}
         for warm in open_now:
             warm.close()
+
+
+def _parallel(warm: _Warm) -> bool:
+    return bool(getattr(warm, "parallel", False))
 
 
 def _quietly(start: Callable[[], None]) -> None:

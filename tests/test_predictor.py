@@ -340,8 +340,11 @@ def _kill_server(backend: str, sandbox: str, started: Path) -> None:
         docker.from_env().containers.get(sandbox).kill()  # the whole container
         return
     for pid in _descendants(int(sandbox)):
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            argv = fh.read().split(b"\0")
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                argv = fh.read().split(b"\0")
+        except OSError:
+            continue  # it ended since /proc was read: not the server, which is waiting
         if b"serve" in argv and b"-u" in argv:
             os.kill(pid, signal.SIGKILL)
             return

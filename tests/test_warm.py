@@ -117,3 +117,38 @@ def test_a_cpu_policy_gets_a_predictor_per_grading_and_a_gpu_policy_one() -> Non
             list(pool.map(warm.predict, [_job(POLICY)] * 6 + [_job(gpu)] * 6))
     per_policy = {p: sum(r.policy == p for r in backend.opened) for p in (POLICY, gpu)}
     assert per_policy == {POLICY: 2, gpu: 1}
+
+
+class ParallelRunner(Runner):
+    parallel = True  # each job its own run, as PerRun's
+
+    def run(self, job: RunJob) -> RunOutcome:
+        self.busy = False  # runs at once are its point
+        return super().run(job)
+
+    predict = run
+
+
+class ParallelBackend(Backend):
+    def runner(self, policy: SandboxPolicy, preload: tuple[str, ...] = ()) -> Runner:
+        with self.lock:
+            self.opened.append(ParallelRunner(self, policy))
+            return self.opened[-1]
+
+
+def test_a_parallel_runner_serves_every_grading_at_once() -> None:
+    backend = ParallelBackend()
+    with WarmSandboxes(backend, jobs=4) as warm:  # type: ignore[arg-type]
+        outcomes = _runs(warm, [_job(POLICY)] * 4)
+    assert len(backend.opened) == 1 and backend.peak == 4  # queued behind none
+    assert {o.info["runner"] for o in outcomes} == {str(id(backend.opened[0]))}
+    assert backend.opened[0].closed
+
+
+def test_the_process_backends_runs_are_parallel_and_a_zygote_is_not() -> None:
+    from harness.sandbox.bwrap import BwrapBackend
+    from harness.sandbox.process import ProcessBackend
+
+    process = ProcessBackend()
+    assert process.runner(POLICY).parallel and process.predictor(POLICY).parallel  # type: ignore[attr-defined]
+    assert not getattr(BwrapBackend().runner(POLICY), "parallel", False)

@@ -112,7 +112,8 @@ class Predictor(Protocol):
 
 class Runner(Protocol):
     """The submissions' own runs for a batch (convert, export, rebuild: ``mount_submission``
-    and no GPU): one runner serves many jobs (see ``zygote``)."""
+    and no GPU): one runner serves many jobs (see ``zygote``), one at a time unless it says
+    ``parallel = True`` (``PerRun``: each job its own run), as a predictor may too."""
 
     def run(self, job: RunJob) -> RunOutcome:
         """Same contract as ``Backend.run``: the job's own outcome, never another's."""

@@ -60,7 +60,9 @@ log = logging.getLogger(__name__)
 
 class PerRun:
     """A predictor, or a runner, that runs each job as its own sandbox run
-    (``backend.run``)."""
+    (``backend.run``): it serves any number of jobs at once."""
+
+    parallel = True
 
     def __init__(self, backend: Backend, run: Callable[[RunJob], RunOutcome] | None = None) -> None:
         """``run``: how each job runs (default: ``backend.run``)."""
