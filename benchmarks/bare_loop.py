@@ -4,7 +4,7 @@ loads its weights and runs it on every image in the task's batch size under infe
 mode; no sandbox, no checks, no result documents.
 
     python benchmarks/bare_loop.py --inputs inputs.npy --labels labels.npy \\
-        --batch-size 250 SUBMISSION...
+        --batch-size 250 [--keep-freed-memory] SUBMISSION...
 
 Prints one JSON object: the wall time of the process's own work (from before ``import
 torch`` to the last model), and each model's seconds, images per second and MSE (or
@@ -88,8 +88,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--labels", type=Path, required=True)
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    parser.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="keep freed memory in the C heap for the next batch, as the harness's "
+        "predicting runs do (harness/runner/heap.py)",
+    )
     parser.add_argument("submissions", type=Path, nargs="+")
     a = parser.parse_args(argv)
+    if a.keep_freed_memory:
+        from harness.runner.heap import keep_freed_memory
+
+        keep_freed_memory()
     gpu = a.device == "cuda" or (a.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if gpu else "cpu")
 
@@ -126,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         "device": str(device),
         "images": len(images),
         "threads": torch.get_num_threads(),
+        "keep_freed_memory": a.keep_freed_memory,
         "models": models,
     }
     print(json.dumps(result))

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .contract import EagerJob, ModelIO, PredictJob
+from .heap import keep_freed_memory
 
 DETERMINISM_SEED = 0  # the other order the determinism check predicts in
 
@@ -62,6 +63,7 @@ def run_batches(
     batch_size: int | None = None,
 ) -> np.ndarray:
     """Predict every image (in ``order`` if given), returning outputs in input order."""
+    keep_freed_memory()  # each batch reuses the last one's memory (``heap.py``)
     n = len(images)
     bs = batch_size or job.batch_size
     norm = None

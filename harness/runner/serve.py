@@ -6,9 +6,9 @@ their numbers: a request is ``SPOOL/<seq>/`` with ``job/``, ``inputs/``, an empt
 and, written last by the host, ``ready``. For each it runs the same phase-B code as a
 fresh run (``run`` is the runner's ``main`` body: same report.json, exit code 0 ok, 3
 failed) with stdout and stderr sent to ``<seq>/log``, writes ``<seq>/done`` holding the
-exit code, frees the program (and the CUDA cache), and waits for the next. The host
-removes each request's folder once read and kills the sandbox to stop it (or writes
-``SPOOL/stop``).
+exit code, frees the program (the CUDA cache, and the memory its batches kept:
+``heap.py``), and waits for the next. The host removes each request's folder once read
+and kills the sandbox to stop it (or writes ``SPOOL/stop``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from .heap import release_freed_memory
 
 POLL_SECONDS = 0.002
 NO_SUBMISSION = Path("/submission")  # never mounted in the predictor's sandbox
@@ -96,3 +98,4 @@ def _free() -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_initialized():
         torch.cuda.empty_cache()
+    release_freed_memory()  # what the program's batches kept (``heap.py``)
