@@ -21,6 +21,7 @@ from .options import GradeOptions, Mode, OnStage
 from .results import ResultDocument, read_result, result_path
 from .sandbox import Backend, get_backend
 from .sandbox.choose import choose_backend
+from .settings import usable_cpus
 from .stages import check, document, export, predict, score, validate, weights
 from .stages.records import (
     Admitted,
@@ -291,8 +292,6 @@ def share_cores(task: TaskSpec, jobs: int) -> TaskSpec:
     """With ``--jobs N`` the usable cores are split between the N runs at once: each gets
     at most cores/N threads, so runs do not oversubscribe the CPU (measured in
     benchmarks/: 2 jobs of 1 thread beat 2 jobs of 2 threads by 1.3x on 2 cores)."""
-    from .settings import usable_cpus
-
     share = max(1, usable_cpus() // jobs)
     if task.limits.cpus <= share:  # a fraction of a core stays as the task gives it
         return task

@@ -11,8 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 
 # a small CNN predicts 10 batches, as phase B does; prints the page faults of those
@@ -55,7 +53,6 @@ def _child(mode: str) -> dict[str, float]:
     return json.loads(out.stdout)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 def test_kept_memory_is_reused_by_the_next_batch_and_released_between_programs() -> None:
     default, kept = _child("default"), _child("keep")
     assert kept["took"] is True

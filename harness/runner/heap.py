@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
 M_MMAP_THRESHOLD = -3
 KEEP_BYTES = 1 << 30  # allocations up to 1 GiB come from the heap, which is not trimmed
 
 
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
+    """This process's C library, once: when it is glibc (``mallopt``, ``malloc_trim``)."""
     with contextlib.suppress(OSError):
         libc = ctypes.CDLL(None)
         if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim"):
