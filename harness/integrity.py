@@ -46,13 +46,26 @@ RESIDUAL_CORRELATION = 0.98
 # -- the probe ------------------------------------------------------------------------
 def probe_spec(task: TaskSpec, count: int, seed_text: str) -> Probe | None:
     """What phase B's probe runs, or None when the task turns it off."""
-    n = min(count, task.integrity.probe_count)
-    if n > task.batch_size:  # whole static batches: a partial one costs a full batch
-        n -= n % task.batch_size
+    n = probe_size(count, min(count, task.integrity.probe_count), task.batch_size)
     if n <= 0:
         return None
     seed = int.from_bytes(hashlib.sha256(f"probe|{seed_text}".encode()).digest()[:4], "little")
     return Probe(count=n, seed=seed, amplitude=task.integrity.probe_amplitude)
+
+
+def probe_size(count: int, wanted: int, batch: int) -> int:
+    """How many probe inputs phase B predicts for ``wanted``: the program's batches are
+    static, so its probe inputs follow the ``count`` inputs in the same pass and first
+    fill the last batch's padding (``phase_b.with_extra``). The fill plus whole batches,
+    when that keeps at least half of ``wanted``; else whole batches (a partial one costs
+    a full batch). Never more batches than a separate pass of ``wanted`` inputs."""
+    fill = -count % batch  # the zeros that pad the last batch of the hidden inputs
+    if wanted <= fill:
+        return wanted  # the probe rides in the padding
+    filled = fill + (wanted - fill) // batch * batch
+    if 2 * filled >= wanted:
+        return filled
+    return wanted - wanted % batch if wanted > batch else wanted
 
 
 def fraction(task: TaskSpec, value: float) -> float:

@@ -67,8 +67,9 @@ class IntegritySpec(_Frozen):
     allowance: int = Field(1024, ge=0)
     show_student_output: bool = False
     operators: tuple[str, ...] = ()  # ATen operator names allowed beyond harness/program/ops.py
-    # memorization probe: the first `probe_count` hidden inputs again, each pixel moved by
-    # up to `probe_amplitude` gray levels; flagged when the score drops by more than
+    # memorization probe: the first `probe_count` hidden inputs again (at most: sized to
+    # fill phase B's static batches, integrity.probe_size), each pixel moved by up to
+    # `probe_amplitude` gray levels; flagged when the score drops by more than
     # `probe_gap` of the grading scale (full_marks_at .. zero_marks_at)
     probe_count: int = Field(256, ge=0)
     probe_amplitude: int = Field(1, ge=1, le=16)

@@ -11,7 +11,7 @@ alone (``recheck`` false), the whole split is predicted again in another order a
 composition (the determinism check).
 
 Writes ``predictions.npy``; with a probe, ``probe/predictions.npy`` (the first inputs
-again with imperceptible noise).
+again with imperceptible noise, predicted in the same pass: they fill the last batch).
 """
 
 from __future__ import annotations
@@ -73,31 +73,59 @@ def phase_predict(job: PredictJob, a: argparse.Namespace, report: Report) -> Non
     report.done("program", t)
 
     images = np.load(a.inputs / "inputs.npy", mmap_mode="r", allow_pickle=False)
+    probe = job.probe
+    extra = None
+    if probe is not None and probe.count:
+        extra = noisy(np.asarray(images[: probe.count]), probe.seed, probe.amplitude)
     t = report.start("predict")
-    predictions = run_batches(model, images, job, device)
+    predictions, probed = with_extra(model, images, extra, job, device)
     if device.type == "cuda":
         torch.cuda.synchronize()
     report.done("predict", t)
     report.data["images"] = len(images)
+    report.data["probe_images"] = 0 if extra is None else len(extra)
     _save(a.output, predictions)
+    if probed is not None:
+        _save(a.output / "probe", probed)
 
     if job.recheck:  # else the host proved each image independent from the graph
         t = report.start("determinism")
         report.data["determinism"] = determinism(model, images, predictions, job, device)
         report.done("determinism", t)
 
-    run_probe(model, images, job, device, a, report)
+
+def with_extra(
+    model: Callable[[torch.Tensor], Any],
+    images: np.ndarray,
+    extra: np.ndarray | None,
+    job: PredictJob,
+    device: torch.device,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Predict ``images``, then ``extra`` (the probe's inputs) in the same pass: they
+    take the place of the zeros that would pad the last batch of ``images`` to the
+    program's static size, and ``integrity.probe_size`` sizes the probe to fill it. The
+    outputs are what separate passes give a batch-independent program; whether it is one
+    the host proved from the graph, or the determinism check tests (``images`` again, in
+    other batches)."""
+    if extra is None or not len(extra):
+        return run_batches(model, images, job, device), None
+    head = len(images) - len(images) % job.batch_size
+    first = run_batches(model, images[:head], job, device)
+    tail = run_batches(model, np.concatenate([images[head:], extra]), job, device)
+    cut = len(images) - head
+    return np.concatenate([first, tail[:cut]]), tail[cut:]
 
 
 def run_probe(
     model: Callable[[torch.Tensor], Any],
     images: np.ndarray,
-    job: EagerJob | PredictJob,
+    job: EagerJob,
     device: torch.device,
     a: argparse.Namespace,
     report: Report,
 ) -> None:
-    """The memorization probe, when the job asks: the first inputs again, with noise (the
+    """The eager fallback's memorization probe, when the job asks (a pass of its own: an
+    eager model takes any batch size): the first inputs again, with noise (the
     canaries are mixed into the inputs themselves, where a model cannot tell them apart)."""
     probe = job.probe
     if probe is None:
