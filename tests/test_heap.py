@@ -60,3 +60,56 @@ def test_kept_memory_is_reused_by_the_next_batch_and_released_between_programs()
     assert default["faults"] > 10 * 2 * 8_192
     assert kept["faults"] < default["faults"] / 10  # the last batch's memory, reused
     assert kept["kept_mb"] - kept["released_mb"] > 24  # released: back to the kernel
+
+
+# the same CNN through ``run_batches``, under an RLIMIT_DATA that leaves the run a lot of
+# room ("room") or little ("tight": under twice what it uses after its first batch)
+LIMITED = """
+import json, resource, sys
+from types import SimpleNamespace
+import numpy as np, torch
+from harness.runner.heap import memory_use, room_to_keep
+from harness.runner.predict import run_batches
+
+def vm_data():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmData"):
+            return int(line.split()[1]) * 1024
+
+torch.set_num_threads(1)
+net = torch.nn.Sequential(
+    torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(16, 16, 3, padding=1)
+).eval()
+images = np.zeros((11 * 32, 1, 128, 128), dtype=np.uint8)
+job = SimpleNamespace(batch_size=32, normalize=None, kind="classification", num_classes=16)
+with torch.inference_mode():
+    net(torch.rand(32, 1, 128, 128))  # the first batch's allocations, before the limit
+room = 20 if sys.argv[1] == "room" else 1.6
+limit = int(vm_data() * room)
+resource.setrlimit(resource.RLIMIT_DATA, (limit, resource.RLIM_INFINITY))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+run_batches(lambda x: net(x).mean(dim=(2, 3)), images, job, torch.device("cpu"))
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+print(json.dumps({"faults": faults, "use": memory_use(), "room": room_to_keep()}))
+"""
+
+
+def _limited(mode: str) -> dict[str, object]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"):
+        env.pop(name, None)
+    out = subprocess.run(
+        [sys.executable, "-c", LIMITED, mode], env=env, capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout)
+
+
+def test_a_run_near_its_memory_limit_keeps_nothing() -> None:
+    room, tight = _limited("room"), _limited("tight")
+    assert room["room"] is True and tight["room"] is False
+    ((used, limit),) = tight["use"]  # RLIMIT_DATA, and what counts against it
+    assert limit / 2 <= used < limit
+    # 11 batches: with room, the first faults its activations in and the rest reuse them;
+    # near the limit, each batch after the first gets fresh pages again, as by default
+    assert room["faults"] < 4 * 2 * 8_192
+    assert tight["faults"] > 9 * 2 * 8_192

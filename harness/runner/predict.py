@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .contract import EagerJob, ModelIO, PredictJob
-from .heap import keep_freed_memory
+from .heap import keep_freed_memory, plain_heap, room_to_keep
 
 DETERMINISM_SEED = 0  # the other order the determinism check predicts in
 
@@ -63,7 +63,7 @@ def run_batches(
     batch_size: int | None = None,
 ) -> np.ndarray:
     """Predict every image (in ``order`` if given), returning outputs in input order."""
-    keep_freed_memory()  # each batch reuses the last one's memory (``heap.py``)
+    kept = keep_freed_memory()  # each batch reuses the last one's memory (``heap.py``)
     n = len(images)
     bs = batch_size or job.batch_size
     norm = None
@@ -81,6 +81,9 @@ def run_batches(
             batch = images[idx] if order is not None else images[start : start + bs]
             out = _check(model(_prepare(batch, device, norm)), len(idx), job)
             result[idx] = out.cpu().numpy()
+            if kept and not room_to_keep():  # near the memory limit: keep nothing
+                plain_heap()
+                kept = False
     return result
 
 
