@@ -74,7 +74,7 @@ class _Pool(Generic[W]):
             while not idle and len(every) >= max(1, self._size(policy)):
                 self._free.wait()
             if idle:
-                return idle.pop()
+                return idle.pop(0)  # the longest idle: the first opened, the first ready
             warm = self._open_one(policy)
             every.append(warm)
             return warm
@@ -92,6 +92,16 @@ class _Pool(Generic[W]):
 
 def _parallel(warm: _Warm) -> bool:
     return bool(getattr(warm, "parallel", False))
+
+
+IMPORT_WAIT_SECONDS = 30.0  # then the next predictor starts anyway (a loaded machine)
+
+
+def _start_in_turn(predictors: list[Predictor]) -> None:
+    for predictor in predictors:
+        _quietly(predictor.start)
+        with contextlib.suppress(Exception):
+            predictor.ready(IMPORT_WAIT_SECONDS)
 
 
 def _quietly(start: Callable[[], None]) -> None:
@@ -126,10 +136,13 @@ class WarmSandboxes:
             return runner.run(job)
 
     def prewarm(self, policy: SandboxPolicy) -> None:
-        """Start the predictors ``policy`` may have in the background: their sandboxes
-        import torch while the first submissions' own runs go on."""
-        for predictor in self._predictors.open_all(policy):
-            threading.Thread(target=_quietly, args=(predictor.start,), daemon=True).start()
+        """Start the predictors ``policy`` may have in the background, one after another:
+        each imports torch while the first submissions' own runs go on, once the one
+        before it has. Started at once, they and the runner's zygote (whose imports the
+        first program waits for) would share the cores three ways or more."""
+        opened = self._predictors.open_all(policy)
+        if opened:
+            threading.Thread(target=_start_in_turn, args=(opened,), daemon=True).start()
 
     def close(self) -> None:
         self._runners.close()

@@ -213,6 +213,19 @@ def test_a_batch_predicts_as_fresh_runs_do_in_one_interpreter(
 
 
 @pytest.mark.parametrize("name", ISOLATED)
+def test_a_started_predictor_says_when_it_has_imported_torch(
+    name: str, cache: dict[str, Backend]
+) -> None:
+    backend = _backend(name, cache)
+    with backend.predictor(POLICY) as predictor:
+        assert isinstance(predictor, SpoolPredictor)
+        assert predictor.ready(0.1) is False  # none started
+        predictor.start()
+        assert predictor.ready(120) is True
+        assert predictor.starts == 1
+
+
+@pytest.mark.parametrize("name", ISOLATED)
 def test_a_bad_request_costs_only_itself(
     name: str,
     cache: dict[str, Backend],

@@ -48,6 +48,12 @@ class Runner:
 
     def start(self) -> None:
         self.started = True
+        self.started_at = time.monotonic()
+
+    def ready(self, seconds: float) -> bool:
+        time.sleep(0.1)  # its imports
+        self.ready_at = time.monotonic()
+        return True
 
     def close(self) -> None:
         self.closed = True
@@ -111,12 +117,25 @@ def test_a_cpu_policy_gets_a_predictor_per_grading_and_a_gpu_policy_one() -> Non
     with WarmSandboxes(backend, jobs=2) as warm:  # type: ignore[arg-type]
         warm.prewarm(POLICY)
         warm.prewarm(POLICY)  # opens nothing more
-        time.sleep(0.1)
+        time.sleep(0.4)  # the two imports, one after the other
         assert len(backend.opened) == 2 and all(r.started for r in backend.opened)
         with ThreadPoolExecutor(max_workers=6) as pool:
             list(pool.map(warm.predict, [_job(POLICY)] * 6 + [_job(gpu)] * 6))
     per_policy = {p: sum(r.policy == p for r in backend.opened) for p in (POLICY, gpu)}
     assert per_policy == {POLICY: 2, gpu: 1}
+
+
+def test_predictors_start_one_after_another_and_the_first_ready_takes_the_first_job() -> None:
+    backend = Backend()
+    with WarmSandboxes(backend, jobs=3) as warm:  # type: ignore[arg-type]
+        warm.prewarm(POLICY)
+        time.sleep(0.05)
+        first, second, third = backend.opened
+        assert first.started and not second.started  # the second waits for the first
+        time.sleep(0.5)
+        assert all(p.started for p in backend.opened)
+        assert first.ready_at <= second.started_at and second.ready_at <= third.started_at
+        assert warm.predict(_job(POLICY)).info["runner"] == str(id(first))
 
 
 class ParallelRunner(Runner):

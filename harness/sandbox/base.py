@@ -107,6 +107,10 @@ class Predictor(Protocol):
         """Start the warm sandbox now, if there is one to start (the first ``predict``
         starts it otherwise); raises what starting raises."""
 
+    def ready(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` until the started sandbox has imported what it needs;
+        True when it has, or has nothing to import."""
+
     def close(self) -> None: ...
 
 

@@ -53,10 +53,18 @@ from .confine import (
     zygote_argv,
 )
 from .layout import SAFE_ENV, host_paths, runner_args, runner_root, thread_env
-from .predictor import SIGXCPU, SPOOL, ProcessServer, Server, SpoolPredictor, ended_within
+from .predictor import (
+    SIGXCPU,
+    SPOOL,
+    Heard,
+    ProcessServer,
+    Server,
+    SpoolPredictor,
+    ended_within,
+)
 from .seccomp import SeccompUnavailable, program, program_fd
 from .watch import Ending, outcome, watch
-from .zygote import Heard, Zygote, zygote_binds
+from .zygote import Zygote, zygote_binds
 
 NOBODY = 65534
 INSIDE_UID = 1000
@@ -121,7 +129,7 @@ class BwrapBackend:
         """A warm predictor: one sandbox running ``harness.runner serve`` for a batch."""
         return SpoolPredictor(self.name, policy, self._serve, NOBODY if _as_nobody() else None)
 
-    def _serve(self, policy: SandboxPolicy, spool: Path) -> Server:
+    def _serve(self, policy: SandboxPolicy, spool: Path, heard: Heard) -> Server:
         """Start the predictor's sandbox: the runner's code, ``spool`` read-write at
         ``/spool``, nothing else of the host. No CPU-time rlimit: it serves many requests,
         each under the host's wall clock."""
@@ -134,7 +142,7 @@ class BwrapBackend:
         except BaseException:
             stack.close()
             raise
-        return ProcessServer(proc, policy, stack)
+        return ProcessServer(proc, policy, stack, heard)
 
     def runner(self, policy: SandboxPolicy, preload: tuple[str, ...] = ()) -> Zygote:
         """A warm runner for the submissions' own runs: one zygote sandbox for a batch."""

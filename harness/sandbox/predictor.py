@@ -78,6 +78,9 @@ class PerRun:
     def start(self) -> None:
         pass
 
+    def ready(self, seconds: float) -> bool:
+        return True  # each run forks from the backend's own pre-imported server
+
     def close(self) -> None:
         pass
 
@@ -104,7 +107,9 @@ class Server(Protocol):
         """Kill the whole sandbox and wait for it (idempotent)."""
 
 
-StartServer = Callable[[SandboxPolicy, Path], Server]
+Heard = Callable[[bytes], None]  # what a warm sandbox says, chunk by chunk
+StartServer = Callable[[SandboxPolicy, Path, Heard], Server]
+IMPORTED = b"serve: torch imported"  # the server's first line (``runner/serve.py``)
 
 
 class WarmSandbox(ABC):
@@ -168,6 +173,7 @@ class SpoolPredictor(WarmSandbox):
         self._server: Server | None = None
         self._spool: Path | None = None
         self._seq = 0
+        self._imported = threading.Event()  # the running server has imported torch
         self.starts = 0  # sandboxes started, for tests and benchmarks
 
     def _close(self) -> None:
@@ -184,11 +190,22 @@ class SpoolPredictor(WarmSandbox):
         with self._lock:
             self._ensure()
 
+    def ready(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` until the started sandbox has imported torch (it said
+        so); False at the deadline, or when none is running."""
+        deadline = time.monotonic() + seconds
+        while not self._imported.wait(POLL_SECONDS * 10):
+            server = self._server
+            if server is None or server.ended(0) or time.monotonic() > deadline:
+                return False
+        return True
+
     def _ensure(self) -> Server:
         if self._ended_idle():
             self._stop()
         if self._server is None:
-            self._server = self._start(self.policy, self._spool_dir())
+            imported = self._imported = threading.Event()
+            self._server = self._start(self.policy, self._spool_dir(), _listen(imported))
             self.starts += 1
         return self._server
 
@@ -280,6 +297,20 @@ class SpoolPredictor(WarmSandbox):
         if self._spool is not None:  # nothing of a killed sandbox's requests stays
             for entry in os.scandir(self._spool):
                 shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _listen(imported: threading.Event) -> Heard:
+    """A sandbox's output, heard until it says that it has imported torch."""
+    tail = b""
+
+    def heard(chunk: bytes) -> None:
+        nonlocal tail
+        if not imported.is_set():
+            tail = tail[-len(IMPORTED) :] + chunk
+            if IMPORTED in tail:
+                imported.set()
+
+    return heard
 
 
 def answered(

@@ -33,7 +33,7 @@ from .base import Predictor, RunJob, Runner, RunOutcome, SandboxPolicy
 from .confine import CappedLog, folder_size, kill_group
 from .forkserver import Finished, ForkServer, ForkServerError
 from .layout import SAFE_ENV, host_paths, runner_args, runner_root, thread_env
-from .predictor import PerRun, ProcessServer, Server, SpoolPredictor
+from .predictor import Heard, PerRun, ProcessServer, Server, SpoolPredictor
 
 
 class ProcessBackend:
@@ -73,7 +73,7 @@ class ProcessBackend:
             finished = self._start(job, runner_args(paths), env, home, preload)
         return self._outcome(job, finished)
 
-    def _serve(self, policy: SandboxPolicy, spool: Path) -> Server:
+    def _serve(self, policy: SandboxPolicy, spool: Path, heard: Heard) -> Server:
         """Start ``harness.runner serve SPOOL`` as a plain process (this backend isolates
         nothing): the scrubbed environment of a run, its own home folder."""
         stack = ExitStack()
@@ -86,7 +86,7 @@ class ProcessBackend:
         except BaseException:
             stack.close()
             raise
-        return ProcessServer(proc, policy, stack)
+        return ProcessServer(proc, policy, stack, heard)
 
     def close(self) -> None:
         """Stop this process's fork servers now (a later run starts one again; they also

@@ -55,7 +55,7 @@ from ..safefs import remove_tree, walk
 from .base import MOUNTS, RunJob, RunOutcome, SandboxPolicy
 from .confine import exit_code_of, hand_over, output_over
 from .layout import host_paths
-from .predictor import Server, WarmSandbox, answered, size_of
+from .predictor import Heard, Server, WarmSandbox, answered, size_of
 from .watch import Watched, watch
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,6 @@ CTL, LOG = "/ctl", "/log"
 READ_ONLY = ("submission", "inputs", "job", "ctl")
 WRITABLE = ("output", "log")
 
-Heard = Callable[[bytes], None]
 # (policy, the zygote's folders, its stdout's listener, the batch's optional preloads)
 StartZygote = Callable[[SandboxPolicy, dict[str, Path], Heard, tuple[str, ...]], Server]
 

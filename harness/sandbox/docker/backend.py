@@ -29,9 +29,9 @@ from ...errors import UserError
 from ..base import MOUNTS, Predictor, RunJob, RunOutcome, SandboxPolicy
 from ..confine import LogPump, exit_code_of, share_folders, supervised_argv, zygote_argv
 from ..layout import SAFE_ENV, host_paths, runner_args, runner_root, thread_env
-from ..predictor import SPOOL, Server, SpoolPredictor
+from ..predictor import SPOOL, Heard, Server, SpoolPredictor
 from ..watch import Ending, outcome, watch
-from ..zygote import Heard, Zygote, zygote_binds
+from ..zygote import Zygote, zygote_binds
 from .engine import client_or_error, engine_answers, image_info
 from .image import GRADER_UID, default_tag
 
@@ -88,7 +88,7 @@ class DockerBackend:
         """A warm predictor: one container running ``harness.runner serve`` for a batch."""
         return SpoolPredictor(self.name, policy, self._serve, GRADER_UID)
 
-    def _serve(self, policy: SandboxPolicy, spool: Path) -> Server:
+    def _serve(self, policy: SandboxPolicy, spool: Path, heard: Heard) -> Server:
         """Start the predictor's container: the runner's code and ``spool`` (read-write at
         ``/spool``), the same options as a run's otherwise (GPU included)."""
         mounts = [
@@ -99,7 +99,7 @@ class DockerBackend:
         options = self._options(policy, mounts, argv, "predictor")
         container = self.client.containers.create(self.image, **options)
         try:
-            return ContainerServer(container, policy)
+            return ContainerServer(container, policy, heard)
         except BaseException:
             _remove(container)
             raise
