@@ -140,3 +140,35 @@ def test_phase_a_saves_the_archive_torch_saves_without_its_canonical_form_test(
         serialize.canonicalize = test
     assert tested == [1]  # once, for the plain save
     assert plain.getvalue() == skipped.getvalue()
+
+
+def test_phase_a_saves_no_example_batch() -> None:
+    """The export's example batch (250 noise images of 150 x 150 here: 22.5 MB, pickled)
+    stays out of the archive, which the host checks and phase B reads; the graph is the
+    same as with it."""
+    import io
+    import zipfile
+
+    import torch
+
+    from harness.runner import phase_a
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(1)).eval()
+    x = torch.rand(250, 1, 150, 150)
+    saved = io.BytesIO()
+    phase_a.save(model, x, saved)
+    with zipfile.ZipFile(saved) as zf:
+        sizes = {i.filename.split("/", 1)[1]: i.file_size for i in zf.infolist()}
+        graph = zf.read(next(n for n in zf.namelist() if n.endswith("models/model.json")))
+    assert sizes["data/sample_inputs/model.pt"] < 4096
+    assert sum(sizes.values()) < 2**20
+    with torch.no_grad():
+        program = torch.export.export(model, (x,), strict=False)
+    plain = io.BytesIO()
+    torch.export.save(program, plain)
+    with zipfile.ZipFile(plain) as zf:
+        assert (
+            zf.getinfo(f"{zf.namelist()[0].split('/')[0]}/data/sample_inputs/model.pt").file_size
+            > x.numel() * 4
+        )
+        assert zf.read(next(n for n in zf.namelist() if n.endswith("models/model.json"))) == graph
