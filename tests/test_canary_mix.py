@@ -65,3 +65,34 @@ def test_a_split_that_is_not_uint8_rows_is_refused(tmp_path: Path) -> None:
     split = _split(tmp_path / "split", np.zeros((4, 1, 2, 2), dtype=np.float32))
     with pytest.raises(ValueError, match="expected uint8 rows"):
         canary.mix(split, np.zeros((1, 1, 2, 2), np.uint8), np.zeros(1), tmp_path / "m", "k")  # type: ignore[arg-type]
+
+
+def test_phase_b_shares_one_mix_per_split_and_keeps_the_last_few(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``canary.shared_mix``: every phase-B run of a split predicts the same mixed file,
+    written once, in an order of the split's own (not a grading's); a process keeps the
+    last four splits' and removes the rest."""
+    monkeypatch.setenv("HARNESS_SECRET_SEED", "5")
+    settings.cache_clear()
+    monkeypatch.setattr(canary, "_shared", type(canary._shared)())
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (3, 1, 2, 2), dtype=np.uint8)
+    splits = []
+    for i in range(6):
+        split = _split(tmp_path / f"split{i}", rng.integers(0, 256, (20, 1, 2, 2), np.uint8))
+        split.key = f"split {i}"  # type: ignore[attr-defined]
+        splits.append(split)
+    first = canary.shared_mix(splits[0], images, np.zeros(3))  # type: ignore[arg-type]
+    assert canary.shared_mix(splits[0], images, np.zeros(3)) is first  # type: ignore[arg-type]
+    written = np.load(first.inputs_dir / "inputs.npy")
+    assert np.array_equal(written[first.hidden_at], np.load(splits[0].inputs_path))
+    assert np.array_equal(written[first.canary_at], images)
+    assert not first.hidden_at.flags.writeable  # shared by every grading of the split
+    own = canary.mix(splits[0], images, np.zeros(3), tmp_path / "own", "a grading's key")  # type: ignore[arg-type]
+    assert not np.array_equal(own.hidden_at, first.hidden_at)  # the eager fallback's own
+    folders = [canary.shared_mix(s, images, np.zeros(3)).inputs_dir for s in splits]  # type: ignore[arg-type]
+    assert len(set(folders)) == 6 and folders[0] == first.inputs_dir
+    assert [f.exists() for f in folders] == [False, False, True, True, True, True]
+    assert oct(folders[-1].parent.stat().st_mode & 0o777) == "0o755"
+    settings.cache_clear()

@@ -32,7 +32,7 @@ def predict(checked: Checked) -> Predicted:
     assert g.sub.manifest is not None
     g.stage("predict")
     ws = g.workspace
-    probe = _Probe.of(g)
+    probe = _Probe.of(g, shared=True)
     batch, recheck = checked.exported.batch, not checked.independent
     spec = predict_job_spec(g.task, g.sub.manifest, batch, probe.spec, recheck)
     job = job_with_files(ws, "predict-job", spec, {PROGRAM: checked.program})
@@ -99,14 +99,18 @@ class _Probe:
     notes: tuple[Flag, ...]  # why canaries could not be mixed in
 
     @classmethod
-    def of(cls, g: Grading) -> _Probe:
+    def of(cls, g: Grading, *, shared: bool = False) -> _Probe:
+        """``shared``: phase B's mix, one per split (``canary.shared_mix``); else the
+        grading's own, in its workspace (the eager fallback)."""
         if g.mode != "grade":
             return cls(None, None, ())
         task = g.task
         drawn = canary.draw(task, task.integrity.canaries, g.options.data_root)
         mixed = None
         notes: tuple[Flag, ...] = ()
-        if drawn is not None:
+        if drawn is not None and shared:
+            mixed = canary.shared_mix(g.split, *drawn)
+        elif drawn is not None:
             folder = g.workspace.root / "mixed-inputs"
             mixed = canary.mix(g.split, *drawn, folder, g.cache_key)
         else:
