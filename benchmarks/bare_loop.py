@@ -4,7 +4,7 @@ loads its weights and runs it on every image in the task's batch size under infe
 mode; no sandbox, no checks, no result documents.
 
     python benchmarks/bare_loop.py --inputs inputs.npy --labels labels.npy \\
-        --batch-size 250 [--keep-freed-memory] SUBMISSION...
+        --batch-size 250 [--keep-freed-memory] [--threads N] SUBMISSION...
 
 Prints one JSON object: the wall time of the process's own work (from before ``import
 torch`` to the last model), and each model's seconds, images per second and MSE (or
@@ -94,8 +94,17 @@ def main(argv: list[str] | None = None) -> None:
         help="keep freed memory in the C heap for the next batch, as the harness's "
         "predicting runs do (harness/runner/heap.py)",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch's intra-op threads (default: torch's own choice, one per core); with 1, "
+        "the loop's time against the default's is how well one model uses every core",
+    )
     parser.add_argument("submissions", type=Path, nargs="+")
     a = parser.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     if a.keep_freed_memory:
         from harness.runner.heap import keep_freed_memory
 
