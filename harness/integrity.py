@@ -132,18 +132,19 @@ def _memorized(message: str) -> Flag:
 # -- evidence for the duplicates report -----------------------------------------------
 def weights_evidence(header: SafetensorsHeader) -> dict[str, Any]:
     """A digest of the weights' values (names, dtypes, shapes, bytes) and a sample of each
-    large float tensor at positions fixed by its shape (so equal shapes are comparable)."""
+    large float tensor at positions fixed by its shape (so equal shapes are comparable).
+    One tensor at a time, hashed and sampled where it lies: no copy of it is made."""
     digest = hashlib.sha256()
     sketch: dict[str, list[float]] = {}
     for entry in sorted(header.tensors, key=lambda t: t.name):
-        values = read_tensor(header.path, entry)
+        values = np.ascontiguousarray(read_tensor(header.path, entry))
         digest.update(f"{entry.name}|{entry.dtype}|{entry.shape}|".encode())
-        digest.update(np.ascontiguousarray(values).tobytes())
+        digest.update(values.data.cast("B"))  # the bytes ``tobytes`` would copy
         if entry.dtype in FLOAT_DTYPES and entry.numel >= SKETCH_MIN:
-            flat = values.reshape(-1).astype(np.float64)
             rng = np.random.default_rng(_shape_seed(entry.shape))
             picks = rng.choice(entry.numel, size=SKETCH_VALUES, replace=False)
-            sketch[entry.name] = [round(float(v), 6) for v in flat[picks]]
+            picked = values.reshape(-1)[picks].astype(np.float64)
+            sketch[entry.name] = [round(float(v), 6) for v in picked]
     shapes = {t.name: list(t.shape) for t in header.tensors if t.name in sketch}
     return {"weights_sha256": digest.hexdigest(), "sketch": sketch, "shapes": shapes}
 

@@ -235,7 +235,7 @@ def scatter_sample(
     }
 
 
-_CHUNK_VALUES = 2_000_000  # resampled values held at once (16 MB of int64 indices)
+_CHUNK_VALUES = 250_000  # resampled values held at once (2 MB of int64 indices)
 
 
 def bootstrap_values(

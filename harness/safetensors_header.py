@@ -147,7 +147,7 @@ def _decode(dtype: str, flat: np.ndarray) -> np.ndarray:
         return _e4m3_table()[flat]
     if dtype == "BOOL":
         return flat != 0
-    return flat.astype(flat.dtype.newbyteorder("="))
+    return flat.astype(flat.dtype.newbyteorder("="), copy=False)  # a copy only to swap bytes
 
 
 @cache

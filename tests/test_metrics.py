@@ -280,7 +280,7 @@ def test_a_mean_metrics_bootstrap_resamples_per_pair_values_with_the_same_number
 ) -> None:
     """Resampling a mean metric's per-pair values gives, bit for bit, the values of the
     metric on resampled pairs (what the bootstrap did before, and still does for others);
-    2,500 pairs and 1,000 samples span two chunks of resamples."""
+    2,500 pairs and 1,000 samples span ten chunks of resamples."""
     import dataclasses
 
     m = METRICS.get(name)
@@ -353,3 +353,26 @@ def test_format() -> None:
     assert METRICS.get("accuracy").format(0.8294) == "82.94%"
     assert METRICS.get("mse").format(0.000008) == "8e-06"
     assert METRICS.get("mse").format(None) == "n/a"
+
+
+@pytest.mark.parametrize("name", ["mse", "pearson"])  # per-pair values, and pairs
+def test_a_bootstrap_holds_a_few_megabytes_at_once_whatever_its_chunks(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two gradings score at once in a batch: each bootstrap's resamples are held a
+    chunk at a time (``_CHUNK_VALUES``), and the chunks change no number."""
+    import tracemalloc
+
+    from harness import metrics
+
+    m = METRICS.get(name)
+    y, p = sample(m, 5000, seed=4)
+    tracemalloc.start()
+    try:
+        chunked = bootstrap_values(m, y, p, samples=1000, seed=2)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20  # 2 M values at once (before) held 32 MB for MSE alone
+    monkeypatch.setattr(metrics, "_CHUNK_VALUES", 10**9)  # every resample at once
+    assert np.array_equal(chunked, bootstrap_values(m, y, p, samples=1000, seed=2))
