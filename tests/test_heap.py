@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,12 +44,13 @@ print(json.dumps({"took": took, "faults": faults, "kept_mb": kept, "released_mb"
 """
 
 
-def _child(mode: str) -> dict[str, float]:
+def _child(mode: str, script: str = CHILD) -> dict[str, Any]:
+    """``script`` in a fresh interpreter, with no malloc settings from the environment."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"):
         env.pop(name, None)
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, mode], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", script, mode], env=env, capture_output=True, text=True, check=True
     )
     return json.loads(out.stdout)
 
@@ -94,18 +96,8 @@ print(json.dumps({"faults": faults, "use": memory_use(), "room": room_to_keep()}
 """
 
 
-def _limited(mode: str) -> dict[str, object]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"):
-        env.pop(name, None)
-    out = subprocess.run(
-        [sys.executable, "-c", LIMITED, mode], env=env, capture_output=True, text=True, check=True
-    )
-    return json.loads(out.stdout)
-
-
 def test_a_run_near_its_memory_limit_keeps_nothing() -> None:
-    room, tight = _limited("room"), _limited("tight")
+    room, tight = _child("room", LIMITED), _child("tight", LIMITED)
     assert room["room"] is True and tight["room"] is False
     ((used, limit),) = tight["use"]  # RLIMIT_DATA, and what counts against it
     assert limit / 2 <= used < limit
