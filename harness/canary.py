@@ -141,6 +141,24 @@ _shared: OrderedDict[tuple[str, str, int], Mixed] = OrderedDict()
 _shared_lock = threading.Lock()
 
 
+_MIX_PREFIX = "harness-mix-"  # then the pid of the process that keeps it
+
+
+def _sweep_orphans() -> None:
+    """Remove the shared mixes of processes that ended without their exit handlers (a
+    killed grading, a Ray worker stopped hard): each folder names its process."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{_MIX_PREFIX}*-*"):
+        pid = folder.name.removeprefix(_MIX_PREFIX).partition("-")[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, another user's
+
+
 def shared_mix(split: PreparedSplit, images: np.ndarray, labels: np.ndarray) -> Mixed:
     """The mix every phase-B run of this process predicts for ``split``: mixed once, in
     an order drawn from the secret seed and the split alone, kept in a folder of its own
@@ -150,7 +168,8 @@ def shared_mix(split: PreparedSplit, images: np.ndarray, labels: np.ndarray) -> 
     keeps nothing between calls, so it cannot count its calls, and where the canaries
     sit tells it nothing beyond what each batch's images do. One secret order can serve
     every submission, and the grading process writes the split once instead of once per
-    submission (112 MB for 5,000 images of 150 x 150). The eager fallback runs the
+    submission (112 MB for 5,000 images of 150 x 150). Its folder goes when the process
+    exits, or, after a kill, with the next process's first shared mix. The eager fallback runs the
     submission's own code, which could count its calls and learn the order from its
     report: it gets an order of its own (``mix`` with the grading's key)."""
     key = (str(split.inputs_path), split.key, len(images))
@@ -159,7 +178,8 @@ def shared_mix(split: PreparedSplit, images: np.ndarray, labels: np.ndarray) -> 
         if mixed is not None and (mixed.inputs_dir / "inputs.npy").is_file():
             _shared.move_to_end(key)
             return mixed
-        folder = Path(tempfile.mkdtemp(prefix="harness-mix-"))
+        _sweep_orphans()
+        folder = Path(tempfile.mkdtemp(prefix=f"{_MIX_PREFIX}{os.getpid()}-"))
         os.chmod(folder, 0o755)  # read by the sandboxes' users, as a workspace is
         atexit.register(shutil.rmtree, folder, True)
         try:

@@ -5,6 +5,7 @@ row by row."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -95,4 +96,36 @@ def test_phase_b_shares_one_mix_per_split_and_keeps_the_last_few(
     assert len(set(folders)) == 6 and folders[0] == first.inputs_dir
     assert [f.exists() for f in folders] == [False, False, True, True, True, True]
     assert oct(folders[-1].parent.stat().st_mode & 0o777) == "0o755"
+    settings.cache_clear()
+
+
+def test_a_killed_process_shared_mix_goes_with_the_next_process_first_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A grading process killed before its exit handlers leaves its shared mix; the next
+    process that mixes removes it (the folder names its process), and never a live one's."""
+    import subprocess
+    import sys
+    import tempfile
+
+    monkeypatch.setenv("HARNESS_SECRET_SEED", "5")
+    settings.cache_clear()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(canary, "_shared", type(canary._shared)())
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        orphan = tmp_path / f"harness-mix-{int(ended.stdout)}-abc"
+        kept = tmp_path / f"harness-mix-{alive.pid}-def"
+        for folder in (orphan, kept):
+            (folder / "inputs").mkdir(parents=True)
+        split = _split(tmp_path / "split", np.zeros((4, 1, 2, 2), np.uint8))
+        split.key = "a split"  # type: ignore[attr-defined]
+        mixed = canary.shared_mix(split, np.zeros((1, 1, 2, 2), np.uint8), np.zeros(1))  # type: ignore[arg-type]
+        assert not orphan.exists() and kept.exists()
+        assert mixed.inputs_dir.parent.name.startswith(f"harness-mix-{os.getpid()}-")
+    finally:
+        alive.kill()
+        alive.wait()
     settings.cache_clear()
