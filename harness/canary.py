@@ -137,11 +137,9 @@ def mix(
 
 _MIX_ROWS = 256  # rows written at a time (150x150 gray: 5.8 MB)
 _SHARED_SPLITS = 4  # shared mixes kept by a process (the last used)
+_MIX_PREFIX = "harness-mix-"  # then the pid of the process that keeps it
 _shared: OrderedDict[tuple[str, str, int], Mixed] = OrderedDict()
 _shared_lock = threading.Lock()
-
-
-_MIX_PREFIX = "harness-mix-"  # then the pid of the process that keeps it
 
 
 def _sweep_orphans() -> None:
@@ -169,9 +167,11 @@ def shared_mix(split: PreparedSplit, images: np.ndarray, labels: np.ndarray) -> 
     sit tells it nothing beyond what each batch's images do. One secret order can serve
     every submission, and the grading process writes the split once instead of once per
     submission (112 MB for 5,000 images of 150 x 150). Its folder goes when the process
-    exits, or, after a kill, with the next process's first shared mix. The eager fallback runs the
-    submission's own code, which could count its calls and learn the order from its
-    report: it gets an order of its own (``mix`` with the grading's key)."""
+    exits, or, after a kill, with the next process's first shared mix.
+
+    The eager fallback runs the submission's own code, which could count its calls and
+    learn the order from its report: it gets an order of its own (``mix`` with the
+    grading's key)."""
     key = (str(split.inputs_path), split.key, len(images))
     with _shared_lock:
         mixed = _shared.get(key)

@@ -24,6 +24,7 @@ from pathlib import Path
 from .heap import release_freed_memory
 
 POLL_SECONDS = 0.002
+IMPORTED = "serve: torch imported"  # the server's first words, which the host waits for
 NO_SUBMISSION = Path("/submission")  # never mounted in the predictor's sandbox
 
 Run = Callable[[argparse.Namespace], int]
@@ -37,7 +38,7 @@ def serve(argv: list[str], run: Run) -> int:
     from . import phase_b  # noqa: F401  (and the phase-B stack with it)
 
     took = time.perf_counter() - t
-    print(f"serve: torch imported in {took:.2f} s (pid {os.getpid()})", flush=True)
+    print(f"{IMPORTED} in {took:.2f} s (pid {os.getpid()})", flush=True)
     served = 0
     while not (spool / "stop").exists():
         request = _next(spool)

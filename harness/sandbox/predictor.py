@@ -45,6 +45,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self
 
+from ..runner import serve
 from ..safefs import open_under, walk
 from .base import Backend, RunJob, RunOutcome, SandboxPolicy
 from .confine import LogPump, exit_code_of, kill_group, output_over, share_folders
@@ -109,7 +110,7 @@ class Server(Protocol):
 
 Heard = Callable[[bytes], None]  # what a warm sandbox says, chunk by chunk
 StartServer = Callable[[SandboxPolicy, Path, Heard], Server]
-IMPORTED = b"serve: torch imported"  # the server's first line (``runner/serve.py``)
+IMPORTED = serve.IMPORTED.encode()  # the server's first words: its imports are done
 
 
 class WarmSandbox(ABC):
