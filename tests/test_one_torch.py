@@ -15,7 +15,7 @@ from kit import make_submission
 import harness
 from harness.options import GradeOptions
 from harness.pipeline import grade_submission
-from harness.runner.contract import TORCH, TORCHVISION, torch_mismatch
+from harness.runner.contract import TORCH, TORCHVISION, ModelIO, torch_mismatch
 from harness.sandbox.docker.image import DOCKERFILE_DIR, OFFLINE_REQUIREMENTS, default_tag
 
 ROOT = Path(harness.__file__).resolve().parent.parent
@@ -172,3 +172,58 @@ def test_phase_a_saves_no_example_batch() -> None:
             > x.numel() * 4
         )
         assert zf.read(next(n for n in zf.namelist() if n.endswith("models/model.json"))) == graph
+
+
+@pytest.mark.parametrize("name", ["tv_mobilenet_v3_small", "timm_levit_128s", "student_lstm_rows"])
+def test_the_export_reads_only_its_examples_shape(name: str) -> None:
+    """Phase A exports on ``phase_a.placeholder`` (values left unset) rather than seeded
+    noise: ``torch.export`` traces on a fake tensor, so the archive must be the same,
+    byte for byte, as from a noise batch and from a batch of zeros."""
+    import io
+
+    import torch
+    from model_zoo import entries
+
+    from harness.runner import phase_a
+
+    entry = next(e for e in entries() if e.name == name)
+    namespace: dict[str, object] = {}
+    exec(compile(entry.source, f"<{name}>", "exec"), namespace)
+    torch.manual_seed(0)
+    model = namespace["build_model"]().eval()  # type: ignore[operator]
+    shape = (3, 32, 32) if entry.shape == "cifar" else (1, 28, 28)
+    job = _io(shape)
+    archives = []
+    for x in (phase_a.placeholder(job, 4), torch.rand(4, *shape), torch.zeros(4, *shape)):
+        saved = io.BytesIO()
+        phase_a.save(model, x, saved)
+        archives.append(saved.getvalue())
+    assert archives[0] == archives[1] == archives[2]
+
+
+def test_a_model_that_reads_its_inputs_values_fails_the_export_on_any_example() -> None:
+    """A forward that branches on its input's values cannot be exported from a fake
+    tensor, whatever the example holds: the placeholder changes no model's outcome."""
+    import io
+
+    import torch
+
+    from harness.runner import phase_a
+
+    class Branches(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.mean((1, 2, 3)) if bool(x.mean() > 0.5) else -x.mean((1, 2, 3))
+
+    job = _io((1, 8, 8))
+    errors = []
+    for x in (phase_a.placeholder(job, 4), torch.rand(4, 1, 8, 8)):
+        with pytest.raises(phase_a.ExportError) as caught:
+            phase_a.save(Branches().eval(), x, io.BytesIO())
+        errors.append(str(caught.value).split(":")[0])
+    assert errors[0] == errors[1]
+
+
+def _io(shape: tuple[int, ...]) -> ModelIO:
+    return ModelIO(
+        kind="regression", num_classes=0, input_shape=shape, normalize=None, device="cpu", threads=1
+    )
