@@ -82,12 +82,39 @@ class _Pool(Generic[W]):
     def _lists(self, policy: SandboxPolicy) -> tuple[list[W], list[W]]:
         return self._idle.setdefault(policy, []), self._all.setdefault(policy, [])
 
-    def close(self) -> None:
+    def take_all(self) -> list[W]:
+        """Every sandbox opened, which the pool forgets: the caller closes them."""
         with self._free:
             open_now = [w for warms in self._all.values() for w in warms]
             self._idle, self._all = {}, {}
-        for warm in open_now:
+        return open_now
+
+    def close(self) -> None:
+        close_all(self.take_all())
+
+
+def close_all(warms: list[W]) -> None:
+    """Close ``warms`` at once, one thread each: a container's kill and removal waits on
+    the engine (about 0.12 s each on the benchmark's machine), so three closed in turn
+    were the last 0.38 s of a docker batch."""
+    if len(warms) == 1:
+        warms[0].close()
+        return
+    failed: list[BaseException] = []
+
+    def close(warm: W) -> None:
+        try:
             warm.close()
+        except BaseException as exc:  # raised here once all are closed, as in turn
+            failed.append(exc)
+
+    threads = [threading.Thread(target=close, args=(w,), name="warm-close") for w in warms]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failed:
+        raise failed[0]
 
 
 def _parallel(warm: _Warm) -> bool:
@@ -145,8 +172,8 @@ class WarmSandboxes:
             threading.Thread(target=_start_in_turn, args=(opened,), daemon=True).start()
 
     def close(self) -> None:
-        self._runners.close()
-        self._predictors.close()
+        warms: list[_Warm] = [*self._runners.take_all(), *self._predictors.take_all()]
+        close_all(warms)
 
     def __enter__(self) -> WarmSandboxes:
         return self

@@ -10,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from harness.sandbox import RunJob, RunOutcome, SandboxPolicy
 from harness.warm import WarmSandboxes
 
@@ -171,3 +173,42 @@ def test_the_process_backends_runs_are_parallel_and_a_zygote_is_not() -> None:
     process = ProcessBackend()
     assert process.runner(POLICY).parallel and process.predictor(POLICY).parallel  # type: ignore[attr-defined]
     assert not getattr(BwrapBackend().runner(POLICY), "parallel", False)
+
+
+class SlowToClose(Runner):
+    def close(self) -> None:
+        self.closing_at = time.monotonic()
+        time.sleep(0.3)  # a container's kill and removal
+        if self.policy.memory_bytes == 2**31:
+            raise RuntimeError("the engine did not answer")
+        super().close()
+
+
+class SlowBackend(Backend):
+    def runner(self, policy: SandboxPolicy, preload: tuple[str, ...] = ()) -> Runner:
+        with self.lock:
+            self.opened.append(SlowToClose(self, policy))
+            return self.opened[-1]
+
+
+def test_a_batchs_sandboxes_are_closed_at_once_and_a_failed_close_is_still_raised() -> None:
+    """Closing the batch's runners and predictors together: four that each take 0.3 s
+    are closed in about 0.3 s, not 1.2 s; one whose close fails still fails the close,
+    once every other sandbox was closed."""
+    backend = SlowBackend()
+    warm = WarmSandboxes(backend, jobs=4)  # type: ignore[arg-type]
+    warm.prewarm(POLICY)
+    _runs(warm, [_job(POLICY)])
+    assert len(backend.opened) == 5  # 4 predictors, 1 runner
+    t0 = time.monotonic()
+    warm.close()
+    assert time.monotonic() - t0 < 0.9
+    assert all(r.closed for r in backend.opened)
+    assert max(r.closing_at for r in backend.opened) - t0 < 0.2  # none waited for another
+
+    failing = SlowBackend()
+    warm = WarmSandboxes(failing, jobs=2)  # type: ignore[arg-type]
+    _runs(warm, [_job(POLICY), _job(replace(POLICY, memory_bytes=2**31))])
+    with pytest.raises(RuntimeError, match="did not answer"):
+        warm.close()
+    assert sum(r.closed for r in failing.opened) == len(failing.opened) - 1
