@@ -57,6 +57,9 @@ from kit import save_weights, write_manifest  # noqa: E402
 
 PY = sys.executable
 TARGETS = {"harness_over_bare": 1.25, "naive_over_harness": 1.8, "regrade_fraction": 0.05}
+# issue 17: the process backend, which isolates nothing, at most the bare loop's time
+# (through overlap); the sandboxes at most 1.25x
+BACKEND_TARGETS = {"process": 1.0}
 FLAT_MEMORY = 1.25  # peak RSS with all submissions over peak RSS with one
 
 WIDE_HEAD = '''"""The seed CNN with a wider head (8*32*32 -> 192 -> 1)."""
@@ -519,7 +522,7 @@ def summarize(r: dict[str, Any]) -> dict[str, Any]:
     for name, row in rows.items():
         if "skipped" in row:
             continue
-        limit = TARGETS["harness_over_bare"]
+        limit = BACKEND_TARGETS.get(name, TARGETS["harness_over_bare"])
         best = row["harness_over_best_bare"]
         targets.append(_target(f"{name}: harness / faster bare", best, "<=", limit))
         if row["naive_over_harness"] is not None:
