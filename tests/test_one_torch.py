@@ -8,6 +8,7 @@ import re
 import secrets
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kit import make_submission
@@ -110,17 +111,11 @@ def test_phase_a_saves_the_archive_torch_saves_without_its_canonical_form_test(
     import io
 
     import torch
-    from model_zoo import entries
     from torch._export.serde import serialize
 
     from harness.runner import phase_a
 
-    entry = next(e for e in entries() if e.name == name)
-    namespace: dict[str, object] = {}
-    exec(compile(entry.source, f"<{name}>", "exec"), namespace)
-    torch.manual_seed(0)
-    model = namespace["build_model"]().eval()  # type: ignore[operator]
-    shape = (3, 32, 32) if entry.shape == "cifar" else (1, 28, 28)
+    model, shape = _zoo_model(name)
     with torch.no_grad():
         program = torch.export.export(model, (torch.rand(4, *shape),), strict=False)
     tested, test = [], serialize.canonicalize
@@ -182,16 +177,10 @@ def test_the_export_reads_only_its_examples_shape(name: str) -> None:
     import io
 
     import torch
-    from model_zoo import entries
 
     from harness.runner import phase_a
 
-    entry = next(e for e in entries() if e.name == name)
-    namespace: dict[str, object] = {}
-    exec(compile(entry.source, f"<{name}>", "exec"), namespace)
-    torch.manual_seed(0)
-    model = namespace["build_model"]().eval()  # type: ignore[operator]
-    shape = (3, 32, 32) if entry.shape == "cifar" else (1, 28, 28)
+    model, shape = _zoo_model(name)
     job = _io(shape)
     archives = []
     for x in (phase_a.placeholder(job, 4), torch.rand(4, *shape), torch.zeros(4, *shape)):
@@ -221,6 +210,19 @@ def test_a_model_that_reads_its_inputs_values_fails_the_export_on_any_example() 
             phase_a.save(Branches().eval(), x, io.BytesIO())
         errors.append(str(caught.value).split(":")[0])
     assert errors[0] == errors[1]
+
+
+def _zoo_model(name: str) -> tuple[Any, tuple[int, ...]]:
+    """The model zoo's ``name``, built with seed 0 in eval mode, and its input shape."""
+    import torch
+    from model_zoo import entries
+
+    entry = next(e for e in entries() if e.name == name)
+    namespace: dict[str, object] = {}
+    exec(compile(entry.source, f"<{name}>", "exec"), namespace)
+    torch.manual_seed(0)
+    model = namespace["build_model"]().eval()  # type: ignore[operator]
+    return model, (3, 32, 32) if entry.shape == "cifar" else (1, 28, 28)
 
 
 def _io(shape: tuple[int, ...]) -> ModelIO:

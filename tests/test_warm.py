@@ -66,6 +66,7 @@ class Backend:
 
     name = "counting"
     isolated = True
+    kind: type[Runner] = Runner  # what it opens
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -75,7 +76,7 @@ class Backend:
 
     def runner(self, policy: SandboxPolicy, preload: tuple[str, ...] = ()) -> Runner:
         with self.lock:
-            self.opened.append(Runner(self, policy))
+            self.opened.append(self.kind(self, policy))
             return self.opened[-1]
 
     def predictor(self, policy: SandboxPolicy) -> Runner:
@@ -151,10 +152,7 @@ class ParallelRunner(Runner):
 
 
 class ParallelBackend(Backend):
-    def runner(self, policy: SandboxPolicy, preload: tuple[str, ...] = ()) -> Runner:
-        with self.lock:
-            self.opened.append(ParallelRunner(self, policy))
-            return self.opened[-1]
+    kind = ParallelRunner
 
 
 def test_a_parallel_runner_serves_every_grading_at_once() -> None:
@@ -185,10 +183,7 @@ class SlowToClose(Runner):
 
 
 class SlowBackend(Backend):
-    def runner(self, policy: SandboxPolicy, preload: tuple[str, ...] = ()) -> Runner:
-        with self.lock:
-            self.opened.append(SlowToClose(self, policy))
-            return self.opened[-1]
+    kind = SlowToClose
 
 
 def test_a_batchs_sandboxes_are_closed_at_once_and_a_failed_close_is_still_raised() -> None:
@@ -204,7 +199,8 @@ def test_a_batchs_sandboxes_are_closed_at_once_and_a_failed_close_is_still_raise
     warm.close()
     assert time.monotonic() - t0 < 0.9
     assert all(r.closed for r in backend.opened)
-    assert max(r.closing_at for r in backend.opened) - t0 < 0.2  # none waited for another
+    closing = [r.closing_at for r in backend.opened if isinstance(r, SlowToClose)]
+    assert len(closing) == 5 and max(closing) - t0 < 0.2  # none waited for another
 
     failing = SlowBackend()
     warm = WarmSandboxes(failing, jobs=2)  # type: ignore[arg-type]
