@@ -9,6 +9,7 @@ compared with a fresh ``backend.run`` of the same job.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -195,10 +196,15 @@ def test_a_batch_predicts_as_fresh_runs_do_in_one_interpreter(
         spool = predictor._spool
         assert spool is not None and os.listdir(spool) == []  # each request removed
     assert not spool.exists()
-    # the server's own words: one interpreter, request n of it, the spool held only it
+    # the server's own words: one interpreter, request n of it, the spool held only it,
+    # and what its collection after each request walks: not torch's ~180,000 objects,
+    # which ``serve.settle`` froze after the imports
     for n, outcome in enumerate(outcomes, start=1):
         assert f"serve: request {n} of this interpreter" in outcome.log
         assert f"the spool holds ['{outcome.info['request']}']" in outcome.log
+        seen = re.search(r"; (\d+) objects before the collector, (\d+) frozen", outcome.log)
+        assert seen is not None, outcome.log[:400]
+        assert int(seen[1]) < 20_000 and int(seen[2]) > 100_000, seen[0]
     assert len({o.info["sandbox"] for o in outcomes}) == 1
     for i, (program, job) in enumerate(zip(goods, warm, strict=True)):
         fresh = _job(tmp_path, f"fresh{i}", program, inputs)
