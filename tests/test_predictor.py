@@ -202,9 +202,8 @@ def test_a_batch_predicts_as_fresh_runs_do_in_one_interpreter(
     for n, outcome in enumerate(outcomes, start=1):
         assert f"serve: request {n} of this interpreter" in outcome.log
         assert f"the spool holds ['{outcome.info['request']}']" in outcome.log
-        seen = re.search(r"; (\d+) objects before the collector, (\d+) frozen", outcome.log)
-        assert seen is not None, outcome.log[:400]
-        assert int(seen[1]) < 20_000 and int(seen[2]) > 100_000, seen[0]
+        seen = re.search(r"; (\d+) objects before the collector", outcome.log)
+        assert seen is not None and int(seen[1]) < 20_000, outcome.log[:400]
     assert len({o.info["sandbox"] for o in outcomes}) == 1
     for i, (program, job) in enumerate(zip(goods, warm, strict=True)):
         fresh = _job(tmp_path, f"fresh{i}", program, inputs)

@@ -87,8 +87,7 @@ def _handle(request: Path, served: int, spool: Path, run: Run) -> int:
         print(
             f"serve: request {served} of this interpreter (pid {os.getpid()}); "
             f"the spool holds {sorted(os.listdir(spool))}; "
-            f"{len(gc.get_objects())} objects before the collector, "
-            f"{gc.get_freeze_count()} frozen (serve.settle)",
+            f"{len(gc.get_objects())} objects before the collector",
             flush=True,
         )
         args = argparse.Namespace(
