@@ -73,3 +73,18 @@ def test_the_probe_is_predicted_in_the_main_pass_as_a_pass_of_its_own_would() ->
     same, none = with_extra(call, images, None, job, cpu)
     assert none is None
     np.testing.assert_array_equal(same, alone)
+
+
+def test_the_noise_moves_each_pixel_by_at_most_the_amplitude_and_stays_a_gray_level() -> None:
+    images = np.array([[[[0, 1, 128, 254, 255] * 40]]], dtype=np.uint8).repeat(50, axis=0)
+    moved = noisy(images, seed=3, amplitude=4)
+    assert moved.dtype == np.uint8 and moved.shape == images.shape
+    shift = moved.astype(np.int16) - images
+    assert np.abs(shift).max() == 4  # every step of the amplitude is drawn somewhere
+    assert moved[..., ::5].min() == 0 and moved[..., 4::5].max() == 255  # clipped, not wrapped
+    assert set(np.unique(shift[..., 2::5])) == set(range(-4, 5))
+    np.testing.assert_array_equal(moved, noisy(images, seed=3, amplitude=4))  # seeded
+    assert not np.array_equal(moved, noisy(images, seed=4, amplitude=4))
+    rng = np.random.default_rng(3)  # the draw the probe has always used: the same pixels
+    draw = rng.integers(-4, 5, size=images.shape, dtype=np.int16)
+    np.testing.assert_array_equal(moved, np.clip(images.astype(np.int16) + draw, 0, 255))

@@ -50,8 +50,10 @@ def static_batches(module: Callable[[torch.Tensor], Any], size: int) -> Callable
 def noisy(images: np.ndarray, seed: int, amplitude: int) -> np.ndarray:
     """``images`` with every pixel moved by at most ``amplitude`` gray levels (seeded)."""
     rng = np.random.default_rng(seed)
-    noise = rng.integers(-amplitude, amplitude + 1, size=images.shape, dtype=np.int16)
-    return np.clip(images.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+    moved = rng.integers(-amplitude, amplitude + 1, size=images.shape, dtype=np.int16)
+    moved += images  # in place: one int16 array, not three
+    np.clip(moved, 0, 255, out=moved)
+    return moved.astype(np.uint8)
 
 
 def _save(folder: Path, array: np.ndarray) -> None:
