@@ -39,11 +39,5 @@ def get_backend(name: str) -> Backend:
     backend: Backend = backends.get(name)()
     reason = backend.unavailable_reason()
     if reason:
-        raise UserError(f"the {name} sandbox cannot run here: {reason}", _HINTS.get(name, ""))
+        raise UserError(f"the {name} sandbox cannot run here: {reason}", backend.unavailable_hint())
     return backend
-
-
-_HINTS = {
-    "docker": "start the Docker engine and run `grade image build`, or use --sandbox bwrap",
-    "bwrap": "install bubblewrap (apt-get install bubblewrap), or use --sandbox docker",
-}

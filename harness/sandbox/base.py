@@ -141,6 +141,9 @@ class Backend(Protocol):
     def unavailable_reason(self) -> str | None:
         """None when the backend can run here, else one sentence saying why not."""
 
+    def unavailable_hint(self) -> str:
+        """What to do about the last ``unavailable_reason``."""
+
     def describe(self) -> dict[str, str]:
         """What result documents record about it (image and tag for docker)."""
 

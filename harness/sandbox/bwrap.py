@@ -84,6 +84,9 @@ class BwrapBackend:
     def __init__(self, python: str | None = None) -> None:
         self.python = python or sys.executable
 
+    def unavailable_hint(self) -> str:
+        return "install bubblewrap (apt-get install bubblewrap), or use --sandbox docker"
+
     def unavailable_reason(self) -> str | None:
         if shutil.which("bwrap") is None:
             return "bubblewrap (bwrap) is not installed"

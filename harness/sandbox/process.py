@@ -47,6 +47,9 @@ class ProcessBackend:
     def unavailable_reason(self) -> str | None:
         return None
 
+    def unavailable_hint(self) -> str:
+        return ""
+
     def describe(self) -> dict[str, str]:
         return {"python": sys.executable}
 

@@ -1,8 +1,9 @@
 """``--sandbox docker``: one fresh container per run. The only module that imports ``docker``.
 
 The container: no network; read-only root filesystem; a size-capped ``noexec`` tmpfs at
-``/tmp``; all capabilities dropped; ``no-new-privileges``; the image's non-root user; the
-task's pids, memory (swap included: the same number) and CPU limits as cgroup limits;
+``/tmp``; all capabilities dropped; ``no-new-privileges``; a user that is not root on the
+host (``sandbox_user``); the task's pids, memory (swap included: the same number) and CPU
+limits as cgroup limits (an engine that cannot set them is refused);
 ``fsize``/``core``/``nofile`` rlimits. The job folders are bind mounts at ``MOUNTS``,
 read-only except ``/output``. The environment holds ``SAFE_ENV`` and nothing of the host.
 stdout/stderr are read over an attach stream with a byte budget (past it the container is
@@ -12,11 +13,12 @@ killed), the output folder is watched while it runs, and the wall clock kills it
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import docker
 import docker.errors
@@ -32,11 +34,29 @@ from ..layout import SAFE_ENV, host_paths, runner_args, runner_root, thread_env
 from ..predictor import SPOOL, Heard, Server, SpoolPredictor
 from ..watch import Ending, outcome, watch
 from ..zygote import Zygote, zygote_binds
-from .engine import client_or_error, engine_answers, image_info
+from .engine import EngineFacts, client_or_error, engine_answers, engine_facts, image_info
 from .image import GRADER_UID, default_tag
 
 POLL_SECONDS = 0.25
 LABEL = "harness.sandbox"
+
+
+class SandboxUser(NamedTuple):
+    spec: str  # the container's ``user`` option, "uid:gid"
+    host_uid: int | None  # the uid to hand the writable folders to; None: the caller's
+
+
+def sandbox_user(euid: int, egid: int, rootless: bool) -> SandboxUser:
+    """Who a container runs as. A rootful engine called by root: the image's ``grader``
+    (uid 1000), handed its folders. Called by anyone else (the ``docker`` group): that
+    caller's own uid and gid, which own the folders already; uid 1000 could write them only
+    if they were open to every user of the machine. A rootless engine: uid 0, which is the
+    user that runs the engine (and the grading), with every capability dropped all the same."""
+    if rootless:
+        return SandboxUser("0:0", None)
+    if euid == 0:
+        return SandboxUser(f"{GRADER_UID}:{GRADER_UID}", GRADER_UID)
+    return SandboxUser(f"{euid}:{egid}", None)
 
 
 class DockerBackend:
@@ -56,11 +76,57 @@ class DockerBackend:
         image for CPU and GPU: PyPI's torch carries its CUDA libraries)."""
         return self._image or default_tag()
 
+    @cached_property
+    def facts(self) -> EngineFacts:
+        return engine_facts(self.client)
+
+    @cached_property
+    def user(self) -> SandboxUser:
+        return sandbox_user(os.geteuid(), os.getegid(), self.facts.rootless)
+
     def unavailable_reason(self) -> str | None:
+        found = self._unavailable()
+        return found[0] if found else None
+
+    def unavailable_hint(self) -> str:
+        found = self._unavailable()
+        return found[1] if found else ""
+
+    def _unavailable(self) -> tuple[str, str] | None:
+        """Why this engine cannot grade, and what to do about it; None when it can."""
         if not engine_answers():
-            return "the Docker engine does not answer"
+            return (
+                "the Docker engine does not answer",
+                "start it (`sudo systemctl start docker`) and run `grade image build`, "
+                "or use --sandbox bwrap",
+            )
+        facts = self.facts
+        if facts.unenforced:
+            limits = " and ".join(facts.unenforced)
+            if facts.rootless:
+                return (
+                    f"the Docker engine is rootless on a cgroup v1 host, so it cannot enforce "
+                    f"the sandbox's {limits} limits",
+                    "use --sandbox bwrap, or boot the host with cgroup v2 and delegate the "
+                    "cpu, memory and pids controllers to your user (Docker's rootless guide)",
+                )
+            return (
+                f"the Docker engine cannot enforce the sandbox's {limits} limits "
+                "(its host lacks those cgroup controllers)",
+                "use --sandbox bwrap, or enable the controllers (the kernel's "
+                "cgroup_enable=memory) and restart the engine",
+            )
+        if facts.rootless and os.geteuid() == 0:
+            return (
+                "the Docker engine is rootless, so its containers cannot write root's folders",
+                "grade as the user who runs that engine, or unset DOCKER_HOST to use the "
+                "system's engine",
+            )
         if not image_info(self.client, self.image, missing_ok=True):
-            return f"the evaluation image {self.image} is not built (run `grade image build`)"
+            return (
+                f"the evaluation image {self.image} is not built",
+                "run `grade image build` (`--offline` where no registry answers)",
+            )
         return None
 
     def describe(self) -> dict[str, str]:
@@ -68,7 +134,7 @@ class DockerBackend:
         return {"image": self.image, "image_id": str(info["id"])}
 
     def run(self, job: RunJob) -> RunOutcome:
-        share_folders(_read_only(job), job.output_dir, GRADER_UID)
+        share_folders(_read_only(job), job.output_dir, self.user.host_uid)
         t0 = time.perf_counter()
         paths = host_paths(job)
         mounts = [
@@ -86,7 +152,7 @@ class DockerBackend:
 
     def predictor(self, policy: SandboxPolicy) -> Predictor:
         """A warm predictor: one container running ``harness.runner serve`` for a batch."""
-        return SpoolPredictor(self.name, policy, self._serve, GRADER_UID)
+        return SpoolPredictor(self.name, policy, self._serve, self.user.host_uid)
 
     def _serve(self, policy: SandboxPolicy, spool: Path, heard: Heard) -> Server:
         """Start the predictor's container: the runner's code and ``spool`` (read-write at
@@ -106,7 +172,9 @@ class DockerBackend:
 
     def runner(self, policy: SandboxPolicy, preload: tuple[str, ...] = ()) -> Zygote:
         """A warm runner for the submissions' own runs: one zygote container for a batch."""
-        return Zygote(self.name, policy, self._zygote, GRADER_UID, self.run, preload=preload)
+        return Zygote(
+            self.name, policy, self._zygote, self.user.host_uid, self.run, preload=preload
+        )
 
     def _zygote(
         self,
@@ -140,7 +208,7 @@ class DockerBackend:
         gpu = p.gpu and gpu_present()
         return {
             "command": argv,
-            "user": f"{GRADER_UID}:{GRADER_UID}",
+            "user": self.user.spec,
             "environment": {
                 **SAFE_ENV,
                 **thread_env(p.cpus),

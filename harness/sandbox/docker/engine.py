@@ -3,6 +3,7 @@ builder and the backend both call these; nothing outside ``sandbox/docker`` impo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,24 @@ def engine_answers() -> bool:
         return bool(docker.from_env(timeout=5).ping())
     except (docker.errors.DockerException, requests.exceptions.RequestException):
         return False
+
+
+@dataclass(frozen=True)
+class EngineFacts:
+    """What the engine says of itself that decides how a sandbox runs on it."""
+
+    rootless: bool  # a user's own engine: its containers' root is that user
+    unenforced: tuple[str, ...]  # the sandbox's limits it cannot set ("memory", "process")
+
+
+def engine_facts(client: docker.DockerClient) -> EngineFacts:
+    """From ``docker info``: a rootless engine names itself in its security options; an
+    engine without the cgroup controllers says ``MemoryLimit``/``PidsLimit`` false (and
+    then drops those options of a container with only a warning)."""
+    info = client.info()
+    rootless = any("name=rootless" in str(option) for option in info.get("SecurityOptions") or [])
+    limits = (("MemoryLimit", "memory"), ("PidsLimit", "process"))
+    return EngineFacts(rootless, tuple(name for key, name in limits if info.get(key) is False))
 
 
 def registry_reachable(client: docker.DockerClient, image: str) -> bool:
