@@ -32,6 +32,7 @@ from .data import PreparedSplit
 from .errors import UserError
 from .results import Flag
 from .settings import settings
+from .staging import sandbox_temp
 from .tasks import TaskSpec
 
 GENERATED = ("correlation",)  # providers that draw fresh labelled images from a seed
@@ -179,8 +180,7 @@ def shared_mix(split: PreparedSplit, images: np.ndarray, labels: np.ndarray) -> 
             _shared.move_to_end(key)
             return mixed
         _sweep_orphans()
-        folder = Path(tempfile.mkdtemp(prefix=f"{_MIX_PREFIX}{os.getpid()}-"))
-        os.chmod(folder, 0o755)  # read by the sandboxes' users, as a workspace is
+        folder = sandbox_temp(f"{_MIX_PREFIX}{os.getpid()}-")  # read as a workspace is
         atexit.register(shutil.rmtree, folder, True)
         try:
             mixed = mix(split, images, labels, folder / "inputs", f"phase B|{split.key}")

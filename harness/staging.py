@@ -15,6 +15,20 @@ from .runner.contract import JOB_FILE, JobSpec, from_dict, to_json
 from .safefs import NotPlain, remove_tree
 
 
+def sandbox_temp(prefix: str) -> Path:
+    """A new folder in the system's temporary folder, for sandboxes to read below.
+
+    Open to every user (0755) only when the host runs as root: its sandboxes run as other
+    users (docker's uid 1000, bwrap's nobody), which must reach the files. Anyone else's
+    sandboxes run as the caller (bwrap maps it, docker is given its uid, a rootless
+    engine's root is it), so the folder stays the caller's alone (0700), and other users
+    of the machine never see a submission's files, outputs or the hidden inputs."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))  # 0700
+    if os.geteuid() == 0:
+        os.chmod(root, 0o755)
+    return root
+
+
 @dataclass(frozen=True)
 class Workspace:
     """A private temporary folder for one submission's runs, removed by ``close``."""
@@ -23,9 +37,7 @@ class Workspace:
 
     @classmethod
     def create(cls) -> Workspace:
-        root = Path(tempfile.mkdtemp(prefix="harness-ws-"))
-        os.chmod(root, 0o755)
-        return cls(root)
+        return cls(sandbox_temp("harness-ws-"))
 
     def stage(
         self, name: str, source: Path, files: list[str], extra: dict[str, Path] | None = None
@@ -70,8 +82,7 @@ class Workspace:
 
     def output(self, name: str) -> Path:
         folder = self.root / name
-        folder.mkdir()
-        os.chmod(folder, 0o777)  # writable by a sandbox's unprivileged user
+        folder.mkdir(mode=0o700)  # handed to the sandbox's user when it is another one
         return folder
 
     def close(self) -> None:

@@ -187,6 +187,8 @@ def test_a_docker_group_member_grades_as_root_does(monkeypatch: pytest.MonkeyPat
         assert member != 0
         assert {p.stat().st_uid for p in (root / "member").rglob("*")} == {member}
         assert seen["spools"] == []  # its read-only request folders too, not only as root
+        assert sorted(seen["modes"]) == ["mix", "spool", "ws", "zygote"]  # each kind seen
+        assert set(seen["modes"].values()) == {"0o700"}  # no other user sees in
     finally:
         settings.cache_clear()
         shutil.rmtree(root, ignore_errors=True)
@@ -198,7 +200,10 @@ def _grade_as_root_then_as_a_member(root: Path, folder: Path, report: Path) -> N
     os.mkdir(tempfile.tempdir, 0o1777)
     options = GradeOptions(sandbox="docker", results_dir=root / "as-root", jobs=1)
     [as_root] = grade([folder], options=options)  # also imports what a grading needs
-    runner_root.cache_clear()  # this process's folders, made by root: the member makes its own
+    made = [runner_root(), *(m.inputs_dir.parent for m in canary._shared.values())]
+    for path in made:  # this process's folders, made by root: the member makes its own
+        shutil.rmtree(path)
+    runner_root.cache_clear()
     canary._shared.clear()
     if os.geteuid() == 0:
         for path in [root, *root.rglob("*")]:  # the member's files, as if it had made them
@@ -207,12 +212,20 @@ def _grade_as_root_then_as_a_member(root: Path, folder: Path, report: Path) -> N
         os.setgid(NOBODY)
         os.setuid(NOBODY)
     options = GradeOptions(sandbox="docker", results_dir=root / "member", jobs=1)
-    [member] = grade([folder], options=options)
+    modes: dict[str, str] = {}
+
+    def look(task: str, team: str, stage: str) -> None:  # the folders while it grades
+        for entry in Path(tempfile.tempdir or "").glob("harness-*"):
+            if not entry.name.startswith("harness-runner-"):  # the runner's code: public
+                modes[entry.name.split("-")[1]] = oct(entry.stat().st_mode & 0o777)
+
+    [member] = grade([folder], options=options, on_stage=look)
     fields = ("status", "message", "metrics", "sandbox")
     seen = {
         "root": {k: as_root.model_dump(mode="json")[k] for k in fields},
         "member": {k: member.model_dump(mode="json")[k] for k in fields},
         "uid": os.geteuid(),
+        "modes": modes,
         "spools": sorted(p.name for p in Path(tempfile.tempdir).glob("harness-spool-*")),
     }
     report.write_text(json.dumps(seen))

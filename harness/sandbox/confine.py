@@ -252,13 +252,12 @@ def share_folders(read_only: list[Path], writable: Path, uid: int | None) -> Non
 
 
 def hand_over(folder: Path, uid: int | None) -> None:
-    """Make ``folder`` the sandbox user's to write: its own when the host runs as root
-    (``uid``: that user's host uid), else open to it; as it is when ``uid`` is None."""
-    if uid is not None and os.geteuid() == 0:
+    """Make ``folder`` the sandbox user's to write: ``uid``, that user's host uid, is given
+    only by a host running as root, and the folder becomes that user's alone; None: the
+    sandbox runs as the caller, who owns the folder already."""
+    if uid is not None:
         os.chown(folder, uid, uid)
         os.chmod(folder, 0o700)
-    elif uid is not None:
-        os.chmod(folder, 0o777)
 
 
 def _add_mode(path: Path, bits: int) -> None:

@@ -35,7 +35,6 @@ import os
 import shutil
 import stat
 import subprocess
-import tempfile
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -47,6 +46,7 @@ from typing import Protocol, Self
 
 from ..runner import serve
 from ..safefs import open_under, remove_tree, walk
+from ..staging import sandbox_temp
 from .base import Backend, RunJob, RunOutcome, SandboxPolicy
 from .confine import LogPump, exit_code_of, kill_group, output_over, share_folders
 from .watch import Ending, Watched, outcome, watch
@@ -256,8 +256,7 @@ class SpoolPredictor(WarmSandbox):
 
     def _spool_dir(self) -> Path:
         if self._spool is None:
-            self._spool = Path(tempfile.mkdtemp(prefix="harness-spool-"))
-            os.chmod(self._spool, 0o755)
+            self._spool = sandbox_temp("harness-spool-")
         return self._spool
 
     def _write_request(self, request: Path, job: RunJob) -> None:

@@ -43,7 +43,6 @@ import os
 import secrets
 import shutil
 import stat
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -52,6 +51,7 @@ from pathlib import Path
 from ..runner.emptying import empty_folder
 from ..runner.zygote import DONE_LINE, GO, UNFIT
 from ..safefs import remove_tree, walk
+from ..staging import sandbox_temp
 from .base import MOUNTS, RunJob, RunOutcome, SandboxPolicy
 from .confine import exit_code_of, hand_over, output_over
 from .layout import host_paths
@@ -268,8 +268,7 @@ def _flooded(logs: Path, log_file: Path, p: SandboxPolicy) -> bool:
 
 
 def _folders(uid: int | None) -> Path:
-    root = Path(tempfile.mkdtemp(prefix="harness-zygote-"))
-    os.chmod(root, 0o755)
+    root = sandbox_temp("harness-zygote-")
     for key in (*READ_ONLY, *WRITABLE):
         (root / key).mkdir(mode=0o755)
         if key in WRITABLE:
