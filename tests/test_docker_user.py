@@ -195,13 +195,17 @@ def test_a_docker_group_member_grades_as_root_does(monkeypatch: pytest.MonkeyPat
 
 
 def _grade_as_root_then_as_a_member(root: Path, folder: Path, report: Path) -> None:
-    """In the fork: its temporary folders under ``root`` (it ends without exit handlers)."""
+    """In the fork: its temporary folders under ``root`` (it ends without exit handlers),
+    never the test process's, whose names it inherited."""
+    runner_root.cache_clear()
+    canary._shared.clear()
     tempfile.tempdir = str(root / "tmp")
-    os.mkdir(tempfile.tempdir, 0o1777)
+    os.mkdir(tempfile.tempdir)
     options = GradeOptions(sandbox="docker", results_dir=root / "as-root", jobs=1)
     [as_root] = grade([folder], options=options)  # also imports what a grading needs
     made = [runner_root(), *(m.inputs_dir.parent for m in canary._shared.values())]
-    for path in made:  # this process's folders, made by root: the member makes its own
+    for path in made:  # the fork's folders, made by root: the member makes its own
+        assert path.is_relative_to(tempfile.tempdir)
         shutil.rmtree(path)
     runner_root.cache_clear()
     canary._shared.clear()
