@@ -71,5 +71,9 @@ def sandbox_option(
 ) -> Decorator:
     """``--sandbox NAME``: where submission code runs."""
     kw.setdefault("default", None)
-    kw.setdefault("help", "Where submission code runs [default: docker if it answers, else bwrap].")
+    kw.setdefault(
+        "help",
+        "Where submission code runs [default: docker if its engine answers and sets "
+        "the limits, else bwrap].",
+    )
     return click.option("--sandbox", type=click.Choice(list(choices)), **kw)

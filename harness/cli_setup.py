@@ -59,7 +59,7 @@ def data_prepare(
 @click.command("validate-references")
 @click.option("--task", "tasks", multiple=True, help="Only these tasks [default: all].")
 @data_root_option(help="Where the real datasets are; their scores are checked when present.")
-@sandbox_option(help="[default: docker if it answers, else bwrap]")
+@sandbox_option(help="[default: docker if its engine answers and sets the limits, else bwrap]")
 @results_option(
     help="Store the trained references' gradings here (they appear on the leaderboard)."
 )

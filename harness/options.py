@@ -14,7 +14,7 @@ OnStage = Callable[[str, str, str], None]  # (task, team, stage): see harness/pr
 
 @dataclass(frozen=True)
 class GradeOptions:
-    sandbox: str | None = None  # None: docker when it answers, else bwrap, else refuse
+    sandbox: str | None = None  # None: docker when usable here, else bwrap, else refuse
     data_root: Path | None = None
     results_dir: Path = Path("results")
     tasks_dir: Path | None = None

@@ -8,7 +8,8 @@ from .base import Backend
 
 
 def choose_backend(mode: str) -> Backend:
-    """docker when it answers, else bwrap; ``grade check`` may fall back to process."""
+    """docker when its engine answers and can set the sandbox's limits, else bwrap; ``grade
+    check`` may fall back to process."""
     reasons = []
     for name in ("docker", "bwrap"):
         if name not in backends:
