@@ -31,7 +31,9 @@ from harness.sandbox.docker.engine import EngineFacts
 from harness.sandbox.layout import runner_root
 from harness.settings import settings
 
-NOBODY = 65534
+# the member: a uid of its own, not nobody, whom bwrap's sandboxes run as when root grades
+# (a member's containers run as the member, and the suite runs bwrap tests beside this one)
+MEMBER = 60999
 ROOTLESS_USER = "harness-rootless"  # runs the rootless engine scripts/system-deps starts
 SOCKET = Path("/var/run/docker.sock")
 
@@ -151,11 +153,12 @@ def _docker_info(host: str | None) -> dict[str, Any]:
 @pytest.mark.docker
 @pytest.mark.slow
 def test_a_docker_group_member_grades_as_root_does(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The same submission graded by root, then by ``nobody`` with only the docker socket's
-    group, in a fork (so that the interpreter it imported as root needs no folder that
-    ``nobody`` cannot reach): the same status and metrics, and every file it wrote is its
-    own; the predictor's spool, read-only folders and all, is gone at the batch's end. Run
-    by a member of the group instead, the test grades twice as that member."""
+    """The same submission graded by root, then by ``MEMBER``, a user with only the docker
+    socket's group, in a fork (so that the interpreter it imported as root needs no folder
+    that user cannot reach): the same status and metrics, every file it wrote its own, its
+    folders in /tmp closed to others while it grades, and the predictor's spool, read-only
+    folders and all, gone at the batch's end. Run by a member of the group instead, the
+    test grades twice as that member."""
     root = Path(tempfile.mkdtemp(prefix="harness-docker-user-"))
     try:
         os.chmod(root, 0o755)
@@ -211,10 +214,10 @@ def _grade_as_root_then_as_a_member(root: Path, folder: Path, report: Path) -> N
     canary._shared.clear()
     if os.geteuid() == 0:
         for path in [root, *root.rglob("*")]:  # the member's files, as if it had made them
-            os.lchown(path, NOBODY, NOBODY)
+            os.lchown(path, MEMBER, MEMBER)
         os.setgroups([SOCKET.stat().st_gid])  # the docker group, whatever its number here
-        os.setgid(NOBODY)
-        os.setuid(NOBODY)
+        os.setgid(MEMBER)
+        os.setuid(MEMBER)
     options = GradeOptions(sandbox="docker", results_dir=root / "member", jobs=1)
     modes: dict[str, str] = {}
 
