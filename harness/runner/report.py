@@ -59,6 +59,7 @@ class Report:
             "timings": {},
         }
         self._t0 = time.perf_counter()
+        self._pid = os.getpid()
         self.flush()
 
     def start(self, stage: str) -> float:
@@ -90,6 +91,11 @@ class Report:
         self.flush()
 
     def flush(self) -> None:
+        """Only the runner's own process writes: a copy of it that the submission forked
+        (a fork bomb's thousands, a child that raises) would otherwise write the same
+        file at once, and leave the host a torn report or the child's error."""
+        if os.getpid() != self._pid:
+            return
         tmp = self.path.with_name(".report.json.tmp")
         tmp.write_text(json.dumps(self.data, default=str))
         os.replace(tmp, self.path)
