@@ -49,11 +49,18 @@ def test_the_container_runs_as_the_image_user_for_root_and_as_the_caller_otherwi
     ("facts", "euid", "reason", "hint"),
     [
         (
-            EngineFacts(rootless=True, unenforced=("memory", "process")),
+            EngineFacts(rootless=True, unenforced=("memory", "process"), cgroup_version="1"),
             1001,
             "the Docker engine is rootless on a cgroup v1 host, so it cannot enforce the "
             "sandbox's memory and process limits",
             "use --sandbox bwrap, or boot the host with cgroup v2",
+        ),
+        (
+            EngineFacts(rootless=True, unenforced=("process",), cgroup_version="2"),
+            1001,
+            "the Docker engine is rootless without its cgroup controllers, so it cannot "
+            "enforce the sandbox's process limits",
+            "use --sandbox bwrap, or delegate the cpu, memory and pids controllers",
         ),
         (
             EngineFacts(rootless=False, unenforced=("memory",)),
@@ -104,6 +111,7 @@ def test_the_engine_is_read_as_the_docker_cli_reads_it(monkeypatch: pytest.Monke
             n for k, n in (("MemoryLimit", "memory"), ("PidsLimit", "process")) if not info[k]
         ]
         assert list(facts.unenforced) == lacking
+        assert facts.cgroup_version == str(info["CgroupVersion"])
     monkeypatch.delenv("DOCKER_HOST")
     assert DockerBackend().unavailable_reason() is None  # the suite's engine grades
 

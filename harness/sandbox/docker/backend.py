@@ -104,11 +104,14 @@ class DockerBackend:
         if facts.unenforced:
             limits = " and ".join(facts.unenforced)
             if facts.rootless:
+                v1 = facts.cgroup_version == "1"
+                where = "on a cgroup v1 host" if v1 else "without its cgroup controllers"
+                fix = "boot the host with cgroup v2 and delegate" if v1 else "delegate"
                 return (
-                    f"the Docker engine is rootless on a cgroup v1 host, so it cannot enforce "
-                    f"the sandbox's {limits} limits",
-                    "use --sandbox bwrap, or boot the host with cgroup v2 and delegate the "
-                    "cpu, memory and pids controllers to your user (Docker's rootless guide)",
+                    f"the Docker engine is rootless {where}, so it cannot enforce the "
+                    f"sandbox's {limits} limits",
+                    f"use --sandbox bwrap, or {fix} the cpu, memory and pids controllers to "
+                    "your user (Docker's rootless guide)",
                 )
             return (
                 f"the Docker engine cannot enforce the sandbox's {limits} limits "

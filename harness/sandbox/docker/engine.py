@@ -41,6 +41,7 @@ class EngineFacts:
 
     rootless: bool  # a user's own engine: its containers' root is that user
     unenforced: tuple[str, ...]  # the sandbox's limits it cannot set ("memory", "process")
+    cgroup_version: str = ""  # "1" or "2", as the engine reports it
 
 
 def engine_facts(client: docker.DockerClient) -> EngineFacts:
@@ -50,7 +51,8 @@ def engine_facts(client: docker.DockerClient) -> EngineFacts:
     info = client.info()
     rootless = any("name=rootless" in str(option) for option in info.get("SecurityOptions") or [])
     limits = (("MemoryLimit", "memory"), ("PidsLimit", "process"))
-    return EngineFacts(rootless, tuple(name for key, name in limits if info.get(key) is False))
+    unenforced = tuple(name for key, name in limits if info.get(key) is False)
+    return EngineFacts(rootless, unenforced, str(info.get("CgroupVersion") or ""))
 
 
 def registry_reachable(client: docker.DockerClient, image: str) -> bool:
