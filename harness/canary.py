@@ -14,12 +14,10 @@ gives a private test set, and the result says so.
 
 from __future__ import annotations
 
-import atexit
 import functools
 import hashlib
 import os
 import shutil
-import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -32,7 +30,7 @@ from .data import PreparedSplit
 from .errors import UserError
 from .results import Flag
 from .settings import settings
-from .staging import sandbox_temp
+from .staging import process_temp
 from .tasks import TaskSpec
 
 GENERATED = ("correlation",)  # providers that draw fresh labelled images from a seed
@@ -143,21 +141,6 @@ _shared: OrderedDict[tuple[str, str, int], Mixed] = OrderedDict()
 _shared_lock = threading.Lock()
 
 
-def _sweep_orphans() -> None:
-    """Remove the shared mixes of processes that ended without their exit handlers (a
-    killed grading, a Ray worker stopped hard): each folder names its process."""
-    for folder in Path(tempfile.gettempdir()).glob(f"{_MIX_PREFIX}*-*"):
-        pid = folder.name.removeprefix(_MIX_PREFIX).partition("-")[0]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(folder, ignore_errors=True)
-        except PermissionError:
-            pass  # alive, another user's
-
-
 def shared_mix(split: PreparedSplit, images: np.ndarray, labels: np.ndarray) -> Mixed:
     """The mix every phase-B run of this process predicts for ``split``: mixed once, in
     an order drawn from the secret seed and the split alone, kept in a folder of its own
@@ -179,9 +162,7 @@ def shared_mix(split: PreparedSplit, images: np.ndarray, labels: np.ndarray) -> 
         if mixed is not None and (mixed.inputs_dir / "inputs.npy").is_file():
             _shared.move_to_end(key)
             return mixed
-        _sweep_orphans()
-        folder = sandbox_temp(f"{_MIX_PREFIX}{os.getpid()}-")  # read as a workspace is
-        atexit.register(shutil.rmtree, folder, True)
+        folder = process_temp(_MIX_PREFIX)  # read as a workspace is
         try:
             mixed = mix(split, images, labels, folder / "inputs", f"phase B|{split.key}")
         except BaseException:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -27,6 +28,26 @@ def sandbox_temp(prefix: str) -> Path:
     if os.geteuid() == 0:
         os.chmod(root, 0o755)
     return root
+
+
+def process_temp(prefix: str) -> Path:
+    """A ``sandbox_temp`` folder kept until this process exits, named ``prefix``, then its
+    pid. A process killed before its exit handlers (a grading stopped with SIGKILL, a Ray
+    worker stopped hard) leaves its folders; the next process to make one with the same
+    prefix removes them, and never a live process's."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{prefix}*-*"):
+        pid = folder.name.removeprefix(prefix).partition("-")[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, another user's
+    folder = sandbox_temp(f"{prefix}{os.getpid()}-")
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
 
 
 @dataclass(frozen=True)

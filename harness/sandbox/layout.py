@@ -4,13 +4,11 @@ the sandbox, and the environment (``SAFE_ENV``, the math libraries' thread count
 
 from __future__ import annotations
 
-import atexit
-import os
 import shutil
-import tempfile
 from functools import cache
 from pathlib import Path
 
+from ..staging import process_temp
 from .base import MOUNTS, RunJob
 
 RUNNER_SOURCE = Path(__file__).resolve().parent.parent / "runner"
@@ -23,14 +21,12 @@ def runner_root() -> Path:
     Backends mount it read-only as ``/opt/harness``: the sandbox sees the runner's code
     and nothing else of the harness.
     """
-    root = Path(tempfile.mkdtemp(prefix="harness-runner-"))
-    atexit.register(shutil.rmtree, root, True)
+    root = process_temp("harness-runner-")
     pkg = root / "harness"
     (pkg / "runner").mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
     for src in RUNNER_SOURCE.glob("*.py"):
         shutil.copy2(src, pkg / "runner" / src.name)
-    os.chmod(root, 0o755)
     return root
 
 
