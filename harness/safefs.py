@@ -11,11 +11,13 @@ goes through this module:
   ``O_NOFOLLOW`` (a link anywhere on the way fails), and only a regular file;
 - ``plain_file`` checks the same for a path handed on to a reader that takes paths;
 - ``remove_tree`` deletes a tree through directory file descriptors, moving each sub-folder
-  up to the top before emptying it, so depth never grows and no link is followed.
+  up to the top before emptying it, so depth never grows and no link is followed;
+  ``discard`` does so where a failure must not stop the caller (a workspace, a spool).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import Iterator
@@ -27,6 +29,7 @@ from .runner.emptying import DIR_FLAGS, remove_tree
 __all__ = [
     "NotPlain",
     "TreeTooLarge",
+    "discard",
     "open_under",
     "plain_file",
     "read_under",
@@ -128,3 +131,11 @@ def plain_file(root: Path, path: Path) -> Path:
     if not stat.S_ISREG(info.st_mode):
         raise NotPlain(f"{rel} is not a regular file")
     return path
+
+
+def discard(path: Path) -> None:
+    """``remove_tree``, quietly: what cannot be removed is left. Read-only folders (a
+    job's 0555 ``inputs``) are removed as well, whoever runs the host: ``shutil.rmtree``
+    empties them only for root."""
+    with contextlib.suppress(OSError):
+        remove_tree(path)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import contextlib
 import os
 import shutil
 import stat
@@ -13,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .runner.contract import JOB_FILE, JobSpec, from_dict, to_json
-from .safefs import NotPlain, remove_tree
+from .safefs import NotPlain, discard
 
 
 def sandbox_temp(prefix: str) -> Path:
@@ -109,8 +108,7 @@ class Workspace:
     def close(self) -> None:
         """Remove the workspace, whatever a sandbox left in it: links are removed, never
         followed; any depth (``safefs.remove_tree``)."""
-        with contextlib.suppress(OSError):
-            remove_tree(self.root)
+        discard(self.root)
 
 
 def _copy_plain(src: Path, dest: Path) -> None:

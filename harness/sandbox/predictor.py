@@ -45,7 +45,7 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from ..runner import serve
-from ..safefs import open_under, remove_tree, walk
+from ..safefs import discard, open_under, walk
 from ..staging import sandbox_temp
 from .base import Backend, RunJob, RunOutcome, SandboxPolicy
 from .confine import LogPump, exit_code_of, kill_group, output_over, share_folders
@@ -180,7 +180,7 @@ class SpoolPredictor(WarmSandbox):
     def _close(self) -> None:
         self._stop()
         if self._spool is not None:
-            _discard(self._spool)
+            discard(self._spool)
             self._spool = None
 
     def predict(self, job: RunJob) -> RunOutcome:
@@ -230,7 +230,7 @@ class SpoolPredictor(WarmSandbox):
             )
             return self._finish(job, request, server, seen, time.perf_counter() - t0)
         finally:
-            _discard(request)
+            discard(request)
 
     def _finish(
         self, job: RunJob, request: Path, server: Server, seen: Watched, wall: float
@@ -296,7 +296,7 @@ class SpoolPredictor(WarmSandbox):
             self._server = None
         if self._spool is not None:  # nothing of a killed sandbox's requests stays
             for entry in os.scandir(self._spool):
-                _discard(Path(entry.path))
+                discard(Path(entry.path))
 
 
 def _listen(imported: threading.Event) -> Heard:
@@ -445,11 +445,3 @@ def ended_within(proc: subprocess.Popen[bytes], seconds: float) -> bool:
     except subprocess.TimeoutExpired:
         return False
     return True
-
-
-def _discard(path: Path) -> None:
-    """Remove a request or the spool. Its ``job`` and ``inputs`` folders are read-only
-    (0555): ``shutil.rmtree`` could not empty them unless the host runs as root, and left
-    each request's inputs in ``/tmp`` on every grading by a user."""
-    with contextlib.suppress(OSError):
-        remove_tree(path)

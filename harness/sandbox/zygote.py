@@ -50,7 +50,7 @@ from pathlib import Path
 
 from ..runner.emptying import empty_folder
 from ..runner.zygote import DONE_LINE, GO, UNFIT
-from ..safefs import remove_tree, walk
+from ..safefs import discard, walk
 from ..staging import sandbox_temp
 from .base import MOUNTS, RunJob, RunOutcome, SandboxPolicy
 from .confine import exit_code_of, hand_over, output_over
@@ -160,7 +160,7 @@ class Zygote(WarmSandbox):
             self._kill()
         if self._server is None:
             if self._root is not None:  # a killed sandbox's last processes may still be ending
-                _remove(self._root)
+                discard(self._root)
             self._root = _folders(self.uid)
             self._seq, self._ears = 0, Ears()  # the last sandbox's late words go elsewhere
             self._server = self._start(self.policy, self._paths(), self._ears.hear, self.preload)
@@ -225,7 +225,7 @@ class Zygote(WarmSandbox):
     def _stop(self) -> None:
         self._kill()
         if self._root is not None:
-            _remove(self._root)
+            discard(self._root)
             self._root = None
 
 
@@ -291,11 +291,6 @@ def _place_tree(source: Path, target: Path) -> None:
                 shutil.copyfile(path, target / rel, follow_symlinks=False)
             with contextlib.suppress(OSError):
                 os.chmod(target / rel, (info.st_mode & 0o777) | 0o444)
-
-
-def _remove(root: Path) -> None:
-    with contextlib.suppress(OSError):
-        remove_tree(root)
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -65,6 +65,7 @@ class DockerBackend:
 
     def __init__(self, image: str | None = None) -> None:
         self._image = image
+        self._hint = ""  # what to do about the last unavailable_reason
 
     @cached_property
     def client(self) -> docker.DockerClient:
@@ -85,12 +86,11 @@ class DockerBackend:
         return sandbox_user(os.geteuid(), os.getegid(), self.facts.rootless)
 
     def unavailable_reason(self) -> str | None:
-        found = self._unavailable()
-        return found[0] if found else None
+        reason, self._hint = self._unavailable() or (None, "")
+        return reason
 
     def unavailable_hint(self) -> str:
-        found = self._unavailable()
-        return found[1] if found else ""
+        return self._hint
 
     def _unavailable(self) -> tuple[str, str] | None:
         """Why this engine cannot grade, and what to do about it; None when it can."""
