@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from . import cli_publish, cli_setup
+from . import cli_publish, cli_serve, cli_setup
 from .cli_options import (
     DEFAULTS,
     Decorator,
@@ -218,7 +218,7 @@ def history_cmd(team: str, task: str | None, results_dir: Path, as_json: bool, d
     Console(width=max(Console().width, 160)).print(table)
 
 
-for command in (*cli_publish.COMMANDS, *cli_setup.COMMANDS):
+for command in (*cli_publish.COMMANDS, *cli_setup.COMMANDS, *cli_serve.COMMANDS):
     cli.add_command(command)
 
 

@@ -11,11 +11,15 @@ from harness.settings import settings, usable_cpus
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """In an xdist worker (``scripts/test``: one per core), this worker's share of the
+    """No ``grade serve`` of the developer's serves the suite's runs (``test_served.py``
+    starts its own): a folder that does not exist.
+
+    In an xdist worker (``scripts/test``: one per core), this worker's share of the
     cores: its gradings split ``HARNESS_CPUS`` between their runs as on a shared machine,
     and its own math (and the commands it starts: train.py, the CLI) uses as many threads.
     Each worker otherwise takes every core for itself and they oversubscribe the CPU
     (tests/README.md, "Each worker's share of the cores"). A serial run is unchanged."""
+    os.environ["HARNESS_SERVE_DIR"] = f"/nonexistent/harness-tests-{os.getpid()}"
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers is None:
         return

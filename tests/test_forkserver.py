@@ -15,16 +15,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
-from safetensors.torch import save_file
+from kit.jobs import assert_serves, eager_inputs, run_eager
 
-from harness.runner.contract import EagerJob
-from harness.sandbox import RunJob, RunOutcome, SandboxPolicy
+from harness.sandbox import RunOutcome
 from harness.sandbox.layout import SAFE_ENV
-from harness.sandbox.process import ProcessBackend, _env
-from harness.staging import Workspace
+from harness.sandbox.process import ProcessBackend, server_env
 
 NORMAL = ""
 CRASH = "os.abort()"
@@ -39,16 +35,6 @@ LEAVE_CHILD = (
     "import subprocess; print('CHILD=%d' % subprocess.Popen(['sleep', '300']).pid, flush=True)"
 )
 
-MODEL = """\
-import json, os, signal, sys, time
-{behaviour}
-from torch import nn
-
-
-def build_model():
-    return nn.Sequential(nn.Flatten(), nn.Linear(16, 1))
-"""
-
 
 @pytest.fixture(scope="module")
 def backend() -> Iterator[ProcessBackend]:
@@ -59,68 +45,12 @@ def backend() -> Iterator[ProcessBackend]:
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("inputs")
-    images = np.random.default_rng(0).integers(0, 256, (6, 1, 4, 4), dtype=np.uint8)
-    np.save(folder / "inputs.npy", images)
-    return folder
-
-
-def _job(
-    root: Path, inputs: Path, behaviour: str, *, wall: float = 120, log_kb: int = 64
-) -> RunJob:
-    ws = Workspace(root)
-    source = root / "source"
-    source.mkdir()
-    (source / "model.py").write_text(MODEL.format(behaviour=behaviour))
-    save_file({"1.weight": torch.ones(1, 16), "1.bias": torch.zeros(1)}, source / "w.safetensors")
-    spec = EagerJob(
-        entrypoint="model:build_model",
-        weights="w.safetensors",
-        normalize=None,
-        kind="regression",
-        num_classes=0,
-        input_shape=(1, 4, 4),
-        batch_size=2,
-        device="cpu",
-        threads=1,
-        probe=None,
-    )
-    policy = SandboxPolicy(
-        wall_seconds=wall,
-        memory_bytes=2**30,
-        pids=64,
-        cpus=1,
-        tmpfs_bytes=2**20,
-        output_bytes=2**20,
-        log_bytes=log_kb * 1024,
-    )
-    return RunJob(
-        submission_dir=ws.stage("sub", source, ["model.py", "w.safetensors"]),
-        inputs_dir=inputs,
-        job_dir=ws.job("job", spec),
-        output_dir=ws.output("out"),
-        policy=policy,
-    )
-
-
-def _run(
-    backend: ProcessBackend, tmp: Path, inputs: Path, behaviour: str, **kw: float
-) -> RunOutcome:
-    tmp.mkdir(parents=True, exist_ok=True)
-    return backend.run(_job(tmp, inputs, behaviour, **kw))  # type: ignore[arg-type]
-
-
-def _assert_serves(backend: ProcessBackend, tmp: Path, inputs: Path) -> None:
-    outcome = _run(backend, tmp, inputs, NORMAL)
-    assert (outcome.status, outcome.exit_code) == ("ok", 0), outcome.log
-    predictions = np.load(outcome.output_dir / "predictions.npy")
-    images = np.load(inputs / "inputs.npy").reshape(6, 16).astype(np.float32) / 255
-    np.testing.assert_allclose(predictions, images.sum(axis=1), rtol=1e-5)
+    return eager_inputs(tmp_path_factory.mktemp("inputs"))
 
 
 def _server_pid(backend: ProcessBackend) -> int:
     """The pid of the server that forks this module's runs (one CPU's environment)."""
-    pid = backend._server(_env(1)).pid
+    pid = backend._server(server_env(1)).pid
     assert pid is not None
     return pid
 
@@ -128,9 +58,9 @@ def _server_pid(backend: ProcessBackend) -> int:
 def test_a_normal_run_is_forked_from_one_server(
     backend: ProcessBackend, inputs: Path, tmp_path: Path
 ) -> None:
-    _assert_serves(backend, tmp_path / "a", inputs)
+    assert_serves(backend, tmp_path / "a", inputs)
     first = _server_pid(backend)
-    _assert_serves(backend, tmp_path / "b", inputs)
+    assert_serves(backend, tmp_path / "b", inputs)
     assert _server_pid(backend) == first
 
 
@@ -139,14 +69,14 @@ def test_gradings_one_after_another_in_one_process_share_the_server(
 ) -> None:
     """Each ``grade()`` call makes a backend of its own: a server per backend would import
     torch again for every call (seconds each) in a notebook or a test session."""
-    _assert_serves(backend, tmp_path / "a", inputs)
+    assert_serves(backend, tmp_path / "a", inputs)
     first = _server_pid(backend)
     again = ProcessBackend()
-    _assert_serves(again, tmp_path / "b", inputs)
+    assert_serves(again, tmp_path / "b", inputs)
     assert _server_pid(again) == first
     del again
     gc.collect()  # a backend collected leaves the process's server running
-    _assert_serves(backend, tmp_path / "c", inputs)
+    assert_serves(backend, tmp_path / "c", inputs)
     assert _server_pid(backend) == first
 
 
@@ -184,7 +114,7 @@ def test_a_crash_is_an_error_with_the_signal(
     backend: ProcessBackend, fork: bool, inputs: Path, tmp_path: Path
 ) -> None:
     b = backend if fork else ProcessBackend(fork=False)
-    outcome = _run(b, tmp_path / "crash", inputs, CRASH)
+    outcome = run_eager(b, tmp_path / "crash", inputs, CRASH)
     assert (outcome.status, outcome.exit_code) == ("error", -6)
 
 
@@ -194,39 +124,39 @@ def test_a_hang_is_killed_at_the_wall_clock(
     backend: ProcessBackend, fork: bool, inputs: Path, tmp_path: Path
 ) -> None:
     b = backend if fork else ProcessBackend(fork=False)
-    outcome = _run(b, tmp_path / "hang", inputs, HANG, wall=4)
+    outcome = run_eager(b, tmp_path / "hang", inputs, HANG, wall=4)
     assert outcome.status == "timeout"
     assert outcome.exit_code == -9
     assert "4 s" in outcome.reason
     assert 4 <= outcome.wall_seconds < 15
     if fork:
-        _assert_serves(b, tmp_path / "after", inputs)
+        assert_serves(b, tmp_path / "after", inputs)
 
 
 def test_a_flood_is_capped(backend: ProcessBackend, inputs: Path, tmp_path: Path) -> None:
-    outcome = _run(backend, tmp_path / "flood", inputs, FLOOD, log_kb=4)
+    outcome = run_eager(backend, tmp_path / "flood", inputs, FLOOD, log_kb=4)
     assert outcome.status == "ok", outcome.log
     assert "bytes of output cut" in outcome.log
     assert len(outcome.log.encode()) < 4 * 1024 + 200
-    _assert_serves(backend, tmp_path / "after", inputs)
+    assert_serves(backend, tmp_path / "after", inputs)
 
 
 @pytest.mark.parametrize("behaviour", [KILL_GROUP, KILL_PARENT], ids=["killpg0", "kill-parent"])
 def test_a_run_that_kills_its_parents_costs_only_itself(
     backend: ProcessBackend, inputs: Path, tmp_path: Path, behaviour: str
 ) -> None:
-    _assert_serves(backend, tmp_path / "before", inputs)
+    assert_serves(backend, tmp_path / "before", inputs)
     server = _server_pid(backend)
-    outcome = _run(backend, tmp_path / "killer", inputs, behaviour)
+    outcome = run_eager(backend, tmp_path / "killer", inputs, behaviour)
     assert (outcome.status, outcome.exit_code) == ("error", -9)
     assert _server_pid(backend) == server
-    _assert_serves(backend, tmp_path / "after", inputs)
+    assert_serves(backend, tmp_path / "after", inputs)
 
 
 def test_what_a_run_leaves_behind_is_killed(
     backend: ProcessBackend, inputs: Path, tmp_path: Path
 ) -> None:
-    outcome = _run(backend, tmp_path / "leave", inputs, LEAVE_CHILD)
+    outcome = run_eager(backend, tmp_path / "leave", inputs, LEAVE_CHILD)
     assert outcome.status == "ok", outcome.log
     pid = int(next(x for x in outcome.log.splitlines() if x.startswith("CHILD="))[6:])
     deadline = time.monotonic() + 5
@@ -246,18 +176,18 @@ def _alive(pid: int) -> bool:
 def test_killing_the_server_spares_runs_in_flight_and_it_restarts(
     backend: ProcessBackend, inputs: Path, tmp_path: Path
 ) -> None:
-    _assert_serves(backend, tmp_path / "before", inputs)
+    assert_serves(backend, tmp_path / "before", inputs)
     server = _server_pid(backend)
     slow: list[RunOutcome] = []
     thread = threading.Thread(
-        target=lambda: slow.append(_run(backend, tmp_path / "slow", inputs, SLOW))
+        target=lambda: slow.append(run_eager(backend, tmp_path / "slow", inputs, SLOW))
     )
     thread.start()
-    killer = _run(backend, tmp_path / "killer", inputs, KILL_SERVER)
+    killer = run_eager(backend, tmp_path / "killer", inputs, KILL_SERVER)
     assert killer.status == "ok", killer.log  # it killed the server, not itself
     thread.join()
     assert (slow[0].status, slow[0].exit_code) == ("ok", 0), slow[0].log
-    _assert_serves(backend, tmp_path / "after", inputs)
+    assert_serves(backend, tmp_path / "after", inputs)
     assert _server_pid(backend) != server
 
 
@@ -265,7 +195,7 @@ def test_the_environment_is_scrubbed_and_home_is_private(
     backend: ProcessBackend, inputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HARNESS_SECRET_SEED", "31337")
-    outcome = _run(backend, tmp_path / "env", inputs, SHOW_ENV)
+    outcome = run_eager(backend, tmp_path / "env", inputs, SHOW_ENV)
     assert outcome.status == "ok", outcome.log
     line = next(x for x in outcome.log.splitlines() if x.startswith("ENV="))
     seen = json.loads(line[4:])

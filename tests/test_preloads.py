@@ -66,7 +66,7 @@ def test_a_batch_that_imports_torchvision_runs_from_a_runner_that_imported_it(
 def test_a_run_that_needs_less_forks_from_a_server_that_imported_more() -> None:
     """A batch's predictions (no preloads asked) fork from the server of its runs (which
     imported torchvision): one server, one torch import, not two."""
-    backend, env = process.ProcessBackend(), process._env(3)  # servers start on first use
+    backend, env = process.ProcessBackend(), process.server_env(3)  # servers start on first use
     loaded = backend._server(env, ("torchvision",))
     try:
         assert backend._server(env, ()) is loaded

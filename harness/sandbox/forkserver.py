@@ -38,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,7 @@ PRELOAD = (
 READY_SECONDS = 120.0  # for the server's imports, on a loaded machine
 ACK_SECONDS = 30.0  # from a request to the run's pid
 MAX_MESSAGE = 1 << 16
+ATTACH = b"attach"  # the owner hands the server one more client's control socket
 
 
 class ForkServerError(Exception):
@@ -83,14 +85,53 @@ class ForkServer:
     Thread-safe: runs from several grading threads go through one server at once.
     """
 
-    def __init__(self, root: Path, env: dict[str, str], preload: tuple[str, ...] = ()) -> None:
-        """``preload``: the batch's optional preloads (``harness/preloads.py``)."""
+    def __init__(
+        self,
+        root: Path,
+        env: dict[str, str],
+        preload: tuple[str, ...] = (),
+        *,
+        attach: Callable[[], socket.socket | None] | None = None,
+    ) -> None:
+        """``preload``: the batch's optional preloads (``harness/preloads.py``);
+        ``attach``: a control socket to a warm server of ``grade serve``'s for the same
+        environment and preloads, or None (``served.attach``); tried before starting one."""
         self.root = root
         self.env = dict(env)
         self.preload = preload
+        self._attach = attach
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._ctl: socket.socket | None = None
+
+    @property
+    def attached(self) -> bool:
+        """Whether runs go to a server this process did not start (``grade serve``'s)."""
+        return self._ctl is not None and self._proc is None
+
+    def start(self) -> None:
+        """Start the server now, unless it runs (never one of ``grade serve``'s)."""
+        with self._lock:
+            self._ensure(remote=False)
+
+    def attach(self) -> socket.socket:
+        """A control socket of its own to this server for another client (``grade
+        serve`` hands it out), starting the server first if needed."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            with self._lock:
+                ctl = self._ensure(remote=False)
+                try:
+                    socket.send_fds(ctl, [ATTACH], [theirs.fileno()])
+                except OSError:
+                    self._stop()
+                    socket.send_fds(self._ensure(remote=False), [ATTACH], [theirs.fileno()])
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        return ours
 
     @property
     def pid(self) -> int | None:
@@ -122,14 +163,14 @@ class ForkServer:
         log_r, log_w = os.pipe()
         try:
             with self._lock:
-                if restart:
+                if restart:  # a server of our own: a served one may be the one that failed
                     self._stop()
-                ctl = self._ensure()
+                ctl = self._ensure(remote=not restart)
                 try:
                     socket.send_fds(ctl, [request], [theirs.fileno(), log_w])
                 except OSError:
                     self._stop()
-                    ctl = self._ensure()
+                    ctl = self._ensure(remote=not restart)
                     socket.send_fds(ctl, [request], [theirs.fileno(), log_w])
                 t0 = time.perf_counter()  # the run's clock: the server's start is not its time
         except BaseException:
@@ -150,10 +191,17 @@ class ForkServer:
             return None  # the server died or hung before forking: restart it
         return _Started(ours, int(first["pid"]), log, t0, "")
 
-    def _ensure(self) -> socket.socket:
-        if self._proc is not None and self._ctl is not None and self._proc.poll() is None:
+    def _ensure(self, *, remote: bool) -> socket.socket:
+        """The control socket: the current one while its server lives (a served one until
+        a send fails), else one from ``grade serve`` when ``remote``, else a new server."""
+        if self._ctl is not None and (self._proc is None or self._proc.poll() is None):
             return self._ctl
         self._stop()
+        if remote and self._attach is not None:
+            served = self._attach()
+            if served is not None:
+                self._ctl = served
+                return served
         mine, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         argv = [sys.executable, "-I", str(Path(__file__).resolve())]
         argv += ["--serve", str(self.root), str(child.fileno()), ",".join(self.preload)]
@@ -191,7 +239,8 @@ class ForkServer:
 
     def _stop(self) -> None:
         """End the server now: it holds nothing worth a graceful exit, and each run has a
-        session of its own, so killing the server's group ends no run."""
+        session of its own, so killing the server's group ends no run. A served one is
+        only let go: ``grade serve`` owns it."""
         if self._ctl is not None:
             self._ctl.close()
         if self._proc is not None:
@@ -280,19 +329,26 @@ def serve(root: str, control_fd: int, optional: list[str]) -> None:
     # accounts of this process tree)
     signal.signal(signal.SIGCHLD, _reap)
     ctl.sendall(b"ready")
+    channels = [ctl]  # the owner's control socket, then the ones attached through it
     try:
         while True:
-            try:
-                data, fds, _flags, _addr = socket.recv_fds(ctl, MAX_MESSAGE, 2)
-            except OSError:
-                return
-            if not data:
-                return  # the grading process is gone
-            if len(fds) == 2:
-                _fork_supervisor(ctl, data, fds[0], fds[1])
-            else:
-                for fd in fds:
-                    os.close(fd)
+            for chan in select.select(channels, [], [])[0]:
+                try:
+                    data, fds, _flags, _addr = socket.recv_fds(chan, MAX_MESSAGE, 2)
+                except OSError:
+                    data, fds = b"", []
+                if not data:
+                    if chan is ctl:
+                        return  # the owner is gone
+                    channels.remove(chan)  # an attached client is gone
+                    chan.close()
+                elif chan is ctl and data == ATTACH and len(fds) == 1:
+                    channels.append(socket.socket(fileno=fds[0]))
+                elif len(fds) == 2:
+                    _fork_supervisor(channels, data, fds[0], fds[1])
+                else:
+                    for fd in fds:
+                        os.close(fd)
     finally:
         deadline = time.monotonic() + 5.0  # supervisors end once their client closes
         while _reap() and time.monotonic() < deadline:
@@ -309,7 +365,7 @@ def _reap(*_: object) -> bool:
     return True
 
 
-def _fork_supervisor(ctl: socket.socket, data: bytes, chan_fd: int, log_fd: int) -> None:
+def _fork_supervisor(channels: list[socket.socket], data: bytes, chan_fd: int, log_fd: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     try:
@@ -321,7 +377,8 @@ def _fork_supervisor(ctl: socket.socket, data: bytes, chan_fd: int, log_fd: int)
     if pid == 0:
         code = 70
         try:
-            ctl.close()
+            for chan in channels:
+                chan.close()
             _supervise(json.loads(data), chan_fd, log_fd)
             code = 0
         finally:

@@ -34,6 +34,7 @@ from .confine import CappedLog, folder_size, kill_group
 from .forkserver import Finished, ForkServer, ForkServerError
 from .layout import SAFE_ENV, host_paths, runner_args, runner_root, thread_env
 from .predictor import Heard, PerRun, ProcessServer, Server, SpoolPredictor
+from .served import attach as served_attach
 
 
 class ProcessBackend:
@@ -71,7 +72,7 @@ class ProcessBackend:
 
     def _run(self, job: RunJob, preload: tuple[str, ...]) -> RunOutcome:
         paths = host_paths(job)
-        env = _env(job.policy.cpus)
+        env = server_env(job.policy.cpus)
         with tempfile.TemporaryDirectory(prefix="harness-proc-") as home:
             finished = self._start(job, runner_args(paths), env, home, preload)
         return self._outcome(job, finished)
@@ -82,7 +83,7 @@ class ProcessBackend:
         stack = ExitStack()
         home = tempfile.mkdtemp(prefix="harness-proc-")
         stack.callback(shutil.rmtree, home, ignore_errors=True)
-        env = {**_env(policy.cpus), "HOME": home, "TMPDIR": home, **device_env(policy.gpu)}
+        env = {**server_env(policy.cpus), "HOME": home, "TMPDIR": home, **device_env(policy.gpu)}
         argv = [sys.executable, "-I", "-c", _BOOT, str(runner_root()), "serve", str(spool)]
         try:
             proc = _popen(argv, env, home)
@@ -120,14 +121,20 @@ class ProcessBackend:
     def _server(self, env: dict[str, str], preload: tuple[str, ...] = ()) -> ForkServer:
         """This process's server for ``env`` that has imported ``preload`` (a server
         that imported more serves as well: a batch's predictions fork from the server
-        of its own runs), else a new one."""
+        of its own runs), else a new one; it runs on ``grade serve``'s when one answers."""
         key = tuple(sorted(env.items()))
         with _SERVERS_LOCK:
             for (served, loaded), server in _SERVERS.items():
                 if served == key and set(preload) <= set(loaded):
                     return server
-            server = _SERVERS[key, preload] = ForkServer(runner_root(), env, preload)
+            attach = functools.partial(served_attach, env, preload)
+            server = _SERVERS[key, preload] = ForkServer(runner_root(), env, preload, attach=attach)
             return server
+
+    def served_server(self, env: dict[str, str], preload: tuple[str, ...]) -> ForkServer:
+        """For ``grade serve``: the server it hands out for ``env`` and ``preload`` (it
+        starts it itself: ``start`` and ``attach`` never attach to another)."""
+        return self._server(env, preload)
 
     def _outcome(self, job: RunJob, finished: Finished) -> RunOutcome:
         status, reason = "ok", ""
@@ -148,7 +155,7 @@ class ProcessBackend:
         )
 
 
-def _env(cpus: float) -> dict[str, str]:
+def server_env(cpus: float) -> dict[str, str]:
     """A run's environment: the fixed list, the host's PATH, the thread counts."""
     return {**SAFE_ENV, "PATH": os.environ.get("PATH", "/usr/bin:/bin"), **thread_env(cpus)}
 

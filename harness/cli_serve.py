@@ -1,0 +1,61 @@
+"""``grade serve``: keep the process backend's pre-imported runners warm between
+commands (``sandbox/served.py``)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import click
+
+from .cli_options import debug_option, friendly
+
+
+@click.command("serve")
+@click.option(
+    "--idle-minutes",
+    type=click.FloatRange(min=0),
+    default=120.0,
+    show_default=True,
+    help="Stop after this long without a command (0: only when stopped).",
+)
+@debug_option("Show tracebacks.")
+@friendly
+def serve_cmd(idle_minutes: float, debug: bool) -> None:
+    """Keep `--sandbox process` runs warm for this user's later `grade` commands.
+
+    A `grade --sandbox process` command spends 3-4 s importing torch and the export
+    stack before its first run. `grade serve` pays that once and stays in the
+    foreground (Ctrl-C stops it); your later commands of this same harness and
+    Python find it by themselves, and each run is still a fresh fork, followed and
+    killed by the command that asked for it. bwrap and docker are not served.
+    """
+    import signal
+
+    from .console import say
+    from .sandbox.process import ProcessBackend, server_env
+    from .sandbox.served import serve_forever
+    from .settings import usable_cpus
+
+    # the environments of this machine's usual runs: one thread each (--jobs = cores),
+    # and two (one submission at a time, a task's default limits.cpus)
+    warm = [server_env(threads) for threads in sorted({1, min(2, usable_cpus())})]
+    signal.signal(signal.SIGTERM, _interrupt)  # stopped as by Ctrl-C
+
+    def ready(path: object) -> None:
+        say(f"serving warm `--sandbox process` runs at {path} (Ctrl-C stops it)")
+
+    def warmed(count: int, seconds: float) -> None:
+        say(f"{count} of {len(warm)} runners imported and warm in {seconds:.1f} s")
+
+    with contextlib.suppress(KeyboardInterrupt):
+        serve_forever(
+            ProcessBackend(), idle_seconds=idle_minutes * 60, warm=warm, ready=ready, warmed=warmed
+        )
+    say("stopped")
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+COMMANDS = (serve_cmd,)

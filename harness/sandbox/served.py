@@ -1,0 +1,278 @@
+"""``grade serve``: the process backend's fork servers, kept warm between commands.
+
+A ``grade --sandbox process`` command pays 3-4 s before its first run: its fork server
+imports torch, then the ``torch.export`` stack (which imports ``torch._dynamo``), then
+exports a model of its own (``forkserver.py``). ``grade serve`` pays that once: it keeps
+one fork server per environment and preloads, and hands each command a control socket of
+its own to the one it needs (``ForkServer.attach``). Runs are the same as from a server
+of the command's own: forked from a server that imported the same code, with the same
+environment, each in its own session; the command still follows each run, enforces its
+wall clock, kills its group and reads its log, so a command that ends (or is killed)
+takes its runs with it. Only the imports are shared, never a run's state: every run is a
+fresh fork of the server.
+
+Who may use it: the socket lies in a folder only its owner can enter (``serve_dir``), and
+both ends check the other's uid (``SO_PEERCRED``). Which harness: the socket's name
+carries a digest of the harness version, the Python interpreter and the code a server
+runs (the runner, the fork server), so a command never uses a server of other code; it
+starts its own then, as it does when no ``grade serve`` runs. bwrap and docker are not
+served: their warm sandboxes live for one command (``warm.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import stat
+import struct
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..errors import UserError
+from . import forkserver
+from .layout import RUNNER_SOURCE
+
+REPLY_SECONDS = forkserver.READY_SECONDS  # the server may be starting a fork server
+_PEERCRED = struct.Struct("3i")  # pid, uid, gid
+
+
+def serve_dir() -> Path:
+    """``HARNESS_SERVE_DIR``, else ``$XDG_RUNTIME_DIR/harness``, else a folder of this
+    user's in the temporary folder."""
+    configured = os.environ.get("HARNESS_SERVE_DIR")
+    if configured:
+        return Path(configured)
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime):
+        return Path(runtime) / "harness"
+    return Path(tempfile.gettempdir()) / f"harness-serve-{os.geteuid()}"
+
+
+@cache
+def code_digest() -> str:
+    """What a served fork server must share with a command that uses it."""
+    from .. import __version__
+
+    python = f"{sys.prefix}\0{os.path.realpath(sys.executable)}\0{sys.version}"
+    h = hashlib.sha256(f"{__version__}\0{python}\0".encode())
+    for path in sorted([*RUNNER_SOURCE.glob("*.py"), Path(forkserver.__file__)]):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def socket_path() -> Path:
+    return serve_dir() / f"fork-{code_digest()}.sock"
+
+
+def private(folder: Path) -> bool:
+    """A real folder (not a link) of this user's that nobody else may enter."""
+    try:
+        st = os.lstat(folder)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o077
+
+
+def attach(env: dict[str, str], preload: tuple[str, ...]) -> socket.socket | None:
+    """A control socket to a served fork server for ``env`` and ``preload``; None when no
+    ``grade serve`` of this code answers (the caller starts a server of its own)."""
+    path = socket_path()
+    if not private(path.parent):
+        return None
+    chan = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    fds: list[int] = []
+    try:
+        chan.settimeout(REPLY_SECONDS)
+        chan.connect(str(path))
+        if _peer_uid(chan) != os.geteuid():
+            return None
+        chan.sendall(json.dumps({"env": env, "preload": list(preload)}).encode())
+        data, fds, _flags, _addr = socket.recv_fds(chan, forkserver.MAX_MESSAGE, 1)
+    except OSError:
+        return None
+    finally:
+        chan.close()
+    if data != b"ok" or len(fds) != 1:
+        for fd in fds:
+            os.close(fd)
+        return None
+    ctl = socket.socket(fileno=fds[0])
+    ctl.setblocking(True)
+    return ctl
+
+
+def _peer_uid(chan: socket.socket) -> int:
+    creds = chan.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    return int(_PEERCRED.unpack(creds)[1])
+
+
+# ---- the server (``grade serve``) ----------------------------------------------------
+
+
+class Servers(Protocol):
+    """What ``grade serve`` holds: ``ProcessBackend`` (its fork servers, by environment
+    and preloads)."""
+
+    def served_server(
+        self, env: dict[str, str], preload: tuple[str, ...]
+    ) -> forkserver.ForkServer: ...
+
+    def close(self) -> None: ...
+
+
+def serve_forever(
+    backend: Servers,
+    *,
+    idle_seconds: float,
+    warm: list[dict[str, str]],
+    ready: Callable[[Path], None],
+    warmed: Callable[[int, float], None] = lambda count, seconds: None,
+) -> None:
+    """Hand out ``backend``'s fork servers until interrupted, or ``idle_seconds`` (0:
+    never) after the last request. ``warm``: environments whose fork servers start at
+    once (no preloads), in the background (a command may come sooner); ``warmed(count,
+    seconds)`` once they run."""
+    folder = serve_dir()
+    _make_private(folder)
+    path = socket_path()
+    listener, inode = _listen(path)
+    busy = _Busy()
+    try:
+        threading.Thread(target=_warm_up, args=(backend, warm, warmed), daemon=True).start()
+        ready(path)
+        while True:
+            timeout = None if not idle_seconds else max(1.0, idle_seconds / 10)
+            listener.settimeout(timeout)
+            try:
+                conn, _addr = listener.accept()
+            except TimeoutError:
+                if busy.idle_for() >= idle_seconds:
+                    return
+                continue
+            busy.enter()
+            threading.Thread(target=_answer, args=(backend, conn, busy), daemon=True).start()
+    finally:
+        listener.close()
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path).st_ino == inode:  # not a later server's
+                path.unlink()
+        backend.close()
+
+
+def _make_private(folder: Path) -> None:
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir(mode=0o700, parents=True)
+    if not private(folder):
+        raise UserError(
+            f"{folder} is not a folder of yours that only you may enter",
+            "remove it, or point HARNESS_SERVE_DIR at another folder",
+        )
+
+
+def _listen(path: Path) -> tuple[socket.socket, int]:
+    """The listening socket at ``path`` (a stale one removed), and its inode."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # a stale socket: its server is gone
+    else:
+        raise UserError(
+            f"a `grade serve` of this harness already answers at {path}",
+            "your commands use that one; stop it first to start another",
+        )
+    finally:
+        probe.close()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        listener.bind(str(path))
+    except OSError as exc:
+        listener.close()
+        raise UserError(
+            f"cannot listen at {path}: {exc.strerror or exc}",
+            "point HARNESS_SERVE_DIR at a short folder of yours (a socket's path has at "
+            "most 107 bytes)",
+        ) from exc
+    os.chmod(path, 0o600)
+    listener.listen(16)
+    return listener, os.stat(path).st_ino
+
+
+class _Busy:
+    """Requests under way, and since when none is."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+        self._since = time.monotonic()
+
+    def enter(self) -> None:
+        with self._lock:
+            self._count += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self._count -= 1
+            self._since = time.monotonic()
+
+    def idle_for(self) -> float:
+        with self._lock:
+            return 0.0 if self._count else time.monotonic() - self._since
+
+
+def _warm_up(
+    backend: Servers, envs: list[dict[str, str]], warmed: Callable[[int, float], None]
+) -> None:
+    """Start the servers for ``envs`` at once; then ``warmed`` with how many run."""
+    t0 = time.perf_counter()
+    started: list[bool] = []
+
+    def start(env: dict[str, str]) -> None:
+        with contextlib.suppress(forkserver.ForkServerError):
+            backend.served_server(env, ()).start()
+            started.append(True)
+
+    threads = [threading.Thread(target=start, args=(env,), daemon=True) for env in envs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    warmed(len(started), time.perf_counter() - t0)
+
+
+def _answer(backend: Servers, conn: socket.socket, busy: _Busy) -> None:
+    """One command's request: its uid checked, then a control socket of its own."""
+    try:
+        with conn:
+            conn.settimeout(REPLY_SECONDS)
+            if _peer_uid(conn) != os.geteuid():
+                return  # another user: nothing (the folder keeps them out already)
+            request = json.loads(conn.recv(forkserver.MAX_MESSAGE) or b"null")
+            env, preload = request["env"], request["preload"]
+            if not (_strings(env.keys()) and _strings(env.values()) and _strings(preload)):
+                return
+            try:
+                ctl = backend.served_server(env, tuple(preload)).attach()
+            except forkserver.ForkServerError as exc:
+                conn.sendall(json.dumps({"error": str(exc)}).encode())
+                return
+            with ctl:
+                socket.send_fds(conn, [b"ok"], [ctl.fileno()])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass  # that command starts a server of its own
+    finally:
+        busy.leave()
+
+
+def _strings(values: Any) -> bool:
+    return all(isinstance(v, str) for v in values)

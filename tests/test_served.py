@@ -1,0 +1,297 @@
+"""``grade serve``: the process backend's fork servers kept warm between commands.
+
+A real ``grade serve`` process in a folder of the test's own; the test process is the
+command that uses it. Its runs must be forked from the served servers (not from one the
+command starts), give what a server of the command's own gives, survive the served
+server's death, and be refused to a command of other code or another user."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kit.jobs import assert_serves, eager_inputs
+
+from harness.sandbox import served
+from harness.sandbox.forkserver import ForkServer
+from harness.sandbox.process import ProcessBackend, server_env
+from harness.settings import usable_cpus
+
+OTHER_USER = 60998  # no such user here: the test makes no account for it
+SERVE_LINE_SECONDS = 60.0
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Not yet a zombie: a dying process empties its command line before it closes its
+    files, so only its state says it is done."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class Served:
+    """A ``grade serve`` in ``folder``, stopped (SIGTERM) by ``stop``."""
+
+    def __init__(self, folder: Path, *args: str) -> None:
+        self.folder = folder
+        env = {**os.environ, "HARNESS_SERVE_DIR": str(folder)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "harness.cli", "serve", *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.first_line = self.proc.stdout.readline()  # printed once it listens
+        self.warm_line = ""
+
+    def wait_warm(self) -> str:
+        """The line that says its runners are warm (read from its output)."""
+        assert self.proc.stdout is not None
+        while "warm in" not in self.warm_line:
+            line = self.proc.stdout.readline()
+            assert line, "grade serve ended before its runners were warm"
+            self.warm_line = line
+        return self.warm_line
+
+    @property
+    def servers(self) -> list[int]:
+        """The pids of the fork servers it started."""
+        return _fork_servers_of(self.proc.pid)
+
+    def stop(self) -> str:
+        self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=30)
+        return self.first_line + self.warm_line + out
+
+
+@pytest.fixture
+def serve_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A short private folder (a socket's path is at most 107 bytes), this process's
+    fork servers stopped before and after: the next run attaches or starts anew."""
+    folder = Path(tempfile.mkdtemp(prefix="hs-", dir="/tmp"))
+    monkeypatch.setenv("HARNESS_SERVE_DIR", str(folder))
+    ProcessBackend().close()
+    yield folder
+    ProcessBackend().close()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> Path:
+    return eager_inputs(tmp_path)
+
+
+def _server() -> ForkServer:
+    """This process's fork server client for one CPU's runs (the tests' runs)."""
+    return ProcessBackend()._server(server_env(1))
+
+
+def _fork_servers_of(pid: int) -> list[int]:
+    return [
+        p for p in _children(pid) if b"forkserver.py" in Path(f"/proc/{p}/cmdline").read_bytes()
+    ]
+
+
+def test_runs_fork_from_the_served_server_and_predict_as_from_our_own(
+    serve_dir: Path, inputs: Path, tmp_path: Path
+) -> None:
+    daemon = Served(serve_dir)
+    try:
+        assert "serving warm `--sandbox process` runs at" in daemon.first_line
+        assert str(served.socket_path()) in daemon.first_line
+        cpus = min(2, usable_cpus())  # one thread per run, and the task's two: each warm
+        assert re.fullmatch(
+            rf"{cpus} of {cpus} runners imported and warm in [0-9.]+ s\n", daemon.wait_warm()
+        )
+        assert len(daemon.servers) == cpus
+        assert oct(serve_dir.stat().st_mode & 0o777) == "0o700"
+        assert oct(served.socket_path().stat().st_mode & 0o777) == "0o600"
+        assert_serves(ProcessBackend(), tmp_path / "a", inputs)
+        server = _server()
+        assert server.attached and server.pid is None  # nothing started by this process
+        assert _fork_servers_of(os.getpid()) == []
+        # the served server survives its run, and serves the next command's too
+        before = sorted(daemon.servers)
+        assert_serves(ProcessBackend(), tmp_path / "b", inputs)
+        assert sorted(daemon.servers) == before
+    finally:
+        out = daemon.stop()
+    assert daemon.proc.returncode == 0, out
+    assert not served.socket_path().exists()  # removed on its way out
+    assert "stopped" in out
+
+
+def test_a_dead_served_server_is_replaced_and_the_run_still_served(
+    serve_dir: Path, inputs: Path, tmp_path: Path
+) -> None:
+    daemon = Served(serve_dir)
+    try:
+        assert_serves(ProcessBackend(), tmp_path / "a", inputs)
+        dead = daemon.servers
+        for pid in dead:
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while any(map(_alive, dead)) and time.monotonic() < deadline:
+            time.sleep(0.05)  # its sockets are closed once it is a zombie
+        assert_serves(ProcessBackend(), tmp_path / "b", inputs)  # re-attached, restarted
+        assert _server().attached
+    finally:
+        daemon.stop()
+
+
+def test_a_command_of_other_code_or_without_a_private_folder_starts_its_own(
+    serve_dir: Path, inputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    daemon = Served(serve_dir)
+    try:
+        monkeypatch.setattr(served, "code_digest", lambda: "0123456789abcdef")  # other code
+        assert_serves(ProcessBackend(), tmp_path / "a", inputs)
+        assert not _server().attached and _server().pid is not None
+        monkeypatch.undo()
+        monkeypatch.setenv("HARNESS_SERVE_DIR", str(serve_dir))
+        ProcessBackend().close()
+        serve_dir.chmod(0o755)  # others may enter: not trusted
+        assert served.attach(server_env(1), ()) is None
+        serve_dir.chmod(0o700)
+        assert served.attach(server_env(1), ()) is not None
+    finally:
+        daemon.stop()
+
+
+def test_another_user_gets_nothing_from_it(serve_dir: Path) -> None:
+    """A user who is not the daemon's cannot enter its folder, nor use its socket when
+    it can reach it: the daemon checks the caller's uid."""
+    if os.geteuid() != 0:
+        pytest.fail("this test changes its uid: run the suite as root, as CI does")
+    daemon = Served(serve_dir)
+    report = serve_dir.parent / f"{serve_dir.name}-other.json"
+    try:
+        pid = os.fork()
+        if pid == 0:  # the other user (no exit handlers: os._exit)
+            code = 1
+            try:
+                os.setgid(OTHER_USER)
+                os.setuid(OTHER_USER)
+                seen = {"attach": served.attach(server_env(1), ()) is not None}
+                chan = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                try:
+                    chan.connect(str(served.socket_path()))
+                    seen["connect"] = "connected"
+                except OSError as exc:
+                    seen["connect"] = type(exc).__name__
+                report.write_text(json.dumps(seen))
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert status == 0
+        assert json.loads(report.read_text()) == {"attach": False, "connect": "PermissionError"}
+        # let it in as far as the socket: the daemon still answers nothing to that uid
+        serve_dir.chmod(0o711)
+        served.socket_path().chmod(0o666)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.setgid(OTHER_USER)
+                os.setuid(OTHER_USER)
+                chan = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                chan.settimeout(10)
+                chan.connect(str(served.socket_path()))
+                try:  # the daemon may close before the request is sent
+                    chan.sendall(json.dumps({"env": server_env(1), "preload": []}).encode())
+                    reply = chan.recv(100).decode()
+                except OSError as exc:
+                    reply = type(exc).__name__
+                report.write_text(json.dumps({"reply": reply}))
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert status == 0
+        reply = json.loads(report.read_text())["reply"]
+        assert reply in ("", "BrokenPipeError", "ConnectionResetError")  # closed, nothing handed
+    finally:
+        serve_dir.chmod(0o700)
+        report.unlink(missing_ok=True)
+        daemon.stop()
+
+
+def test_a_second_serve_is_refused_and_an_idle_one_stops_by_itself(serve_dir: Path) -> None:
+    first = Served(serve_dir, "--idle-minutes", "0.05")  # 3 s
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "harness.cli", "serve"],
+            env={**os.environ, "HARNESS_SERVE_DIR": str(serve_dir)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 2
+        assert "already answers at" in second.stderr and "Traceback" not in second.stderr
+        assert "stop it first" in second.stderr
+        deadline = time.monotonic() + SERVE_LINE_SECONDS
+        while first.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert first.proc.returncode == 0  # stopped by itself, idle
+        assert not served.socket_path().exists()
+    finally:
+        if first.proc.poll() is None:
+            first.stop()
+
+
+def test_serve_refuses_a_folder_others_may_enter(serve_dir: Path) -> None:
+    serve_dir.chmod(0o777)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "harness.cli", "serve"],
+            env={**os.environ, "HARNESS_SERVE_DIR": str(serve_dir)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        serve_dir.chmod(0o700)
+    assert done.returncode == 2
+    assert f"{serve_dir} is not a folder of yours that only you may enter" in done.stderr
+    assert "HARNESS_SERVE_DIR" in done.stderr
+
+
+def test_serve_names_a_socket_path_too_long(serve_dir: Path) -> None:
+    deep = serve_dir / ("d" * 100)
+    done = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "serve"],
+        env={**os.environ, "HARNESS_SERVE_DIR": str(deep)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"cannot listen at {deep}/fork-" in done.stderr
+    assert "a socket's path has at most 107 bytes" in done.stderr
