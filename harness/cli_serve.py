@@ -21,19 +21,22 @@ from .cli_options import debug_option, friendly
 @debug_option("Show tracebacks.")
 @friendly
 def serve_cmd(idle_minutes: float, debug: bool) -> None:
-    """Keep `--sandbox process` runs warm for this user's later `grade` commands.
+    """Keep the sandboxes warm for this user's later `grade` commands.
 
-    A `grade --sandbox process` command spends 3-4 s importing torch and the export
-    stack before its first run. `grade serve` pays that once and stays in the
-    foreground (Ctrl-C stops it); your later commands of this same harness and
-    Python find it by themselves, and each run is still a fresh fork, followed and
-    killed by the command that asked for it. bwrap and docker are not served.
+    A `grade` command spends seconds before its first run starting its sandboxes and
+    importing torch and the export stack into them. `grade serve` stays in the
+    foreground (Ctrl-C stops it) and keeps them: the process backend's runners (warm
+    at once) and bwrap's and docker's sandboxes (opened by the first command that
+    needs them, then kept). Your later commands of this same harness and Python find
+    it by themselves; each run is still a fresh run in its sandbox, under its task's
+    limits. GPU runs are not served.
     """
     import signal
 
     from .console import say
     from .sandbox.process import ProcessBackend, server_env
     from .sandbox.served import serve_forever
+    from .served_sandboxes import Broker
     from .settings import usable_cpus
 
     # the environments of this machine's usual runs: one thread each (--jobs = cores),
@@ -42,15 +45,24 @@ def serve_cmd(idle_minutes: float, debug: bool) -> None:
     signal.signal(signal.SIGTERM, _interrupt)  # stopped as by Ctrl-C
 
     def ready(path: object) -> None:
-        say(f"serving warm `--sandbox process` runs at {path} (Ctrl-C stops it)")
+        say(f"serving warm sandboxes at {path} (Ctrl-C stops it)")
 
     def warmed(count: int, seconds: float) -> None:
-        say(f"{count} of {len(warm)} runners imported and warm in {seconds:.1f} s")
+        say(f"{count} of {len(warm)} process-backend runners imported and warm in {seconds:.1f} s")
 
-    with contextlib.suppress(KeyboardInterrupt):
-        serve_forever(
-            ProcessBackend(), idle_seconds=idle_minutes * 60, warm=warm, ready=ready, warmed=warmed
-        )
+    broker = Broker(usable_cpus())
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            serve_forever(
+                ProcessBackend(),
+                broker,
+                idle_seconds=idle_minutes * 60,
+                warm=warm,
+                ready=ready,
+                warmed=warmed,
+            )
+    finally:
+        broker.close()
     say("stopped")
 
 

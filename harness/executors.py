@@ -37,11 +37,11 @@ from .preloads import batch_preloads
 from .registry import Registry
 from .results import ResultDocument
 from .sandbox import Backend, get_backend
+from .served_sandboxes import warm_sandboxes
 from .settings import usable_cpus
 from .store import Claim, ResultsStore
 from .submission import Submission, content_hash
 from .tasks import TaskSpec
-from .warm import WarmSandboxes
 
 OnDone = Callable[[ResultDocument], None]
 
@@ -86,7 +86,8 @@ class LocalExecutor:
         store = ResultsStore(options.results_dir)
         options = dataclasses.replace(options, jobs=jobs_for(options, len(folders)))
 
-        with WarmSandboxes(backend, jobs=options.jobs, preload=batch_preloads(folders)) as warm:
+        preload = batch_preloads(folders)
+        with warm_sandboxes(backend, options.jobs, preload) as warm:
 
             def one(folder: Path) -> ResultDocument:
                 doc = grade_submission(

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from hostile.build_corpus import CASES, QUICK_TASK_ID, TASK_ID, Case, build, write_tasks
+from kit.served import through_grade_serve
 
 from harness.api import GradeOptions, grade
 from harness.results import ResultDocument
@@ -78,7 +79,7 @@ def _fingerprint(*folders: Path) -> dict[str, str]:
 @pytest.fixture(scope="class")
 def batch(request: pytest.FixtureRequest, corpus: Corpus) -> Iterator[Batch]:
     name = request.cls.backend
-    results = corpus.root / f"results-{name}"
+    results = corpus.root / f"results-{name}{'-served' * request.cls.served}"
     options = GradeOptions(
         sandbox=name, results_dir=results, tasks_dir=corpus.tasks, reports=False, force=True
     )
@@ -94,7 +95,8 @@ def batch(request: pytest.FixtureRequest, corpus: Corpus) -> Iterator[Batch]:
     before = _fingerprint(corpus.root / "submissions", corpus.root / "cache")
     canary = subprocess.Popen(["sleep", "3600"], user=65534 if os.geteuid() == 0 else None)
     try:
-        docs = grade(list(corpus.folders.values()), options=replace(options, jobs=2))
+        with through_grade_serve(request.cls.served):
+            docs = grade(list(corpus.folders.values()), options=replace(options, jobs=2))
         alive = canary.poll() is None
     finally:
         canary.kill()
@@ -108,9 +110,10 @@ def batch(request: pytest.FixtureRequest, corpus: Corpus) -> Iterator[Batch]:
 
 class BatchChecks:
     """The assertions on one backend's batch. Each subclass is its own xdist scope
-    (``--dist loadscope``): the two batches grade on different workers."""
+    (``--dist loadscope``): the batches grade on different workers."""
 
     backend: str
+    served = False  # True: through a `grade serve`'s warm sandboxes
 
     @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
     def test_each_case_ends_with_its_status_and_a_plain_message(
@@ -174,3 +177,15 @@ class TestBwrap(BatchChecks):
 @pytest.mark.docker
 class TestDocker(BatchChecks):
     backend = "docker"
+
+
+@pytest.mark.bwrap
+class TestBwrapServed(BatchChecks):
+    backend = "bwrap"
+    served = True
+
+
+@pytest.mark.docker
+class TestDockerServed(BatchChecks):
+    backend = "docker"
+    served = True

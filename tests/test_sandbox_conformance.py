@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pytest
 from kit.jobs import kill_sandbox
+from kit.served import ServeDaemon
 
 from harness.runner.contract import JOB_FILE, EagerJob, to_json
 from harness.sandbox import RunJob, RunOutcome, SandboxPolicy, backends, get_backend
@@ -42,8 +43,11 @@ ISOLATED = [
     pytest.param("docker", marks=pytest.mark.docker),
     pytest.param("bwrap-zygote", marks=pytest.mark.bwrap),
     pytest.param("docker-zygote", marks=pytest.mark.docker),
+    # through `grade serve`: a daemon's warm sandboxes (harness/served_sandboxes.py)
+    pytest.param("bwrap-served", marks=pytest.mark.bwrap),
+    pytest.param("docker-served", marks=pytest.mark.docker),
 ]
-ZYGOTES = ISOLATED[2:]
+ZYGOTES = ISOLATED[2:4]
 ALL = [pytest.param("process"), *ISOLATED]
 
 POLICY = SandboxPolicy(
@@ -83,24 +87,30 @@ def test_every_registered_backend_is_in_this_suite() -> None:
 
 @pytest.fixture(scope="module")
 def backend_cache() -> Iterator[dict[Any, Any]]:
-    """Backends by name, and the zygotes by name and policy (closed at the end)."""
+    """Backends by name, the zygotes by name and policy, and a `grade serve` with the
+    served ones (all closed at the end)."""
     cache: dict[Any, Any] = {}
     yield cache
     for key, value in cache.items():
-        if isinstance(key, tuple):
+        if isinstance(key, tuple) or key == "daemon":
             value.close()
 
 
 def _backend(name: str, cache: dict[Any, Any]) -> Backend:
-    name = name.removesuffix("-zygote")
+    name = name.removesuffix("-zygote").removesuffix("-served")
     if name not in cache:
         cache[name] = get_backend(name)  # unavailable: UserError, so the test fails
     return cache[name]
 
 
 def _runs(name: str, cache: dict[Any, Any]) -> Callable[[RunJob], RunOutcome]:
-    """How ``name`` runs a job: the backend's own run, or its zygote for the job's policy."""
+    """How ``name`` runs a job: the backend's own run, its zygote for the job's policy, or
+    a `grade serve`'s warm sandboxes (``-served``)."""
     backend = _backend(name, cache)
+    if name.endswith("-served"):
+        if "daemon" not in cache:
+            cache["daemon"] = ServeDaemon(Path(tempfile.mkdtemp(prefix="hs-", dir="/tmp")))
+        return cache["daemon"].runs(backend)
     if not name.endswith("-zygote"):
         return backend.run
 
@@ -169,7 +179,7 @@ def test_an_honest_run_is_ok_and_writes_predictions(name, backend_cache, tmp_pat
     assert (outcome.status, outcome.exit_code) == ("ok", 0), outcome.log[-2000:]
     predictions = np.load(outcome.output_dir / "predictions.npy", allow_pickle=False)
     assert predictions.shape == (8, 3)
-    assert outcome.backend == name.removesuffix("-zygote")
+    assert outcome.backend == name.removesuffix("-zygote").removesuffix("-served")
 
 
 @pytest.mark.parametrize("name", ALL)

@@ -7,6 +7,7 @@ server's death, and be refused to a command of other code or another user."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -19,29 +20,24 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from kit.jobs import assert_serves, eager_inputs
+from kit import make_submission
+from kit.jobs import assert_serves, eager_inputs, eager_run
+from kit.served import ServeDaemon, fork_servers_of, spied_warm_sandboxes
 
-from harness.sandbox import served
+from harness import served_sandboxes
+from harness.api import GradeOptions, grade
+from harness.sandbox import get_backend, served
 from harness.sandbox.forkserver import ForkServer
 from harness.sandbox.process import ProcessBackend, server_env
+from harness.served_sandboxes import ServedSandboxes
 from harness.settings import usable_cpus
+from harness.warm import WarmSandboxes
 
 OTHER_USER = 60998  # no such user here: the test makes no account for it
 SERVE_LINE_SECONDS = 60.0
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
 
 
 def _alive(pid: int) -> bool:
@@ -51,43 +47,6 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
-
-
-class Served:
-    """A ``grade serve`` in ``folder``, stopped (SIGTERM) by ``stop``."""
-
-    def __init__(self, folder: Path, *args: str) -> None:
-        self.folder = folder
-        env = {**os.environ, "HARNESS_SERVE_DIR": str(folder)}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "harness.cli", "serve", *args],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        self.first_line = self.proc.stdout.readline()  # printed once it listens
-        self.warm_line = ""
-
-    def wait_warm(self) -> str:
-        """The line that says its runners are warm (read from its output)."""
-        assert self.proc.stdout is not None
-        while "warm in" not in self.warm_line:
-            line = self.proc.stdout.readline()
-            assert line, "grade serve ended before its runners were warm"
-            self.warm_line = line
-        return self.warm_line
-
-    @property
-    def servers(self) -> list[int]:
-        """The pids of the fork servers it started."""
-        return _fork_servers_of(self.proc.pid)
-
-    def stop(self) -> str:
-        self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=30)
-        return self.first_line + self.warm_line + out
 
 
 @pytest.fixture
@@ -112,22 +71,17 @@ def _server() -> ForkServer:
     return ProcessBackend()._server(server_env(1))
 
 
-def _fork_servers_of(pid: int) -> list[int]:
-    return [
-        p for p in _children(pid) if b"forkserver.py" in Path(f"/proc/{p}/cmdline").read_bytes()
-    ]
-
-
 def test_runs_fork_from_the_served_server_and_predict_as_from_our_own(
     serve_dir: Path, inputs: Path, tmp_path: Path
 ) -> None:
-    daemon = Served(serve_dir)
+    daemon = ServeDaemon(serve_dir)
     try:
-        assert "serving warm `--sandbox process` runs at" in daemon.first_line
+        assert "serving warm sandboxes at" in daemon.first_line
         assert str(served.socket_path()) in daemon.first_line
         cpus = min(2, usable_cpus())  # one thread per run, and the task's two: each warm
         assert re.fullmatch(
-            rf"{cpus} of {cpus} runners imported and warm in [0-9.]+ s\n", daemon.wait_warm()
+            rf"{cpus} of {cpus} process-backend runners imported and warm in [0-9.]+ s\n",
+            daemon.wait_warm(),
         )
         assert len(daemon.servers) == cpus
         assert oct(serve_dir.stat().st_mode & 0o777) == "0o700"
@@ -135,7 +89,7 @@ def test_runs_fork_from_the_served_server_and_predict_as_from_our_own(
         assert_serves(ProcessBackend(), tmp_path / "a", inputs)
         server = _server()
         assert server.attached and server.pid is None  # nothing started by this process
-        assert _fork_servers_of(os.getpid()) == []
+        assert fork_servers_of(os.getpid()) == []
         # the served server survives its run, and serves the next command's too
         before = sorted(daemon.servers)
         assert_serves(ProcessBackend(), tmp_path / "b", inputs)
@@ -150,7 +104,7 @@ def test_runs_fork_from_the_served_server_and_predict_as_from_our_own(
 def test_a_dead_served_server_is_replaced_and_the_run_still_served(
     serve_dir: Path, inputs: Path, tmp_path: Path
 ) -> None:
-    daemon = Served(serve_dir)
+    daemon = ServeDaemon(serve_dir)
     try:
         assert_serves(ProcessBackend(), tmp_path / "a", inputs)
         dead = daemon.servers
@@ -168,7 +122,7 @@ def test_a_dead_served_server_is_replaced_and_the_run_still_served(
 def test_a_command_of_other_code_or_without_a_private_folder_starts_its_own(
     serve_dir: Path, inputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    daemon = Served(serve_dir)
+    daemon = ServeDaemon(serve_dir)
     try:
         monkeypatch.setattr(served, "code_digest", lambda: "0123456789abcdef")  # other code
         assert_serves(ProcessBackend(), tmp_path / "a", inputs)
@@ -189,7 +143,7 @@ def test_another_user_gets_nothing_from_it(serve_dir: Path) -> None:
     it can reach it: the daemon checks the caller's uid."""
     if os.geteuid() != 0:
         pytest.fail("this test changes its uid: run the suite as root, as CI does")
-    daemon = Served(serve_dir)
+    daemon = ServeDaemon(serve_dir)
     report = serve_dir.parent / f"{serve_dir.name}-other.json"
     try:
         pid = os.fork()
@@ -244,7 +198,7 @@ def test_another_user_gets_nothing_from_it(serve_dir: Path) -> None:
 
 
 def test_a_second_serve_is_refused_and_an_idle_one_stops_by_itself(serve_dir: Path) -> None:
-    first = Served(serve_dir, "--idle-minutes", "0.05")  # 3 s
+    first = ServeDaemon(serve_dir, "--idle-minutes", "0.05")  # 3 s
     try:
         second = subprocess.run(
             [sys.executable, "-m", "harness.cli", "serve"],
@@ -295,3 +249,85 @@ def test_serve_names_a_socket_path_too_long(serve_dir: Path) -> None:
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert f"cannot listen at {deep}/fork-" in done.stderr
     assert "a socket's path has at most 107 bytes" in done.stderr
+
+
+# ---- bwrap and docker: the batch's warm sandboxes, kept by the daemon --------------------
+
+
+def _grade(folders: list[Path], results: Path, backend: str, **kw: Any) -> list[dict[str, Any]]:
+    options = GradeOptions(sandbox=backend, results_dir=results, jobs=2, reports=False)
+    docs = grade(folders, options=options, **kw)
+    return [{k: d.model_dump(mode="json")[k] for k in ("team", "status", "metrics")} for d in docs]
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        pytest.param("bwrap", marks=pytest.mark.bwrap),
+        pytest.param("docker", marks=pytest.mark.docker),
+    ],
+)
+def test_a_batch_through_grade_serve_is_graded_as_without_it(
+    backend: str, env: Path, serve_dir: Path, tmp_path: Path
+) -> None:
+    folders = [make_submission(tmp_path / "subs", f"team{i}", seed=i) for i in range(3)]
+    with spied_warm_sandboxes() as made:
+        alone = _grade(folders, tmp_path / "alone", backend)  # no daemon answers yet
+        daemon = ServeDaemon(serve_dir)
+        try:
+            first = _grade(folders, tmp_path / "served-1", backend)
+            again = _grade(folders, tmp_path / "served-2", backend)  # its sandboxes warm now
+        finally:
+            out = daemon.stop()
+    assert [type(w) for w in made] == [WarmSandboxes, ServedSandboxes, ServedSandboxes], out
+    assert not any(w.fell_back for w in made[1:])  # type: ignore[attr-defined]
+    assert {d["status"] for d in alone} == {"graded"}, alone
+    assert first == alone and again == alone  # the same documents' verdicts and metrics
+
+
+@pytest.mark.bwrap
+def test_a_daemon_gone_mid_batch_leaves_the_rest_to_the_commands_own_sandboxes(
+    env: Path, serve_dir: Path, tmp_path: Path
+) -> None:
+    folders = [make_submission(tmp_path / "subs", f"team{i}", seed=i) for i in range(3)]
+    daemon = ServeDaemon(serve_dir)
+    try:
+        with spied_warm_sandboxes() as made:
+            docs = _grade(folders, tmp_path / "r", "bwrap", on_done=lambda d: daemon.proc.kill())
+    finally:
+        daemon.stop()
+    assert {d["status"] for d in docs} == {"graded"}, docs
+    assert isinstance(made[0], ServedSandboxes) and made[0].fell_back
+
+
+@pytest.mark.bwrap
+def test_a_daemon_whose_sandbox_differs_from_the_commands_is_not_used(
+    serve_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = get_backend("bwrap")
+    daemon = ServeDaemon(serve_dir)
+    try:
+        assert ServedSandboxes(backend).answers()
+        monkeypatch.setattr(type(backend), "describe", lambda self: {"bwrap": "another build"})
+        other = ServedSandboxes(backend)
+        assert not other.answers() and other.fell_back
+    finally:
+        daemon.stop()
+
+
+@pytest.mark.bwrap
+def test_the_broker_runs_no_gpu_job_and_serves_no_process_backend(tmp_path: Path) -> None:
+    broker = served_sandboxes.Broker(1)
+    job = eager_run(tmp_path, eager_inputs(tmp_path), "")
+    gpu = dataclasses.replace(job, policy=dataclasses.replace(job.policy, gpu=True))
+    request = {"backend": "bwrap", "describe": get_backend("bwrap").describe()}
+    request |= {"jobs": 1, "preload": [], "op": "run"}
+    try:
+        with pytest.raises(ValueError, match="runs no GPU job"):
+            broker({**request, "job": served_sandboxes.job_to_wire(gpu)})
+        with pytest.raises(ValueError, match="does not serve the process backend"):
+            broker({**request, "backend": "process", "job": served_sandboxes.job_to_wire(job)})
+        wire = served_sandboxes.job_to_wire(job)
+        assert served_sandboxes.job_from_wire(wire) == job  # the wire loses nothing
+    finally:
+        broker.close()

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from kit import make_submission, write_task
+from kit.served import through_grade_serve
 from trust.build_corpus import (
     CASES,
     EVIL_URL,
@@ -92,7 +93,7 @@ def _host_state(corpus: Corpus) -> dict[str, str]:
     for path in HOST_PATHS:
         info = os.lstat(path)
         state[path] = f"{stat.filemode(info.st_mode)} {info.st_uid}"
-    skip = [corpus.root / n for n in ("results-bwrap", "results-docker", "cache")]
+    skip = [corpus.root / "cache", *corpus.root.glob("results-*")]  # a batch's results
     for path in sorted(corpus.root.rglob("*")):
         if any(path.is_relative_to(s) for s in skip):
             continue
@@ -117,7 +118,7 @@ def _seed_quota(results: Path) -> None:
 @pytest.fixture(scope="class")
 def batch(request: pytest.FixtureRequest, corpus: Corpus) -> Iterator[Batch]:
     name = request.cls.backend
-    results = corpus.root / f"results-{name}"
+    results = corpus.root / f"results-{name}{'-served' * request.cls.served}"
     options = GradeOptions(
         sandbox=name, results_dir=results, tasks_dir=corpus.tasks, reports=True, force=True
     )
@@ -127,16 +128,18 @@ def batch(request: pytest.FixtureRequest, corpus: Corpus) -> Iterator[Batch]:
     before = _host_state(corpus)
     # the team over its quota first: seeded "today", checked seconds later (not across 00:00 UTC)
     order = sorted(corpus.folders.values(), key=lambda p: (p.name != "over_quota", p.name))
-    docs = grade(order, options=replace(options, jobs=2))
+    with through_grade_serve(request.cls.served):
+        docs = grade(order, options=replace(options, jobs=2))
     after = _host_state(corpus)
     yield Batch(name, {d.team: d for d in docs}, alone, results, before, after)
 
 
 class BatchChecks:
     """The assertions on one backend's batch. Each subclass is its own xdist scope
-    (``--dist loadscope``): the two batches grade on different workers."""
+    (``--dist loadscope``): the batches grade on different workers."""
 
     backend: str
+    served = False  # True: through a `grade serve`'s warm sandboxes
 
     @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
     def test_each_attack_ends_with_its_status_and_rule(self, batch: Batch, case: Case) -> None:
@@ -528,3 +531,17 @@ def test_the_cli_takes_task_and_roster(tasks: Path, tmp_path: Path) -> None:
     run = CliRunner().invoke(cli, ["--roster", str(roster), subs, "--results", results])
     assert run.exit_code == 2 and "already the team of line 2" in run.output
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.bwrap
+@pytest.mark.slow
+class TestBwrapServed(BatchChecks):
+    backend = "bwrap"
+    served = True
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+class TestDockerServed(BatchChecks):
+    backend = "docker"
+    served = True

@@ -1,22 +1,26 @@
-"""``grade serve``: the process backend's fork servers, kept warm between commands.
+"""``grade serve``: a batch's warm sandboxes and runners, kept warm between commands.
 
-A ``grade --sandbox process`` command pays 3-4 s before its first run: its fork server
-imports torch, then the ``torch.export`` stack (which imports ``torch._dynamo``), then
-exports a model of its own (``forkserver.py``). ``grade serve`` pays that once: it keeps
-one fork server per environment and preloads, and hands each command a control socket of
-its own to the one it needs (``ForkServer.attach``). Runs are the same as from a server
-of the command's own: forked from a server that imported the same code, with the same
-environment, each in its own session; the command still follows each run, enforces its
-wall clock, kills its group and reads its log, so a command that ends (or is killed)
-takes its runs with it. Only the imports are shared, never a run's state: every run is a
-fresh fork of the server.
+Each command pays seconds before its first run: a runner imports torch, then the
+``torch.export`` stack (which imports ``torch._dynamo``), then exports a model of its own.
+``grade serve`` pays that once per machine and user, for two kinds of warm runner:
+
+- **the process backend's fork servers** (``forkserver.py``): one per environment and
+  preloads; each command gets a control socket of its own to the one it needs
+  (``ForkServer.attach``) and forks its runs from it as from a server of its own: the
+  command still follows each run, enforces its wall clock, kills its group and reads its
+  log, so a command that ends (or is killed) takes its runs with it. Only the imports are
+  shared, never a run's state: every run is a fresh fork of the server.
+- **bwrap's and docker's warm sandboxes** (``served_sandboxes.py``, ``Broker``): the
+  daemon runs a command's jobs through ``WarmSandboxes`` of its own (the zygote, the
+  predictors), which stay open between commands; the command sends each job and waits
+  for its outcome.
 
 Who may use it: the socket lies in a folder only its owner can enter (``serve_dir``), and
 both ends check the other's uid (``SO_PEERCRED``). Which harness: the socket's name
-carries a digest of the harness version, the Python interpreter and the code a server
-runs (the runner, the fork server), so a command never uses a server of other code; it
-starts its own then, as it does when no ``grade serve`` runs. bwrap and docker are not
-served: their warm sandboxes live for one command (``warm.py``).
+carries a digest of the harness version and all of its code, the Python interpreter, the
+versions of the libraries the runners import and the Docker engine named, so a command
+never uses a daemon of other code; it uses sandboxes of its own then, as it does when no
+``grade serve`` runs.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import threading
 import time
 from collections.abc import Callable
 from functools import cache
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,6 +46,8 @@ from ..errors import UserError
 from . import forkserver
 from .layout import RUNNER_SOURCE
 
+SERVED_LIBRARIES = ("torch", "torchvision", "timm", "numpy", "safetensors", "docker")
+ENGINE_ENV = ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_TLS_VERIFY")
 REPLY_SECONDS = forkserver.READY_SECONDS  # the server may be starting a fork server
 _PEERCRED = struct.Struct("3i")  # pid, uid, gid
 
@@ -59,14 +66,27 @@ def serve_dir() -> Path:
 
 @cache
 def code_digest() -> str:
-    """What a served fork server must share with a command that uses it."""
+    """What ``grade serve`` must share with a command it serves: the harness and all of
+    its code (the daemon runs the host side of bwrap's and docker's runs), the Python (its
+    prefix: a virtual environment's own), the versions of what the runners import (read
+    from their metadata: a command imports none of them to ask), the Docker engine named."""
     from .. import __version__
 
     python = f"{sys.prefix}\0{os.path.realpath(sys.executable)}\0{sys.version}"
-    h = hashlib.sha256(f"{__version__}\0{python}\0".encode())
-    for path in sorted([*RUNNER_SOURCE.glob("*.py"), Path(forkserver.__file__)]):
-        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    libraries = "\0".join(_version(name) for name in SERVED_LIBRARIES)
+    engine = "\0".join(f"{name}={os.environ.get(name, '')}" for name in ENGINE_ENV)
+    h = hashlib.sha256(f"{__version__}\0{python}\0{libraries}\0{engine}\0".encode())
+    package = RUNNER_SOURCE.parent
+    for path in sorted(package.rglob("*.py")):
+        h.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:16]
+
+
+def _version(distribution: str) -> str:
+    try:
+        return f"{distribution}=={metadata.version(distribution)}"
+    except metadata.PackageNotFoundError:
+        return f"{distribution} missing"
 
 
 def socket_path() -> Path:
@@ -110,12 +130,43 @@ def attach(env: dict[str, str], preload: tuple[str, ...]) -> socket.socket | Non
     return ctl
 
 
+def request(message: dict[str, Any], *, reply_seconds: float) -> dict[str, Any] | None:
+    """Ask ``grade serve`` to do ``message`` (a broker's operation: ``served_sandboxes``)
+    and wait up to ``reply_seconds`` for its answer; None when no ``grade serve`` of this
+    code answers, or it ended or failed before it answered."""
+    path = socket_path()
+    if not private(path.parent):
+        return None
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    chan = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        chan.settimeout(REPLY_SECONDS)
+        chan.connect(str(path))
+        if _peer_uid(chan) != os.geteuid():
+            return None
+        socket.send_fds(chan, [json.dumps(message).encode()], [theirs.fileno()])
+        theirs.close()
+        ours.settimeout(reply_seconds)
+        with ours.makefile("rb") as reply:
+            value = json.loads(reply.read() or b"null")
+    except (OSError, ValueError):
+        return None
+    finally:
+        chan.close()
+        theirs.close()
+        ours.close()
+    return value if isinstance(value, dict) and "error" not in value else None
+
+
 def _peer_uid(chan: socket.socket) -> int:
     creds = chan.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
     return int(_PEERCRED.unpack(creds)[1])
 
 
 # ---- the server (``grade serve``) ----------------------------------------------------
+
+
+Broker = Callable[[dict[str, Any]], dict[str, Any]]  # an operation in, its answer out
 
 
 class Servers(Protocol):
@@ -131,14 +182,16 @@ class Servers(Protocol):
 
 def serve_forever(
     backend: Servers,
+    broker: Broker,
     *,
     idle_seconds: float,
     warm: list[dict[str, str]],
     ready: Callable[[Path], None],
     warmed: Callable[[int, float], None] = lambda count, seconds: None,
 ) -> None:
-    """Hand out ``backend``'s fork servers until interrupted, or ``idle_seconds`` (0:
-    never) after the last request. ``warm``: environments whose fork servers start at
+    """Hand out ``backend``'s fork servers, and answer ``broker``'s operations (a run in
+    bwrap's or docker's warm sandboxes), until interrupted, or ``idle_seconds`` (0: never)
+    after the last request ended. ``warm``: environments whose fork servers start at
     once (no preloads), in the background (a command may come sooner); ``warmed(count,
     seconds)`` once they run."""
     folder = serve_dir()
@@ -159,7 +212,9 @@ def serve_forever(
                     return
                 continue
             busy.enter()
-            threading.Thread(target=_answer, args=(backend, conn, busy), daemon=True).start()
+            answer = threading.Thread(target=_answer, args=(backend, broker, conn, busy))
+            answer.daemon = True
+            answer.start()
     finally:
         listener.close()
         with contextlib.suppress(FileNotFoundError):
@@ -250,14 +305,21 @@ def _warm_up(
     warmed(len(started), time.perf_counter() - t0)
 
 
-def _answer(backend: Servers, conn: socket.socket, busy: _Busy) -> None:
-    """One command's request: its uid checked, then a control socket of its own."""
+def _answer(backend: Servers, broker: Broker, conn: socket.socket, busy: _Busy) -> None:
+    """One command's request, its uid checked: a control socket of its own to a fork
+    server, or a broker's operation answered on the stream socket it came with."""
+    fds: list[int] = []
     try:
         with conn:
             conn.settimeout(REPLY_SECONDS)
             if _peer_uid(conn) != os.geteuid():
                 return  # another user: nothing (the folder keeps them out already)
-            request = json.loads(conn.recv(forkserver.MAX_MESSAGE) or b"null")
+            data, fds, _flags, _addr = socket.recv_fds(conn, forkserver.MAX_MESSAGE, 1)
+            request = json.loads(data or b"null")
+            if "op" in request:
+                if len(fds) == 1:
+                    _broker_answer(broker, request, fds.pop())
+                return
             env, preload = request["env"], request["preload"]
             if not (_strings(env.keys()) and _strings(env.values()) and _strings(preload)):
                 return
@@ -271,7 +333,20 @@ def _answer(backend: Servers, conn: socket.socket, busy: _Busy) -> None:
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass  # that command starts a server of its own
     finally:
+        for fd in fds:
+            os.close(fd)
         busy.leave()
+
+
+def _broker_answer(broker: Broker, request: dict[str, Any], reply_fd: int) -> None:
+    with socket.socket(fileno=reply_fd) as reply:
+        try:
+            answer = broker(request)
+        except Exception as exc:  # the command does it itself, and reports it if it fails
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+        reply.setblocking(True)
+        with contextlib.suppress(OSError):  # the command is gone: nobody to tell
+            reply.sendall(json.dumps(answer).encode())
 
 
 def _strings(values: Any) -> bool:
