@@ -40,8 +40,11 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the test kit
 
-from harness.runner.contract import JOB_FILE, EagerJob, to_json  # noqa: E402
+from kit.jobs import eager_spec  # noqa: E402
+
+from harness.runner.contract import JOB_FILE, to_json  # noqa: E402
 from harness.sandbox import RunJob, RunOutcome, SandboxPolicy, get_backend  # noqa: E402
 from harness.sandbox.base import Backend  # noqa: E402
 from harness.sandbox.process import ProcessBackend  # noqa: E402
@@ -76,18 +79,7 @@ def make_job(root: Path) -> RunJob:
     save_file(state, str(sub / "weights.safetensors"))
     images = np.random.default_rng(0).integers(0, 255, (8, 1, 8, 8), dtype=np.uint8)
     np.save(inputs / "inputs.npy", images)
-    spec = EagerJob(
-        entrypoint="model:build_model",
-        weights="weights.safetensors",
-        normalize=None,
-        kind="classification",
-        num_classes=3,
-        input_shape=(1, 8, 8),
-        batch_size=8,
-        device="cpu",
-        threads=1,
-        probe=None,
-    )
+    spec = eager_spec(batch_size=8)
     (job / JOB_FILE).write_text(to_json(spec))
     return RunJob(sub, inputs, job, out, POLICY, label="benchmark")
 

@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from kit.jobs import kill_sandbox
+from kit.jobs import eager_spec, kill_sandbox
 from kit.served import ServeDaemon
 
-from harness.runner.contract import JOB_FILE, EagerJob, to_json
+from harness.runner.contract import JOB_FILE, to_json
 from harness.sandbox import RunJob, RunOutcome, SandboxPolicy, backends, get_backend
 from harness.sandbox.base import Backend
 from harness.sandbox.layout import runner_root
@@ -142,18 +142,7 @@ def _job(root: Path, probe: str, policy: SandboxPolicy = POLICY) -> RunJob:
     np.save(split / "inputs" / "inputs.npy", rng.integers(0, 255, (8, 1, 8, 8), dtype=np.uint8))
     np.save(split / "labels.npy", np.arange(8))
     (root / "secret_seed.txt").write_text("31337")
-    spec = EagerJob(
-        entrypoint="model:build_model",
-        weights="weights.safetensors",
-        normalize=None,
-        kind="classification",
-        num_classes=3,
-        input_shape=(1, 8, 8),
-        batch_size=4,
-        device="cpu",
-        threads=1,
-        probe=None,
-    )
+    spec = eager_spec()
     (job / JOB_FILE).write_text(to_json(spec))
     return RunJob(sub, split / "inputs", job, out, policy, label="conformance")
 

@@ -197,16 +197,21 @@ def test_another_user_gets_nothing_from_it(serve_dir: Path) -> None:
         daemon.stop()
 
 
+def _serve_at(folder: Path) -> subprocess.CompletedProcess[str]:
+    """`grade serve` at ``folder``, when it is expected to refuse (it returns at once)."""
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", "serve"],
+        env={**os.environ, "HARNESS_SERVE_DIR": str(folder)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def test_a_second_serve_is_refused_and_an_idle_one_stops_by_itself(serve_dir: Path) -> None:
     first = ServeDaemon(serve_dir, "--idle-minutes", "0.05")  # 3 s
     try:
-        second = subprocess.run(
-            [sys.executable, "-m", "harness.cli", "serve"],
-            env={**os.environ, "HARNESS_SERVE_DIR": str(serve_dir)},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        second = _serve_at(serve_dir)
         assert second.returncode == 2
         assert "already answers at" in second.stderr and "Traceback" not in second.stderr
         assert "stop it first" in second.stderr
@@ -223,13 +228,7 @@ def test_a_second_serve_is_refused_and_an_idle_one_stops_by_itself(serve_dir: Pa
 def test_serve_refuses_a_folder_others_may_enter(serve_dir: Path) -> None:
     serve_dir.chmod(0o777)
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "harness.cli", "serve"],
-            env={**os.environ, "HARNESS_SERVE_DIR": str(serve_dir)},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        done = _serve_at(serve_dir)
     finally:
         serve_dir.chmod(0o700)
     assert done.returncode == 2
@@ -239,13 +238,7 @@ def test_serve_refuses_a_folder_others_may_enter(serve_dir: Path) -> None:
 
 def test_serve_names_a_socket_path_too_long(serve_dir: Path) -> None:
     deep = serve_dir / ("d" * 100)
-    done = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "serve"],
-        env={**os.environ, "HARNESS_SERVE_DIR": str(deep)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = _serve_at(deep)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert f"cannot listen at {deep}/fork-" in done.stderr
     assert "a socket's path has at most 107 bytes" in done.stderr

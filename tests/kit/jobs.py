@@ -78,6 +78,25 @@ def build_model():
 """
 
 
+def eager_spec(**fields: Any) -> EagerJob:
+    """An eager phase's job: ``model:build_model`` with ``weights.safetensors`` on one
+    CPU thread, a classifier of 3 classes on 1 x 8 x 8 images in batches of 4, but for
+    ``fields``."""
+    defaults: dict[str, Any] = {
+        "entrypoint": "model:build_model",
+        "weights": "weights.safetensors",
+        "normalize": None,
+        "kind": "classification",
+        "num_classes": 3,
+        "input_shape": (1, 8, 8),
+        "batch_size": 4,
+        "device": "cpu",
+        "threads": 1,
+        "probe": None,
+    }
+    return EagerJob(**(defaults | fields))
+
+
 def eager_inputs(folder: Path) -> Path:
     """Six seeded 1 x 4 x 4 images in ``folder/inputs.npy``; ``folder``."""
     images = np.random.default_rng(0).integers(0, 256, (6, 1, 4, 4), dtype=np.uint8)
@@ -94,17 +113,12 @@ def eager_run(
     source.mkdir()
     (source / "model.py").write_text(EAGER_MODEL.format(behaviour=behaviour))
     save_file({"1.weight": torch.ones(1, 16), "1.bias": torch.zeros(1)}, source / "w.safetensors")
-    spec = EagerJob(
-        entrypoint="model:build_model",
+    spec = eager_spec(
         weights="w.safetensors",
-        normalize=None,
         kind="regression",
         num_classes=0,
         input_shape=(1, 4, 4),
         batch_size=2,
-        device="cpu",
-        threads=1,
-        probe=None,
     )
     policy = SandboxPolicy(
         wall_seconds=wall,
