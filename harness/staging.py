@@ -30,10 +30,27 @@ def sandbox_temp(prefix: str) -> Path:
 
 
 def process_temp(prefix: str) -> Path:
-    """A ``sandbox_temp`` folder kept until this process exits, named ``prefix``, then its
-    pid. A process killed before its exit handlers (a grading stopped with SIGKILL, a Ray
-    worker stopped hard) leaves its folders; the next process to make one with the same
-    prefix removes them, and never a live process's."""
+    """An ``owned_temp`` folder kept until this process exits."""
+    folder = owned_temp(prefix)
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
+def owned_temp(prefix: str) -> Path:
+    """A ``sandbox_temp`` folder named ``prefix``, then this process's pid. A process
+    killed before it removed its folders (a grading stopped with SIGTERM or SIGKILL, a Ray
+    worker stopped hard) leaves them; the first folder of a prefix that a later process
+    makes removes them, and never a live process's."""
+    if prefix not in _swept:
+        _swept.add(prefix)
+        _sweep_dead(prefix)
+    return sandbox_temp(f"{prefix}{os.getpid()}-")
+
+
+_swept: set[str] = set()
+
+
+def _sweep_dead(prefix: str) -> None:
     for folder in Path(tempfile.gettempdir()).glob(f"{prefix}*-*"):
         pid = folder.name.removeprefix(prefix).partition("-")[0]
         if not pid.isdigit() or int(pid) == os.getpid():
@@ -44,9 +61,6 @@ def process_temp(prefix: str) -> Path:
             shutil.rmtree(folder, ignore_errors=True)
         except PermissionError:
             pass  # alive, another user's
-    folder = sandbox_temp(f"{prefix}{os.getpid()}-")
-    atexit.register(shutil.rmtree, folder, True)
-    return folder
 
 
 @dataclass(frozen=True)
@@ -57,7 +71,7 @@ class Workspace:
 
     @classmethod
     def create(cls) -> Workspace:
-        return cls(sandbox_temp("harness-ws-"))
+        return cls(owned_temp("harness-ws-"))
 
     def stage(
         self, name: str, source: Path, files: list[str], extra: dict[str, Path] | None = None

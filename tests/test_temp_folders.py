@@ -1,6 +1,7 @@
-"""The grading process's own folders in the temporary folder (``staging.process_temp``):
-the runner's code and the shared canary mixes. Each names its process, so a process killed
-before its exit handlers leaves nothing the next one does not remove."""
+"""The grading process's own folders in the temporary folder (``staging.owned_temp``): the
+runner's code, the shared canary mixes, the workspaces, the predictors' spools and the
+zygotes' folders. Each names its process, so a process killed before it removed them
+leaves nothing the next one does not remove."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from harness import staging
 from harness.sandbox.layout import runner_root
+from harness.staging import Workspace
 
 
 def test_a_killed_process_runner_folder_goes_with_the_next_process_one(
@@ -27,6 +30,7 @@ def test_a_killed_process_runner_folder_goes_with_the_next_process_one(
     )
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     runner_root.cache_clear()
+    monkeypatch.setattr(staging, "_swept", set())  # as in a process that made none yet
     try:
         orphan = tmp_path / f"harness-runner-{int(ended.stdout)}-abc"
         kept = tmp_path / f"harness-runner-{alive.pid}-def"
@@ -43,3 +47,33 @@ def test_a_killed_process_runner_folder_goes_with_the_next_process_one(
         alive.kill()
         alive.wait()
         runner_root.cache_clear()
+
+
+def test_a_killed_commands_workspaces_go_with_the_next_commands_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command stopped with SIGTERM ends without its exit handlers: its workspaces (the
+    submissions' staged files, their outputs) stay until the next command makes one."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(staging, "_swept", set())
+    killed = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, tempfile, time; tempfile.tempdir = sys.argv[1]\n"
+            "from harness.staging import Workspace\n"
+            "print(Workspace.create().root, flush=True); time.sleep(60)",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert killed.stdout is not None
+    left = Path(killed.stdout.readline().strip())
+    live = Workspace.create()  # while the other lives: its folder stays
+    assert left.is_dir() and live.root.name.startswith(f"harness-ws-{os.getpid()}-")
+    killed.terminate()
+    killed.wait()
+    monkeypatch.setattr(staging, "_swept", set())  # the next command's first workspace
+    Workspace.create()
+    assert not left.exists() and live.root.exists()

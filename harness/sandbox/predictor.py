@@ -46,7 +46,7 @@ from typing import Protocol, Self
 
 from ..runner import serve
 from ..safefs import discard, open_under, walk
-from ..staging import sandbox_temp
+from ..staging import owned_temp
 from .base import Backend, RunJob, RunOutcome, SandboxPolicy
 from .confine import LogPump, exit_code_of, kill_group, output_over, share_folders
 from .watch import Ending, Watched, outcome, watch
@@ -256,7 +256,7 @@ class SpoolPredictor(WarmSandbox):
 
     def _spool_dir(self) -> Path:
         if self._spool is None:
-            self._spool = sandbox_temp("harness-spool-")
+            self._spool = owned_temp("harness-spool-")
         return self._spool
 
     def _write_request(self, request: Path, job: RunJob) -> None:

@@ -51,7 +51,7 @@ from pathlib import Path
 from ..runner.emptying import empty_folder
 from ..runner.zygote import DONE_LINE, GO, UNFIT
 from ..safefs import discard, walk
-from ..staging import sandbox_temp
+from ..staging import owned_temp
 from .base import MOUNTS, RunJob, RunOutcome, SandboxPolicy
 from .confine import exit_code_of, hand_over, output_over
 from .layout import host_paths
@@ -268,7 +268,7 @@ def _flooded(logs: Path, log_file: Path, p: SandboxPolicy) -> bool:
 
 
 def _folders(uid: int | None) -> Path:
-    root = sandbox_temp("harness-zygote-")
+    root = owned_temp("harness-zygote-")
     for key in (*READ_ONLY, *WRITABLE):
         (root / key).mkdir(mode=0o755)
         if key in WRITABLE:
