@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from harness import canary
+from harness import canary, staging
 from harness.settings import settings
 
 
@@ -112,6 +112,7 @@ def test_a_killed_process_shared_mix_goes_with_the_next_process_first_one(
     settings.cache_clear()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setattr(canary, "_shared", type(canary._shared)())
+    monkeypatch.setattr(staging, "_swept", set())  # as in a process that mixed nothing yet
     ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                            capture_output=True, text=True, check=True)  # fmt: skip
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
