@@ -1,5 +1,5 @@
-"""``grade serve``: keep the process backend's pre-imported runners warm between
-commands (``sandbox/served.py``)."""
+"""``grade serve``: keep every backend's runners and sandboxes warm between commands
+(``sandbox/served.py``, ``served_sandboxes.py``)."""
 
 from __future__ import annotations
 

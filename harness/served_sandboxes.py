@@ -34,7 +34,7 @@ ANSWER_MARGIN_SECONDS = 600.0  # over twice a run's wall clock: a slot, a sandbo
 
 def warm_sandboxes(backend: Backend, jobs: int, preload: tuple[str, ...]) -> WarmSandboxes:
     """The batch's warm sandboxes: ``grade serve``'s when one answers for ``backend``."""
-    if backend.name in SERVED_BACKENDS:
+    if backend.name in SERVED_BACKENDS and served.may_answer():  # no describe() otherwise
         served_ones = ServedSandboxes(backend, jobs=jobs, preload=preload)
         if served_ones.answers():
             return served_ones
@@ -47,7 +47,6 @@ class ServedSandboxes(WarmSandboxes):
 
     def __init__(self, backend: Backend, jobs: int = 1, preload: tuple[str, ...] = ()) -> None:
         super().__init__(backend, jobs=jobs, preload=preload)
-        self.preload = preload
         self._gone = threading.Event()
         self._described: dict[str, str] | None = None
 
@@ -97,8 +96,8 @@ class ServedSandboxes(WarmSandboxes):
 
 
 class Broker:
-    """The daemon's side: one ``WarmSandboxes`` per backend and preloads, each sized for
-    the largest ``--jobs`` a command asked with (at least this machine's cores)."""
+    """The daemon's side: one ``WarmSandboxes`` per backend and preloads, sized when first
+    asked for: this machine's cores, or the asking command's ``--jobs`` if more."""
 
     def __init__(self, cores: int) -> None:
         self.cores = cores
@@ -147,22 +146,16 @@ class Broker:
 # ---- the wire: jobs and outcomes as JSON ---------------------------------------------
 
 
+_PATHS = ("submission_dir", "inputs_dir", "job_dir", "output_dir")
+
+
 def job_to_wire(job: RunJob) -> dict[str, Any]:
-    return {
-        **{k: str(v) for k, v in _paths(job).items()},
-        "policy": dataclasses.asdict(job.policy),
-        "mount_submission": job.mount_submission,
-        "label": job.label,
-    }
+    return {**dataclasses.asdict(job), **{k: str(getattr(job, k)) for k in _PATHS}}
 
 
 def job_from_wire(wire: dict[str, Any]) -> RunJob:
-    return RunJob(
-        **{k: Path(wire[k]) for k in ("submission_dir", "inputs_dir", "job_dir", "output_dir")},
-        policy=SandboxPolicy(**wire["policy"]),
-        mount_submission=bool(wire["mount_submission"]),
-        label=str(wire["label"]),
-    )
+    paths = {k: Path(wire[k]) for k in _PATHS}
+    return RunJob(**{**wire, **paths, "policy": SandboxPolicy(**wire["policy"])})
 
 
 def outcome_to_wire(outcome: RunOutcome) -> dict[str, Any]:
@@ -171,12 +164,3 @@ def outcome_to_wire(outcome: RunOutcome) -> dict[str, Any]:
 
 def outcome_from_wire(wire: dict[str, Any]) -> RunOutcome:
     return RunOutcome(**{**wire, "output_dir": Path(wire["output_dir"])})
-
-
-def _paths(job: RunJob) -> dict[str, Path]:
-    return {
-        "submission_dir": job.submission_dir,
-        "inputs_dir": job.inputs_dir,
-        "job_dir": job.job_dir,
-        "output_dir": job.output_dir,
-    }

@@ -32,7 +32,7 @@ def sandbox_temp(prefix: str) -> Path:
 def process_temp(prefix: str) -> Path:
     """An ``owned_temp`` folder kept until this process exits."""
     folder = owned_temp(prefix)
-    atexit.register(shutil.rmtree, folder, True)
+    atexit.register(discard, folder)
     return folder
 
 
@@ -58,7 +58,7 @@ def _sweep_dead(prefix: str) -> None:
         try:
             os.kill(int(pid), 0)
         except ProcessLookupError:
-            shutil.rmtree(folder, ignore_errors=True)
+            discard(folder)  # what its sandboxes left in it too (``safefs.remove_tree``)
         except PermissionError:
             pass  # alive, another user's
 

@@ -133,6 +133,7 @@ class WarmSandboxes:
         import ahead (``harness/preloads.py``)."""
         self.backend = backend
         self.jobs = max(1, jobs)
+        self.preload = preload
         self._predictors: _Pool[Predictor] = _Pool(backend.predictor, self._predictors_for)
         self._runners: _Pool[Runner] = _Pool(
             lambda p: backend.runner(p, preload), lambda p: max(1, self.jobs // 4)

@@ -120,12 +120,7 @@ class ForkServer:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             with self._lock:
-                ctl = self._ensure(remote=False)
-                try:
-                    socket.send_fds(ctl, [ATTACH], [theirs.fileno()])
-                except OSError:
-                    self._stop()
-                    socket.send_fds(self._ensure(remote=False), [ATTACH], [theirs.fileno()])
+                self._send(ATTACH, [theirs.fileno()], remote=False)
         except BaseException:
             ours.close()
             raise
@@ -165,13 +160,7 @@ class ForkServer:
             with self._lock:
                 if restart:  # a server of our own: a served one may be the one that failed
                     self._stop()
-                ctl = self._ensure(remote=not restart)
-                try:
-                    socket.send_fds(ctl, [request], [theirs.fileno(), log_w])
-                except OSError:
-                    self._stop()
-                    ctl = self._ensure(remote=not restart)
-                    socket.send_fds(ctl, [request], [theirs.fileno(), log_w])
+                self._send(request, [theirs.fileno(), log_w], remote=not restart)
                 t0 = time.perf_counter()  # the run's clock: the server's start is not its time
         except BaseException:
             ours.close()
@@ -190,6 +179,15 @@ class ForkServer:
             log.text(timeout=1.0)
             return None  # the server died or hung before forking: restart it
         return _Started(ours, int(first["pid"]), log, t0, "")
+
+    def _send(self, message: bytes, fds: list[int], *, remote: bool) -> None:
+        """``message`` and ``fds`` to the server (under the lock); once more to a server
+        started again when the send fails (it died since the last)."""
+        try:
+            socket.send_fds(self._ensure(remote=remote), [message], fds)
+        except OSError:
+            self._stop()
+            socket.send_fds(self._ensure(remote=remote), [message], fds)
 
     def _ensure(self, *, remote: bool) -> socket.socket:
         """The control socket: the current one while its server lives (a served one until

@@ -36,7 +36,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import cache
 from importlib import metadata
 from pathlib import Path
@@ -102,25 +102,22 @@ def private(folder: Path) -> bool:
     return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o077
 
 
+def may_answer() -> bool:
+    """Whether a ``grade serve`` of this code may be listening (its socket is there, in a
+    private folder): cheap enough for every batch and every runner's start."""
+    return private(serve_dir()) and socket_path().exists()
+
+
 def attach(env: dict[str, str], preload: tuple[str, ...]) -> socket.socket | None:
     """A control socket to a served fork server for ``env`` and ``preload``; None when no
     ``grade serve`` of this code answers (the caller starts a server of its own)."""
-    path = socket_path()
-    if not private(path.parent):
-        return None
-    chan = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     fds: list[int] = []
     try:
-        chan.settimeout(REPLY_SECONDS)
-        chan.connect(str(path))
-        if _peer_uid(chan) != os.geteuid():
-            return None
-        chan.sendall(json.dumps({"env": env, "preload": list(preload)}).encode())
-        data, fds, _flags, _addr = socket.recv_fds(chan, forkserver.MAX_MESSAGE, 1)
+        with _connected() as chan:
+            chan.sendall(json.dumps({"env": env, "preload": list(preload)}).encode())
+            data, fds, _flags, _addr = socket.recv_fds(chan, forkserver.MAX_MESSAGE, 1)
     except OSError:
         return None
-    finally:
-        chan.close()
     if data != b"ok" or len(fds) != 1:
         for fd in fds:
             os.close(fd)
@@ -134,17 +131,10 @@ def request(message: dict[str, Any], *, reply_seconds: float) -> dict[str, Any] 
     """Ask ``grade serve`` to do ``message`` (a broker's operation: ``served_sandboxes``)
     and wait up to ``reply_seconds`` for its answer; None when no ``grade serve`` of this
     code answers, or it ended or failed before it answered."""
-    path = socket_path()
-    if not private(path.parent):
-        return None
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    chan = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
-        chan.settimeout(REPLY_SECONDS)
-        chan.connect(str(path))
-        if _peer_uid(chan) != os.geteuid():
-            return None
-        socket.send_fds(chan, [json.dumps(message).encode()], [theirs.fileno()])
+        with _connected() as chan:
+            socket.send_fds(chan, [json.dumps(message).encode()], [theirs.fileno()])
         theirs.close()
         ours.settimeout(reply_seconds)
         with ours.makefile("rb") as reply:
@@ -152,10 +142,26 @@ def request(message: dict[str, Any], *, reply_seconds: float) -> dict[str, Any] 
     except (OSError, ValueError):
         return None
     finally:
-        chan.close()
         theirs.close()
         ours.close()
     return value if isinstance(value, dict) and "error" not in value else None
+
+
+@contextlib.contextmanager
+def _connected() -> Iterator[socket.socket]:
+    """A connection to ``grade serve`` of this code, run by this user; ``OSError`` when
+    there is none (no private folder, no socket, another user's)."""
+    if not may_answer():
+        raise FileNotFoundError("no grade serve here")
+    chan = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        chan.settimeout(REPLY_SECONDS)
+        chan.connect(str(socket_path()))
+        if _peer_uid(chan) != os.geteuid():
+            raise PermissionError("grade serve of another user")
+        yield chan
+    finally:
+        chan.close()
 
 
 def _peer_uid(chan: socket.socket) -> int:
