@@ -4,7 +4,7 @@ loads its weights and runs it on every image in the task's batch size under infe
 mode; no sandbox, no checks, no result documents.
 
     python benchmarks/bare_loop.py --inputs inputs.npy --labels labels.npy \\
-        --batch-size 250 [--keep-freed-memory] [--threads N] SUBMISSION...
+        --batch-size 250 [--keep-freed-memory] [--threads N] [--channels-last] SUBMISSION...
 
 Prints one JSON object: the wall time of the process's own work (from before ``import
 torch`` to the last model), and each model's seconds, images per second and MSE (or
@@ -58,6 +58,7 @@ def predict(
     batch_size: int,
     device: torch.device,
     normalize: dict[str, list[float]],
+    channels_last: bool = False,
 ) -> np.ndarray:
     """Every image through the model, in order; the outputs as a float32 array."""
     mean = std = None
@@ -71,6 +72,8 @@ def predict(
             x = x.to(torch.float32).div_(255.0)
             if mean is not None:
                 x = (x - mean) / std
+            if channels_last:  # strides channels-last even with one channel
+                x = torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
             outputs.append(model(x).float())
         result = torch.cat(outputs).cpu().numpy()
     return result
@@ -101,6 +104,12 @@ def main(argv: list[str] | None = None) -> None:
         help="torch's intra-op threads (default: torch's own choice, one per core); with 1, "
         "the loop's time against the default's is how well one model uses every core",
     )
+    parser.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="each model and batch in channels-last memory format, the layout phase B "
+        "gives 2-D convolutions on a CPU (harness/runner/interpreter.py): the same kernels",
+    )
     parser.add_argument("submissions", type=Path, nargs="+")
     a = parser.parse_args(argv)
     if a.threads:
@@ -124,8 +133,10 @@ def main(argv: list[str] | None = None) -> None:
         t = time.perf_counter()
         model, normalize = load_model(folder)
         model.to(device)
+        if a.channels_last:
+            model.to(memory_format=torch.channels_last)
         built = time.perf_counter()
-        outputs = predict(model, images, a.batch_size, device, normalize)
+        outputs = predict(model, images, a.batch_size, device, normalize, a.channels_last)
         if gpu:
             torch.cuda.synchronize()
         done = time.perf_counter()

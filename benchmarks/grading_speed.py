@@ -305,13 +305,20 @@ def _write_submission(root: Path, i: int) -> Path:
 
 
 def run_bare(
-    s: Setup, subs: list[Path], device: str = "auto", *, keep: bool = False
+    s: Setup,
+    subs: list[Path],
+    device: str = "auto",
+    *,
+    keep: bool = False,
+    channels_last: bool = False,
 ) -> dict[str, Any]:
     """The bare loop; ``keep``: with the C heap kept between batches, as the harness's
-    predicting runs have it (``harness/runner/heap.py``)."""
+    predicting runs have it (``harness/runner/heap.py``); ``channels_last``: its models
+    and batches channels-last, as phase B runs 2-D convolutions on a CPU."""
     cmd = [PY, str(HERE / "bare_loop.py"), "--inputs", str(s.inputs), "--labels", str(s.labels)]
     cmd += ["--batch-size", str(s.batch_size), "--device", device]
-    cmd += ["--keep-freed-memory"] * keep + [*map(str, subs)]
+    cmd += ["--keep-freed-memory"] * keep + ["--channels-last"] * channels_last
+    cmd += [*map(str, subs)]
     t = timed(cmd, env=s.env)
     inner = json.loads(t.stdout)
     inner = {k: v for k, v in inner.items() if k != "wall_s"}
@@ -474,6 +481,8 @@ def summarize(r: dict[str, Any]) -> dict[str, Any]:
     bare_cpu = _median([b["cpu_s"] for b in r["bare"]])
     naive = r.get("naive", {}).get("wall_s")
     kept = _median([b["wall_s"] for b in r["bare_kept"]]) if r.get("bare_kept") else None
+    cl = r.get("bare_channels_last")
+    same_kernels = _median([b["wall_s"] for b in cl]) if cl else None
     rows: dict[str, Any] = {}
     for name, runs in r["harness"].items():
         if not runs or "skipped" in runs[0]:
@@ -496,6 +505,11 @@ def summarize(r: dict[str, Any]) -> dict[str, Any]:
             # the targets' ratio: against the faster of the two loops (the plain one's
             # time swings with where glibc's mmap threshold drifts: 10.5-16.9 s here)
             "harness_over_best_bare": _ratio(wall, min(bare, kept or bare)),
+            # context, not a target: the loop with phase B's layout (the same kernels)
+            "bare_channels_last_s": round(same_kernels, 2) if same_kernels else None,
+            "harness_over_bare_channels_last": (
+                _ratio(wall, same_kernels) if same_kernels else None
+            ),
             "naive_over_harness": _ratio(naive, wall) if naive else None,
             "harness_cpu_s": round(cpu, 2),
             "bare_cpu_s": round(bare_cpu, 2),
@@ -550,6 +564,8 @@ def print_table(r: dict[str, Any]) -> None:
         ("bare, heap kept, s", "bare_kept_s"),
         ("harness / bare, heap kept", "harness_over_bare_kept"),
         ("harness / faster bare (targets)", "harness_over_best_bare"),
+        ("bare, channels-last, s", "bare_channels_last_s"),
+        ("harness / bare channels-last", "harness_over_bare_channels_last"),
         ("naive / harness", "naive_over_harness"),
         ("harness CPU s", "harness_cpu_s"),
         ("bare CPU s", "bare_cpu_s"),
@@ -794,6 +810,8 @@ def _rounds(
         r["bare"].append(run_bare(s, s.subs))
         print(f"round {i + 1}: bare loop, C heap kept between batches", file=sys.stderr)
         r["bare_kept"].append(run_bare(s, s.subs, keep=True))
+        print(f"round {i + 1}: bare loop, heap kept, channels-last", file=sys.stderr)
+        r["bare_channels_last"].append(run_bare(s, s.subs, keep=True, channels_last=True))
         for b in names:
             runs = r["harness"][b]
             if (runs and "skipped" in runs[0]) or (i > 0 and b != "process"):
@@ -838,7 +856,7 @@ def correlation_suite(a: argparse.Namespace) -> dict[str, Any]:
     names = [b for b in a.backends.split(",") if b]
     s.env["HARNESS_SERVE_DIR"] = str(a.work / "no-serve")  # no `grade serve` answers there
     r["harness"] = {b: [] for b in names}
-    r["bare"], r["bare_kept"] = [], []
+    r["bare"], r["bare_kept"], r["bare_channels_last"] = [], [], []
     for b in names:
         reason = backend_reason(b)
         if reason:

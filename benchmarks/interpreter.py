@@ -2,8 +2,10 @@
 
 For each task's reference model (random weights; timing needs no training): export it at
 the task's batch size, check it as the host does, then time ``model(x)`` (eager), the
-interpreter (``harness.runner.interpreter.Program``, what phase B runs) and
-``ExportedProgram.module()`` on the same batches, one thread, interleaved rounds.
+interpreter (``harness.runner.interpreter.Program``), the interpreter with 2-D
+convolutions channels-last (``channels_last=True``: what phase B runs on a CPU) and
+``ExportedProgram.module()`` on the same batches, one thread, interleaved rounds; and
+the largest difference of the channels-last outputs from eager on one batch.
 
     python benchmarks/interpreter.py              # all references, 3 rounds of 4 batches
     python benchmarks/interpreter.py --references correlation --rounds 5
@@ -64,20 +66,27 @@ def bench(name: str, rounds: int, count: int, work: Path) -> dict[str, Any]:
     expect = Expect(shape, task.kind, task.num_classes, 2**31)
     check_program(raw, clean, expect)
     program = Program(clean, torch.device("cpu"))
+    fast = Program(clean, torch.device("cpu"), channels_last=True)
     module = exported.module()
     batches = [torch.rand(shape) for _ in range(count)]
-    times: dict[str, list[float]] = {"eager": [], "interpreter": [], "module": []}
+    times: dict[str, list[float]] = {"eager": [], "interpreter": [], "channels_last": []}
+    times["module"] = []
     for _ in range(rounds):
         times["eager"].append(_time(model, batches))
         times["interpreter"].append(_time(program, batches))
+        times["channels_last"].append(_time(fast, batches))
         times["module"].append(_time(module, batches))
     med = {k: statistics.median(v) for k, v in times.items()}
+    with torch.inference_mode():
+        diff = (fast(batches[0]) - model(batches[0])).abs().max().item()
     return {
         "reference": name,
         "batch": shape[0],
         "seconds_per_batch": {k: round(v, 5) for k, v in med.items()},
         "interpreter_over_eager": round(med["interpreter"] / med["eager"], 3),
+        "channels_last_over_eager": round(med["channels_last"] / med["eager"], 3),
         "module_over_eager": round(med["module"] / med["eager"], 3),
+        "channels_last_max_abs_diff": diff,
     }
 
 
@@ -99,6 +108,9 @@ def main() -> None:
             print(
                 f"{name:22s} batch {row['batch']:4d}  eager {s['eager']:.4f} s  "
                 f"interpreter {s['interpreter']:.4f} s ({row['interpreter_over_eager']:.2f}x)  "
+                f"channels-last {s['channels_last']:.4f} s "
+                f"({row['channels_last_over_eager']:.2f}x, max diff "
+                f"{row['channels_last_max_abs_diff']:.1e})  "
                 f"module() {s['module']:.4f} s ({row['module_over_eager']:.2f}x)",
                 flush=True,
             )

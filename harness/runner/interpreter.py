@@ -11,6 +11,16 @@ Node kinds: an ATen call binding one output, several, or none (``_assert_tensor_
 checks a tensor and returns nothing); and the higher-order wrappers the host allows
 (``wrap_with_autocast``, ``wrap_with_set_grad_enabled``), whose body runs in a scope of
 its own under the wrapper's mode.
+
+``channels_last=True`` (phase B on a CPU) runs 2-D convolutions on channels-last tensors,
+which oneDNN computes in 0.5-0.75 of the time on this project's CNNs
+(``benchmarks/interpreter.py``); the values are the same up to float rounding (the order
+of a convolution's sums), as with another thread count. A value a convolution made
+channels-last flows through the operators in ``LAYOUT_FREE`` (their kernels compute the
+same values whatever the strides, and return a new tensor, or, in place, their first
+argument) and is made contiguous, once, for every name bound to it, before any other
+operator reads it: views, reshapes and metadata checks see the strides they were traced
+with, and a view never aliases a copy.
 """
 
 from __future__ import annotations
@@ -49,6 +59,31 @@ PLAIN = ("as_int", "as_ints", "as_bool", "as_bools", "as_string", "as_strings")
 SPECIAL = ("Infinity", "-Infinity", "NaN")  # how the serializer writes those floats
 
 
+# operators a channels-last value may reach as it is (see the module's docstring): each
+# returns a new tensor, or its first argument (the in-place forms), never a view
+def _aten(targets: str) -> frozenset[str]:
+    return frozenset(PREFIX + target for target in targets.split())
+
+
+LAYOUT_FREE = _aten(
+    """
+    convolution.default conv2d.default
+    batch_norm.default _native_batch_norm_legit_no_training.default
+    _batch_norm_no_update.default
+    relu.default relu_.default relu6.default hardtanh.default hardtanh_.default
+    leaky_relu.default leaky_relu_.default elu.default elu_.default gelu.default gelu_.default
+    silu.default silu_.default mish.default mish_.default sigmoid.default sigmoid_.default
+    tanh.default tanh_.default hardswish.default hardswish_.default hardsigmoid.default
+    hardsigmoid_.default
+    add.Tensor add_.Tensor sub.Tensor sub_.Tensor mul.Tensor mul_.Tensor div.Tensor
+    div_.Tensor add.Scalar mul.Scalar
+    max_pool2d.default max_pool2d_with_indices.default avg_pool2d.default
+    adaptive_avg_pool2d.default _adaptive_avg_pool2d.default mean.dim cat.default
+    """
+)
+CONVOLUTIONS = _aten("convolution.default conv2d.default")
+
+
 class ProgramError(Exception):
     """The program holds something this interpreter does not run (the host check missed it)."""
 
@@ -60,8 +95,9 @@ def _ints(values: list[dict[str, int]]) -> list[int]:
 class Program:
     """A checked program: ``Program(path, device)(x)`` returns the model's output."""
 
-    def __init__(self, path: Path, device: torch.device) -> None:
+    def __init__(self, path: Path, device: torch.device, channels_last: bool = False) -> None:
         self.device = device
+        self.channels_last = channels_last
         with zipfile.ZipFile(path) as zf:
             root = zf.namelist()[0].partition("/")[0]
             model = json.loads(zf.read(f"{root}/models/model.json"))
@@ -86,6 +122,9 @@ class Program:
         self.output = graph["outputs"][0]["as_tensor"]["name"]
         self.ops = {n["target"]: self._op(n["target"]) for n in self.nodes}
         self.drops: dict[int, list[list[str]]] = {}  # per node list: names freed after each
+        if channels_last:
+            for name in _conv_weights_only(self.nodes, self.state):
+                self.state[name] = self.state[name].contiguous(memory_format=torch.channels_last)
 
     @staticmethod
     def _tensors(zf: zipfile.ZipFile, root: str, folder: str, config: str) -> dict[str, Any]:
@@ -170,13 +209,19 @@ class Program:
         drops = self.drops.get(id(nodes))
         if drops is None:
             drops = self.drops[id(nodes)] = _last_uses(nodes, keep | {self.output})
+        marked: set[str] = set()  # names bound to a channels-last value a convolution made
         for node, drop in zip(nodes, drops, strict=True):
-            self._node(node, env)
+            self._node(node, env, marked)
             for name in drop:  # as eager PyTorch frees a value after its last use: the
                 env.pop(name, None)  # allocator reuses warm memory instead of new pages
+                marked.discard(name)
+        _unmark(keep | {self.output}, env, marked)
 
-    def _node(self, node: dict[str, Any], env: dict[str, Any]) -> None:
+    def _node(self, node: dict[str, Any], env: dict[str, Any], marked: set[str]) -> None:
         target = node["target"]
+        free = self.channels_last and target in LAYOUT_FREE
+        if marked and not free:
+            _unmark(_refs(node), env, marked)
         if target in HIGHER_ORDER:
             self._higher_order(node, env)
             return
@@ -187,6 +232,8 @@ class Program:
                 kwargs[named["name"]] = value
             else:
                 args.append(value)
+        if free and target in CONVOLUTIONS and args[0].dim() == 4 and args[1].dim() == 4:
+            args[0] = _channels_last(args[0])
         op = self.ops.get(target) or self.ops.setdefault(target, self._op(target))
         result = op(*args, **kwargs)
         outputs = node["outputs"]
@@ -197,6 +244,8 @@ class Program:
         else:
             for out, value in zip(outputs, result, strict=True):
                 self._bind(out, value, env)
+        if free:
+            _mark(node, env, marked)
 
     def _higher_order(self, node: dict[str, Any], env: dict[str, Any]) -> None:
         """A wrapper node (checked by the host): its body runs in a scope of its own, on
@@ -214,6 +263,59 @@ class Program:
             self._run(body["nodes"], scope, results)
         for out, ref in zip(node["outputs"], body["outputs"], strict=True):
             self._bind(out, scope[ref["as_tensor"]["name"]], env)
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with channels-last strides, which the convolution follows. With one channel
+    both layouts hold the same bytes and ``contiguous`` keeps the standard strides, which
+    the convolution would follow: the channel's stride must be 1."""
+    if x.stride(1) == 1 and x.is_contiguous(memory_format=torch.channels_last):
+        return x
+    return torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
+
+
+def _mark(node: dict[str, Any], env: dict[str, Any], marked: set[str]) -> None:
+    """After a ``LAYOUT_FREE`` node: mark its outputs that are not contiguous. A new
+    tensor has no view, so its copy can take its place; an in-place form's output is its
+    first argument, marked only when that was (a view of another value is never copied)."""
+    in_place = node["target"].partition(".ops.aten.")[2].split(".")[0].endswith("_")
+    if in_place:
+        first = _refs(node)[:1]
+        if not (first and first[0] in marked):
+            return
+    for out in node["outputs"]:
+        ((kind, ref),) = out.items()
+        refs = [ref] if kind == "as_tensor" else ref if kind == "as_tensors" else []
+        for item in refs:
+            value = env.get(item["name"])
+            if isinstance(value, torch.Tensor) and not value.is_contiguous():
+                marked.add(item["name"])
+
+
+def _unmark(names: Any, env: dict[str, Any], marked: set[str]) -> None:
+    """Make the marked values among ``names`` contiguous: one copy per value, bound to
+    every marked name that held it (an in-place form binds its input's value again)."""
+    for name in list(names):
+        if name not in marked:
+            continue
+        value = env[name]
+        copy = value.contiguous()
+        for other in [m for m in marked if env.get(m) is value]:
+            env[other] = copy
+            marked.discard(other)
+
+
+def _conv_weights_only(nodes: list[dict[str, Any]], state: dict[str, torch.Tensor]) -> list[str]:
+    """The 4-D stored tensors that only 2-D convolutions read, and only as their weight:
+    stored channels-last once, for every call."""
+    weights: set[str] = set()
+    other: set[str] = set()
+    for node in nodes:
+        for at, named in enumerate(node["inputs"]):
+            for name in _refs({"inputs": [named]}):
+                conv_weight = node["target"] in CONVOLUTIONS and at == 1
+                (weights if conv_weight else other).add(name)
+    return [n for n in weights - other if n in state and state[n].dim() == 4]
 
 
 def _refs(node: dict[str, Any]) -> list[str]:
