@@ -72,8 +72,8 @@ def predict(
             x = x.to(torch.float32).div_(255.0)
             if mean is not None:
                 x = (x - mean) / std
-            if channels_last:  # strides channels-last even with one channel
-                x = torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
+            if channels_last:  # PyTorch's recipe (with one channel, the batch as it is)
+                x = x.contiguous(memory_format=torch.channels_last)
             outputs.append(model(x).float())
         result = torch.cat(outputs).cpu().numpy()
     return result
