@@ -16,7 +16,7 @@ from .cli_options import debug_option, friendly
     type=click.FloatRange(min=0),
     default=120.0,
     show_default=True,
-    help="Stop after this long without a command (0: only when stopped).",
+    help="Stop after this long without a command or a run (0: only when stopped).",
 )
 @debug_option("Show tracebacks.")
 @friendly

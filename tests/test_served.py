@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 from kit import make_submission
-from kit.jobs import assert_serves, eager_inputs, eager_run
+from kit.jobs import assert_serves, eager_inputs, eager_run, run_eager
 from kit.served import ServeDaemon, fork_servers_of, spied_warm_sandboxes
 
 from harness import served_sandboxes
@@ -223,6 +223,26 @@ def test_a_second_serve_is_refused_and_an_idle_one_stops_by_itself(serve_dir: Pa
     finally:
         if first.proc.poll() is None:
             first.stop()
+
+
+def test_a_run_under_way_keeps_an_idle_serve_up(
+    serve_dir: Path, inputs: Path, tmp_path: Path
+) -> None:
+    """A command attached to a served runner asks nothing more while its runs fork from
+    it: a run longer than the idle time keeps the daemon up, which stops after it."""
+    daemon = ServeDaemon(serve_dir, "--idle-minutes", "0.1")  # 6 s
+    try:
+        outcome = run_eager(ProcessBackend(), tmp_path / "slow", inputs, "time.sleep(15)")
+        assert (outcome.status, outcome.exit_code) == ("ok", 0), outcome.log
+        assert _server().attached  # it ran through the daemon's runner
+        assert daemon.proc.poll() is None  # 15 s of a run, idle for 6: still up
+        deadline = time.monotonic() + SERVE_LINE_SECONDS
+        while daemon.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert daemon.proc.returncode == 0  # then idle: stopped by itself
+    finally:
+        if daemon.proc.poll() is None:
+            daemon.stop()
 
 
 def test_serve_refuses_a_folder_others_may_enter(serve_dir: Path) -> None:

@@ -134,6 +134,19 @@ class ForkServer:
         proc = self._proc
         return proc.pid if proc is not None and proc.poll() is None else None
 
+    @property
+    def runs_under_way(self) -> bool:
+        """Whether a run forked from this server (started here) is under way: its
+        supervisor, the server's child, lives until the client has followed the run."""
+        pid = self.pid
+        if pid is None:
+            return False
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as fh:
+                return bool(fh.read().split())
+        except OSError:
+            return False
+
     def run(
         self, args: list[str], *, env: dict[str, str], cwd: str, wall_seconds: float, log_bytes: int
     ) -> Finished:

@@ -136,6 +136,13 @@ class ProcessBackend:
         starts it itself: ``start`` and ``attach`` never attach to another)."""
         return self._server(env, preload)
 
+    def runs_under_way(self) -> bool:
+        """For ``grade serve``: whether a run forked from one of its servers (by a command
+        attached to it) is under way."""
+        with _SERVERS_LOCK:
+            servers = list(_SERVERS.values())
+        return any(server.runs_under_way for server in servers)
+
     def _outcome(self, job: RunJob, finished: Finished) -> RunOutcome:
         status, reason = "ok", ""
         if finished.timed_out:

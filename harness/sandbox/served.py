@@ -183,6 +183,8 @@ class Servers(Protocol):
         self, env: dict[str, str], preload: tuple[str, ...]
     ) -> forkserver.ForkServer: ...
 
+    def runs_under_way(self) -> bool: ...
+
     def close(self) -> None: ...
 
 
@@ -197,9 +199,10 @@ def serve_forever(
 ) -> None:
     """Hand out ``backend``'s fork servers, and answer ``broker``'s operations (a run in
     bwrap's or docker's warm sandboxes), until interrupted, or ``idle_seconds`` (0: never)
-    after the last request ended. ``warm``: environments whose fork servers start at
-    once (no preloads), in the background (a command may come sooner); ``warmed(count,
-    seconds)`` once they run."""
+    after the last request ended and the last run forked from those servers (a command
+    that attached to one runs its batch there without asking again) was followed.
+    ``warm``: environments whose fork servers start at once (no preloads), in the
+    background (a command may come sooner); ``warmed(count, seconds)`` once they run."""
     folder = serve_dir()
     _make_private(folder)
     path = socket_path()
@@ -214,7 +217,9 @@ def serve_forever(
             try:
                 conn, _addr = listener.accept()
             except TimeoutError:
-                if busy.idle_for() >= idle_seconds:
+                if backend.runs_under_way():
+                    busy.touch()
+                elif busy.idle_for() >= idle_seconds:
                     return
                 continue
             busy.enter()
@@ -284,6 +289,11 @@ class _Busy:
     def leave(self) -> None:
         with self._lock:
             self._count -= 1
+            self._since = time.monotonic()
+
+    def touch(self) -> None:
+        """Idle from now at the earliest (a run is under way)."""
+        with self._lock:
             self._since = time.monotonic()
 
     def idle_for(self) -> float:
