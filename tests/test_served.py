@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -343,4 +344,42 @@ def test_the_broker_runs_no_gpu_job_and_serves_no_process_backend(tmp_path: Path
         wire = served_sandboxes.job_to_wire(job)
         assert served_sandboxes.job_from_wire(wire) == job  # the wire loses nothing
     finally:
+        broker.close()
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        pytest.param("bwrap", marks=pytest.mark.bwrap),
+        pytest.param("docker", marks=pytest.mark.docker),
+    ],
+)
+def test_a_served_run_whose_command_is_gone_is_killed(backend: str, tmp_path: Path) -> None:
+    """The daemon's run for a command that closed its end of the reply (stopped, killed)
+    is killed at once, not at its wall clock, and the warm sandboxes serve the next run."""
+    broker = served_sandboxes.Broker(1)
+    inputs = eager_inputs(tmp_path)
+    request = {"backend": backend, "describe": get_backend(backend).describe()}
+    request |= {"jobs": 1, "preload": [], "op": "run"}
+    (tmp_path / "slow").mkdir()
+    slow = eager_run(tmp_path / "slow", inputs, "time.sleep(90)", wall=120)
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    asked = {**request, "job": served_sandboxes.job_to_wire(slow)}
+    answer = threading.Thread(target=served._broker_answer, args=(broker, asked, theirs.detach()))
+    try:
+        answer.start()
+        time.sleep(8)  # the sandbox is up, the run sleeps
+        t0 = time.monotonic()
+        mine.close()  # the command is gone
+        answer.join(timeout=45)
+        assert not answer.is_alive(), "the run went on for nobody"
+        assert time.monotonic() - t0 < 45
+        (tmp_path / "next").mkdir()
+        job = eager_run(tmp_path / "next", inputs, "")
+        reply = broker({**request, "job": served_sandboxes.job_to_wire(job)})
+        outcome = served_sandboxes.outcome_from_wire(reply["outcome"])
+        assert (outcome.status, outcome.exit_code) == ("ok", 0), outcome.log
+    finally:
+        mine.close()
+        answer.join(timeout=130)
         broker.close()

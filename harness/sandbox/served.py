@@ -37,7 +37,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from functools import cache
+from functools import cache, partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,6 +45,7 @@ from typing import Any, Protocol
 from ..errors import UserError
 from . import forkserver
 from .layout import RUNNER_SOURCE
+from .watch import ABANDONED
 
 SERVED_LIBRARIES = ("torch", "torchvision", "timm", "numpy", "safetensors", "docker")
 ENGINE_ENV = ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_TLS_VERIFY")
@@ -355,14 +356,29 @@ def _answer(backend: Servers, broker: Broker, conn: socket.socket, busy: _Busy) 
 
 
 def _broker_answer(broker: Broker, request: dict[str, Any], reply_fd: int) -> None:
+    """The operation, its run killed if the command closes its end first (``watch``)."""
     with socket.socket(fileno=reply_fd) as reply:
+        asked = ABANDONED.set(partial(_gone, reply))
         try:
             answer = broker(request)
         except Exception as exc:  # the command does it itself, and reports it if it fails
             answer = {"error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            ABANDONED.reset(asked)
         reply.setblocking(True)
         with contextlib.suppress(OSError):  # the command is gone: nobody to tell
             reply.sendall(json.dumps(answer).encode())
+
+
+def _gone(reply: socket.socket) -> bool:
+    """Whether the command closed its end of ``reply`` (it writes nothing on it, so
+    anything to read there is its end)."""
+    try:
+        return reply.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
 
 def _strings(values: Any) -> bool:

@@ -5,6 +5,7 @@ for its kind of sandbox (a process, a container, a request's done marker)."""
 
 from __future__ import annotations
 
+import contextvars
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,6 +13,13 @@ from pathlib import Path
 
 from .base import RunOutcome, SandboxPolicy
 from .confine import output_over, verdict
+
+# set by ``grade serve`` around a run it does for a command: true once that command is
+# gone (stopped, killed), so nobody waits for the outcome; the sandbox is killed as for a limit
+ABANDONED: contextvars.ContextVar[Callable[[], bool]] = contextvars.ContextVar(
+    "abandoned", default=lambda: False
+)
+ABANDONED_REASON = "the command that asked for this run stopped"
 
 
 @dataclass
@@ -31,14 +39,18 @@ def watch(
     flooded: Callable[[], bool] = lambda: False,
 ) -> Watched:
     """Loop until ``ended()`` (which waits a poll interval itself), the log floods, the
-    wall clock passes ``deadline`` (``time.perf_counter``), or ``output_dir`` passes the
-    output limit. The caller kills the sandbox afterwards in every case but a clean end."""
+    wall clock passes ``deadline`` (``time.perf_counter``), ``output_dir`` passes the
+    output limit, or the command the run is for is gone (``ABANDONED``). The caller kills
+    the sandbox afterwards in every case but a clean end."""
+    abandoned = ABANDONED.get()
     while not ended() and not flooded():
         if time.perf_counter() > deadline:
             return Watched(timed_out=True)
         over = output_over(output_dir, policy)
         if over:
             return Watched(killed_for=over)
+        if abandoned():
+            return Watched(killed_for=ABANDONED_REASON)
     return Watched()
 
 
