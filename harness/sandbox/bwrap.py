@@ -84,30 +84,51 @@ class BwrapBackend:
     def __init__(self, python: str | None = None) -> None:
         self.python = python or sys.executable
 
-    def unavailable_hint(self) -> str:
-        return "install bubblewrap (apt-get install bubblewrap), or use --sandbox docker"
-
     def unavailable_reason(self) -> str | None:
+        found = self._unavailable()
+        return found[0] if found else None
+
+    def unavailable_hint(self) -> str:
+        found = self._unavailable()
+        return found[1] if found else ""
+
+    def _unavailable(self) -> tuple[str, str] | None:
+        """Why bwrap cannot sandbox here, and what to do about it; None when it can."""
         if shutil.which("bwrap") is None:
-            return "bubblewrap (bwrap) is not installed"
+            return (
+                "bubblewrap (bwrap) is not installed",
+                "install bubblewrap (apt-get install bubblewrap), or use --sandbox docker",
+            )
         if _as_nobody() and not (shutil.which("unshare") and shutil.which("setpriv")):
-            return "running as root needs util-linux's unshare and setpriv to drop to nobody"
+            return (
+                "running as root needs util-linux's unshare and setpriv to drop to nobody",
+                "install util-linux (apt-get install util-linux), grade as a plain user, "
+                "or use --sandbox docker",
+            )
         try:
             program()
         except SeccompUnavailable as exc:
-            return f"bwrap's seccomp filter cannot be built: {exc}"
+            return (
+                f"bwrap's seccomp filter cannot be built: {exc}",
+                "install libseccomp (apt-get install libseccomp2), or use --sandbox docker",
+            )
         if self.python not in self._probe:
             self._probe[self.python] = self._try()
-        return self._probe[self.python]
+        said = self._probe[self.python]
+        if said is None:
+            return None
+        reason = f"bwrap could not start a sandbox ({said.removeprefix('bwrap: ')})"
+        return reason, _refusal_hint(said)
 
     def _try(self) -> str | None:
+        """bwrap's last line when it cannot start a sandbox here, else None."""
         binds = [Bind(p, p) for p in _python_prefixes(self.python)]
         with ExitStack() as stack:
             argv = self._argv(stack, binds, _env(1.0), 1 << 20)
             proc = _popen([*argv, self.python, "-I", "-c", "pass"], _fds(argv))
             out = proc.communicate(timeout=60)[0].decode(errors="replace").strip()
         if proc.returncode != 0:
-            return "bwrap cannot create a sandbox here: " + (out.splitlines() or ["?"])[-1]
+            return (out.splitlines() or ["?"])[-1]
         return None
 
     def describe(self) -> dict[str, str]:
@@ -374,6 +395,23 @@ def _env(cpus: float) -> dict[str, str]:
         "PYTHONPATH": MOUNTS["code"],
         **thread_env(cpus),
     }
+
+
+# what bwrap says when the kernel refuses it new user namespaces (sysctl, AppArmor, a
+# container without them)
+_NAMESPACE_WORDS = ("namespace", "uid map", "Permission denied", "Operation not permitted")
+
+
+def _refusal_hint(said: str) -> str:
+    """What to do about bwrap's refusal ``said`` (its last line)."""
+    if any(word in said for word in _NAMESPACE_WORDS):
+        return (
+            "allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1 "
+            "and user.max_user_namespaces above 0; on Ubuntu 24.04 also "
+            "kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor profile for "
+            "bwrap; in a container, run it with them allowed), or use --sandbox docker"
+        )
+    return "run `bwrap --ro-bind / / --unshare-all true` to see why, or use --sandbox docker"
 
 
 @cache
