@@ -261,7 +261,7 @@ def test_serve_names_a_socket_path_too_long(serve_dir: Path) -> None:
     deep = serve_dir / ("d" * 100)
     done = _serve_at(deep)
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert f"cannot listen at {deep}/fork-" in done.stderr
+    assert f"cannot listen at {deep}/serve-" in done.stderr
     assert "a socket's path has at most 107 bytes" in done.stderr
 
 

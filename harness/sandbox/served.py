@@ -91,7 +91,7 @@ def _version(distribution: str) -> str:
 
 
 def socket_path() -> Path:
-    return serve_dir() / f"fork-{code_digest()}.sock"
+    return serve_dir() / f"serve-{code_digest()}.sock"
 
 
 def private(folder: Path) -> bool:
