@@ -257,6 +257,15 @@ def test_serve_refuses_a_folder_others_may_enter(serve_dir: Path) -> None:
     assert "HARNESS_SERVE_DIR" in done.stderr
 
 
+def test_serve_names_a_folder_it_cannot_make(serve_dir: Path) -> None:
+    blocker = serve_dir / "a-file"
+    blocker.write_text("")
+    done = _serve_at(blocker / "harness")
+    assert done.returncode == 2
+    assert f"cannot make {blocker / 'harness'} for grade serve's socket" in done.stderr
+    assert "HARNESS_SERVE_DIR" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_serve_names_a_socket_path_too_long(serve_dir: Path) -> None:
     deep = serve_dir / ("d" * 100)
     done = _serve_at(deep)

@@ -82,6 +82,11 @@ LAYOUT_FREE = _aten(
     """
 )
 CONVOLUTIONS = _aten("convolution.default conv2d.default")
+# the in-place forms among them (``harness.program.check.in_place``, which the sandbox
+# cannot import): their output is their first argument
+LAYOUT_FREE_IN_PLACE = frozenset(
+    t for t in LAYOUT_FREE if t.removeprefix(PREFIX).partition(".")[0].endswith("_")
+)
 
 
 class ProgramError(Exception):
@@ -278,8 +283,7 @@ def _mark(node: dict[str, Any], env: dict[str, Any], marked: set[str]) -> None:
     """After a ``LAYOUT_FREE`` node: mark its outputs that are not contiguous. A new
     tensor has no view, so its copy can take its place; an in-place form's output is its
     first argument, marked only when that was (a view of another value is never copied)."""
-    in_place = node["target"].partition(".ops.aten.")[2].split(".")[0].endswith("_")
-    if in_place:
+    if node["target"] in LAYOUT_FREE_IN_PLACE:
         first = _refs(node)[:1]
         if not (first and first[0] in marked):
             return
@@ -312,26 +316,28 @@ def _conv_weights_only(nodes: list[dict[str, Any]], state: dict[str, torch.Tenso
     other: set[str] = set()
     for node in nodes:
         for at, named in enumerate(node["inputs"]):
-            for name in _refs({"inputs": [named]}):
-                conv_weight = node["target"] in CONVOLUTIONS and at == 1
-                (weights if conv_weight else other).add(name)
+            conv_weight = node["target"] in CONVOLUTIONS and at == 1
+            (weights if conv_weight else other).update(_arg_refs(named["arg"]))
     return [n for n in weights - other if n in state and state[n].dim() == 4]
 
 
 def _refs(node: dict[str, Any]) -> list[str]:
     """The value names a node reads."""
-    names: list[str] = []
-    for named in node["inputs"]:
-        ((kind, value),) = named["arg"].items()
-        if kind == "as_tensor":
-            names.append(value["name"])
-        elif kind == "as_tensors":
-            names.extend(t["name"] for t in value)
-        elif kind == "as_optional_tensors":
-            names.extend(t["as_tensor"]["name"] for t in value if "as_tensor" in t)
-        elif kind == "as_optional_tensor" and "as_tensor" in value:
-            names.append(value["as_tensor"]["name"])
-    return names
+    return [name for named in node["inputs"] for name in _arg_refs(named["arg"])]
+
+
+def _arg_refs(arg: dict[str, Any]) -> list[str]:
+    """The value names one argument reads."""
+    ((kind, value),) = arg.items()
+    if kind == "as_tensor":
+        return [value["name"]]
+    if kind == "as_tensors":
+        return [t["name"] for t in value]
+    if kind == "as_optional_tensors":
+        return [t["as_tensor"]["name"] for t in value if "as_tensor" in t]
+    if kind == "as_optional_tensor" and "as_tensor" in value:
+        return [value["as_tensor"]["name"]]
+    return []
 
 
 def _last_uses(nodes: list[dict[str, Any]], keep: frozenset[str]) -> list[list[str]]:

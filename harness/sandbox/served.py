@@ -236,8 +236,15 @@ def serve_forever(
 
 
 def _make_private(folder: Path) -> None:
-    with contextlib.suppress(FileExistsError):
+    try:
         folder.mkdir(mode=0o700, parents=True)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise UserError(
+            f"cannot make {folder} for grade serve's socket: {exc.strerror or exc}",
+            "point HARNESS_SERVE_DIR at a folder of yours (it is made if missing)",
+        ) from None
     if not private(folder):
         raise UserError(
             f"{folder} is not a folder of yours that only you may enter",
